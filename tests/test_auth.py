@@ -1,0 +1,194 @@
+"""KeySecretAuth: authorize, refresh before expiry, single flight, 401 -> one refresh, one retry."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aioresponses import aioresponses
+from yarl import URL
+
+import workflows_async as wa
+from workflows_async import errors
+from workflows_async.auth import jwt_expiry
+
+BASE = "https://api.example.test"
+WF = "wf-1"
+FAST = wa.RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.002)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def token_body(access: str, refresh: str = "r1", expiry: float = 300) -> dict[str, Any]:
+    return {
+        "accessToken": access,
+        "refreshToken": refresh,
+        "expiryDuration": expiry,
+        "tokenType": "Bearer",
+    }
+
+
+def count(m: Any, method: str, path: str) -> int:
+    return len(m.requests.get((method, URL(BASE + path)), []))
+
+
+def bearer(m: Any, path: str, index: int) -> str:
+    value: str = m.requests[("GET", URL(BASE + path))][index].kwargs["headers"]["Authorization"]
+    return value
+
+
+@pytest.fixture
+def mocked() -> Any:
+    with aioresponses() as m:
+        yield m
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def session(clock: Clock) -> AsyncIterator[wa.Session]:
+    auth = wa.KeySecretAuth("my-key", "my-secret", refresh_margin=30, clock=clock)
+    async with wa.Session(BASE, auth, retry=FAST) as s:
+        yield s
+
+
+def workflow_ok(m: Any, repeat: bool = True) -> None:
+    m.get(BASE + f"/workflows/{WF}", payload={"id": WF, "status": "IN_PROGRESS"}, repeat=repeat)
+
+
+async def test_authorize_on_first_use_then_reuse(session: wa.Session, mocked: Any) -> None:
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"))
+    workflow_ok(mocked)
+    await session.get_workflow(WF)
+    await session.get_workflow(WF)
+    assert count(mocked, "POST", "/auth/authorize") == 1
+    call = mocked.requests[("POST", URL(BASE + "/auth/authorize"))][0]
+    assert json.loads(call.kwargs["data"]) == {"key": "my-key", "secret": "my-secret"}
+    assert "Authorization" not in call.kwargs["headers"]
+    assert bearer(mocked, f"/workflows/{WF}", 1) == "Bearer a1"
+
+
+async def test_refresh_shortly_before_expiry(
+    session: wa.Session, mocked: Any, clock: Clock
+) -> None:
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1", "r1", 300))
+    mocked.post(BASE + "/auth/refresh", payload=token_body("a2", "r2", 300))
+    workflow_ok(mocked)
+    await session.get_workflow(WF)
+    clock.now += 269  # 31 s left: still fresh
+    await session.get_workflow(WF)
+    clock.now += 2  # 29 s left: inside the margin
+    await session.get_workflow(WF)
+    refresh = mocked.requests[("POST", URL(BASE + "/auth/refresh"))]
+    assert len(refresh) == 1 and json.loads(refresh[0].kwargs["data"]) == {"refreshToken": "r1"}
+    assert [bearer(mocked, f"/workflows/{WF}", i) for i in range(3)] == [
+        "Bearer a1",
+        "Bearer a1",
+        "Bearer a2",
+    ]
+
+
+async def test_jwt_exp_claim_wins_over_expiry_duration(mocked: Any, clock: Clock) -> None:
+    payload = (
+        base64.urlsafe_b64encode(json.dumps({"exp": 10_000 + 120}).encode()).decode().rstrip("=")
+    )
+    jwt = f"eyJhbGciOiJIUzI1NiJ9.{payload}.sig"
+    assert jwt_expiry(jwt) == 10_120
+    auth = wa.KeySecretAuth("k", "s", refresh_margin=30, clock=clock, wall_clock=lambda: 10_000.0)
+    mocked.post(BASE + "/auth/authorize", payload=token_body(jwt, "r1", 999_999), repeat=True)
+    mocked.post(BASE + "/auth/refresh", payload=token_body(jwt, "r1", 999_999), repeat=True)
+    workflow_ok(mocked)
+    async with wa.Session(BASE, auth, retry=FAST) as session:
+        await session.get_workflow(WF)
+        clock.now += 95  # 25 s before the JWT's exp, though expiryDuration says days
+        await session.get_workflow(WF)
+    assert count(mocked, "POST", "/auth/refresh") == 1
+
+
+async def test_fifty_concurrent_calls_cause_one_refresh(
+    session: wa.Session, mocked: Any, clock: Clock
+) -> None:
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1", "r1", 300))
+    mocked.post(BASE + "/auth/refresh", payload=token_body("a2", "r2", 300), repeat=True)
+    workflow_ok(mocked)
+    await session.get_workflow(WF)
+    clock.now += 1000  # expired
+    await asyncio.gather(*(session.get_workflow(WF) for _ in range(50)))
+    assert count(mocked, "POST", "/auth/refresh") == 1
+    assert count(mocked, "POST", "/auth/authorize") == 1
+
+
+async def test_401_refreshes_once_and_retries_once(session: wa.Session, mocked: Any) -> None:
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"))
+    mocked.post(BASE + "/auth/refresh", payload=token_body("a2"))
+    mocked.get(BASE + f"/workflows/{WF}", status=401)
+    workflow_ok(mocked)
+    assert (await session.get_workflow(WF)).id == WF
+    assert count(mocked, "POST", "/auth/refresh") == 1
+    assert bearer(mocked, f"/workflows/{WF}", 1) == "Bearer a2"
+
+
+async def test_persistent_401_is_not_a_loop(session: wa.Session, mocked: Any) -> None:
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"), repeat=True)
+    mocked.post(BASE + "/auth/refresh", payload=token_body("a2"), repeat=True)
+    mocked.get(BASE + f"/workflows/{WF}", status=401, repeat=True)
+    with pytest.raises(errors.AuthenticationError) as info:
+        await session.get_workflow(WF)
+    assert count(mocked, "GET", f"/workflows/{WF}") == 2
+    assert count(mocked, "POST", "/auth/refresh") == 1
+    assert "a1" not in str(info.value) and "a2" not in str(info.value)
+
+
+async def test_failed_refresh_falls_back_to_authorize(
+    session: wa.Session, mocked: Any, clock: Clock
+) -> None:
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1", "r1", 300))
+    mocked.post(BASE + "/auth/refresh", status=401)
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a3", "r3", 300))
+    workflow_ok(mocked)
+    await session.get_workflow(WF)
+    clock.now += 1000
+    await session.get_workflow(WF)
+    assert count(mocked, "POST", "/auth/authorize") == 2
+    assert bearer(mocked, f"/workflows/{WF}", 1) == "Bearer a3"
+
+
+async def test_wrong_credentials_raise_authentication_error(
+    session: wa.Session, mocked: Any
+) -> None:
+    mocked.post(BASE + "/auth/authorize", status=401, body='{"message":"bad key"}')
+    with pytest.raises(errors.AuthenticationError) as info:
+        await session.get_workflow(WF)
+    assert "my-secret" not in str(info.value) and "my-key" not in str(info.value)
+
+
+async def test_token_auth_401_is_final(mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF}", status=401, repeat=True)
+    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST) as session:
+        with pytest.raises(errors.AuthenticationError):
+            await session.get_workflow(WF)
+    assert count(mocked, "GET", f"/workflows/{WF}") == 1
+
+
+def test_reprs_hide_credentials() -> None:
+    assert "sekrit" not in repr(wa.KeySecretAuth("key-id", "sekrit"))
+    assert "key-id" not in repr(wa.KeySecretAuth("key-id", "sekrit"))
+    assert "s3cr3t-bearer" not in repr(wa.TokenAuth("s3cr3t-bearer"))
+    assert "abc" not in repr(wa.Token(access_token="abc", refresh_token="def"))
+    with pytest.raises(errors.ConfigurationError):
+        wa.KeySecretAuth("", "x")
+    with pytest.raises(errors.ConfigurationError):
+        wa.TokenAuth("")

@@ -1,0 +1,282 @@
+"""Session request/response details, checked at the HTTP seam with aioresponses."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+from yarl import URL
+
+import workflows_async as wa
+from workflows_async import errors
+
+BASE = "https://api.example.test"
+FAST = wa.RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002, max_time=5)
+CASE_ID = "6f1c9a52-0b7e-4c8e-9a51-3f2d6f0e8a11"
+WF_ID = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[wa.Session]:
+    async with wa.Session(BASE, wa.TokenAuth("tok-123"), api_version=2, retry=FAST) as s:
+        yield s
+
+
+@pytest.fixture
+def mocked() -> Any:
+    with aioresponses() as m:
+        yield m
+
+
+def calls(mocked: Any, method: str, path: str) -> list[Any]:
+    return list(mocked.requests.get((method, URL(BASE + path)), []))
+
+
+async def test_create_case_sends_camel_case_and_headers(session: wa.Session, mocked: Any) -> None:
+    mocked.post(BASE + "/cases", payload={"id": CASE_ID, "firstName": "Ann", "newField": 1})
+    case = await session.create_case(first_name="Ann", personal_number="19900101-1234")
+    assert case.id == CASE_ID and case.first_name == "Ann"
+    (call,) = calls(mocked, "POST", "/cases")
+    assert json.loads(call.kwargs["data"]) == {
+        "firstName": "Ann",
+        "personalNumber": "19900101-1234",
+    }
+    headers = call.kwargs["headers"]
+    assert headers["Authorization"] == "Bearer tok-123"
+    assert headers["Accept"] == "application/json;version=2"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"] == f"workflows-async/{wa.__version__}"
+    assert "1990" not in repr(case) and "Ann" not in repr(case)
+
+
+async def test_parameters_run_status_result(session: wa.Session, mocked: Any) -> None:
+    mocked.post(BASE + "/parameters", payload={"id": "p1", "workflowDefinitionId": "kyc"})
+    mocked.post(
+        BASE + "/workflows/run", payload={"id": WF_ID, "caseId": CASE_ID, "status": "IN_PROGRESS"}
+    )
+    mocked.get(
+        BASE + f"/workflows/{WF_ID}",
+        payload={"id": WF_ID, "caseId": CASE_ID, "status": "COMPLETED"},
+    )
+    result_body = {
+        "createdDate": "2026-11-29T10:00:00Z",
+        "caseId": CASE_ID,
+        "partyId": "p-9",
+        "score": {"risk": 3},
+    }
+    mocked.get(BASE + f"/workflows/{WF_ID}/result", payload=result_body)
+
+    params = await session.create_parameters("kyc", {"country": "SE", "nested": {"a": [1, 2]}})
+    (call,) = calls(mocked, "POST", "/parameters")
+    assert json.loads(call.kwargs["data"]) == {
+        "workflowDefinitionId": "kyc",
+        "parameters": {"country": "SE", "nested": {"a": [1, 2]}},
+    }
+    workflow = await session.run_workflow(CASE_ID, "kyc", parameters_id=params.id)
+    (call,) = calls(mocked, "POST", "/workflows/run")
+    assert json.loads(call.kwargs["data"]) == {
+        "caseId": CASE_ID,
+        "workflowDefinitionId": "kyc",
+        "parametersId": "p1",
+    }
+    assert workflow.status == "IN_PROGRESS" and not workflow.is_terminal
+    assert (await session.get_workflow(WF_ID)).is_terminal
+    result = await session.get_result(WF_ID)
+    assert result.created_date == "2026-11-29T10:00:00Z"
+    assert result.case_id == CASE_ID and result.party_id == "p-9"
+    assert result["score"] == {"risk": 3} and result.data == result_body
+    assert "risk" not in repr(result)
+
+
+async def test_default_accept_is_plain_json(mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
+    async with wa.Session(BASE, wa.TokenAuth("t")) as session:
+        workflow = await session.get_workflow(WF_ID)
+    assert workflow.status == "X"
+    (call,) = calls(mocked, "GET", f"/workflows/{WF_ID}")
+    assert call.kwargs["headers"]["Accept"] == "application/json"
+
+
+@pytest.mark.parametrize("bad", ["../auth", "a/b", "", "x" * 129, "id?x=1", "%2e%2e"])
+async def test_ids_are_checked_before_any_request(
+    session: wa.Session, mocked: Any, bad: str
+) -> None:
+    with pytest.raises(errors.ConfigurationError):
+        await session.get_workflow(bad)
+    with pytest.raises(errors.ConfigurationError):
+        await session.get_result(bad)
+    with pytest.raises(errors.ConfigurationError):
+        await session.run_workflow(bad, "kyc")
+    assert not mocked.requests
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, errors.BadRequestError),
+        (401, errors.AuthenticationError),
+        (403, errors.PermissionDeniedError),
+        (404, errors.NotFoundError),
+        (415, errors.UnsupportedMediaTypeError),
+        (409, errors.APIError),
+    ],
+)
+async def test_error_statuses_raise_typed_errors_without_retry(
+    session: wa.Session, mocked: Any, status: int, cls: type[errors.APIError]
+) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}", status=status, body='{"message":"m"}', repeat=True)
+    with pytest.raises(cls) as info:
+        await session.get_workflow(WF_ID)
+    assert info.value.status == status
+    assert "tok-123" not in str(info.value)
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1
+
+
+async def test_get_retried_on_500_then_succeeds(session: wa.Session, mocked: Any) -> None:
+    url = BASE + f"/workflows/{WF_ID}"
+    mocked.get(url, status=500)
+    mocked.get(url, status=502)
+    mocked.get(url, payload={"id": WF_ID, "status": "COMPLETED"})
+    assert (await session.get_workflow(WF_ID)).status == "COMPLETED"
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 3
+
+
+async def test_get_gives_up_after_max_attempts(session: wa.Session, mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}", status=503, repeat=True)
+    with pytest.raises(errors.ServerError):
+        await session.get_workflow(WF_ID)
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 3
+
+
+async def test_post_not_retried_on_500(session: wa.Session, mocked: Any) -> None:
+    mocked.post(BASE + "/workflows/run", status=500, repeat=True)
+    with pytest.raises(errors.ServerError):
+        await session.run_workflow(CASE_ID, "kyc")
+    assert len(calls(mocked, "POST", "/workflows/run")) == 1
+
+
+async def test_post_not_retried_on_read_timeout(session: wa.Session, mocked: Any) -> None:
+    mocked.post(BASE + "/cases", exception=TimeoutError(), repeat=True)
+    with pytest.raises(errors.RequestTimeout) as info:
+        await session.create_case(first_name="Ann")
+    assert isinstance(info.value, TimeoutError)
+    assert len(calls(mocked, "POST", "/cases")) == 1
+
+
+async def test_post_not_retried_on_disconnect(session: wa.Session, mocked: Any) -> None:
+    mocked.post(BASE + "/cases", exception=aiohttp.ServerDisconnectedError(), repeat=True)
+    with pytest.raises(errors.TransportError):
+        await session.create_case()
+    assert len(calls(mocked, "POST", "/cases")) == 1
+
+
+async def test_post_retried_when_never_connected(session: wa.Session, mocked: Any) -> None:
+    conn_error = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None),
+        OSError(111, "refused"),
+    )
+    mocked.post(BASE + "/cases", exception=conn_error)
+    mocked.post(BASE + "/cases", payload={"id": CASE_ID})
+    assert (await session.create_case()).id == CASE_ID
+    assert len(calls(mocked, "POST", "/cases")) == 2
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_post_retried_on_429_and_503_honouring_retry_after(
+    session: wa.Session, mocked: Any, status: int
+) -> None:
+    mocked.post(BASE + "/workflows/run", status=status, headers={"Retry-After": "0"})
+    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
+    assert (await session.run_workflow(CASE_ID, "kyc")).id == WF_ID
+    assert len(calls(mocked, "POST", "/workflows/run")) == 2
+
+
+async def test_retry_after_http_date_in_the_past_retries_at_once(
+    session: wa.Session, mocked: Any
+) -> None:
+    url = BASE + f"/workflows/{WF_ID}"
+    mocked.get(url, status=429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    mocked.get(url, payload={"id": WF_ID, "status": "IN_PROGRESS"})
+    assert (await session.get_workflow(WF_ID)).id == WF_ID
+
+
+@pytest.mark.parametrize("retry_after", ["120", "Fri, 01 Jan 2100 00:00:00 GMT"])
+async def test_retry_after_above_cap_raises_rate_limit(
+    session: wa.Session, mocked: Any, retry_after: str
+) -> None:
+    mocked.get(
+        BASE + f"/workflows/{WF_ID}", status=429, headers={"Retry-After": retry_after}, repeat=True
+    )
+    with pytest.raises(errors.RateLimitError) as info:
+        await session.get_workflow(WF_ID)
+    assert info.value.retry_after is not None and info.value.retry_after > 30
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1
+
+
+async def test_undecodable_answer_is_decode_error(session: wa.Session, mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}", body="<html>oops</html>")
+    with pytest.raises(errors.DecodeError):
+        await session.get_workflow(WF_ID)
+
+
+async def test_closed_session_refuses_use(mocked: Any) -> None:
+    session = wa.Session(BASE, wa.TokenAuth("t"))
+    await session.close()
+    await session.close()
+    with pytest.raises(errors.SessionClosedError):
+        await session.get_workflow(WF_ID)
+    with pytest.raises(errors.SessionClosedError):
+        async with session:
+            pass
+
+
+async def test_caller_supplied_http_session_is_not_closed(mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
+    async with aiohttp.ClientSession() as http:
+        async with wa.Session(BASE, wa.TokenAuth("t"), http_session=http) as session:
+            await session.get_workflow(WF_ID)
+        assert not http.closed
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.example.test", "ftp://x", "api.example.test", "https://u:p@h", ""]
+)
+def test_base_url_checks(url: str) -> None:
+    with pytest.raises(errors.ConfigurationError):
+        wa.Session(url)
+
+
+def test_http_allowed_only_on_request() -> None:
+    session = wa.Session("http://127.0.0.1:1234/", allow_insecure_http=True)
+    assert session.base_url == "http://127.0.0.1:1234"
+
+
+def test_from_env() -> None:
+    env = {
+        "WORKFLOWS_BASE_URL": BASE,
+        "WORKFLOWS_API_KEY": "k",
+        "WORKFLOWS_API_SECRET": "s",
+        "WORKFLOWS_API_VERSION": "3",
+    }
+    session = wa.Session.from_env(env)
+    assert isinstance(session.auth, wa.KeySecretAuth) and session.api_version == 3
+    assert "secret-value-2" not in repr(session) and "key-value-1" not in repr(session)
+    token = wa.Session.from_env({"WORKFLOWS_BASE_URL": BASE, "WORKFLOWS_TOKEN": "t"})
+    assert isinstance(token.auth, wa.TokenAuth)
+    with pytest.raises(errors.ConfigurationError, match="credentials"):
+        wa.Session.from_env({"WORKFLOWS_BASE_URL": BASE})
+    with pytest.raises(errors.ConfigurationError, match="WORKFLOWS_BASE_URL"):
+        wa.Session.from_env({"WORKFLOWS_TOKEN": "t"})
+    with pytest.raises(errors.ConfigurationError):
+        wa.Session.from_env({**env, "WORKFLOWS_API_VERSION": "two"})
+
+
+def test_request_id_surfaces_in_errors() -> None:
+    assert re.search(
+        "request id r-1", str(errors.NotFoundError(404, method="GET", path="/x", request_id="r-1"))
+    )

@@ -1,0 +1,178 @@
+"""The one place that touches ``aiohttp.ClientSession``: send, retry (with ``backoff``), answer.
+
+Invariants: every request goes through :meth:`HttpClient.request`; it returns a 2xx
+:class:`Response` or raises a :mod:`workflows_async.errors` exception, never an aiohttp one;
+retries follow :class:`RetryPolicy` (a POST is resent only when it surely did not take effect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import aiohttp
+import backoff
+from multidict import CIMultiDictProxy
+
+from ._decipher import error_for_status
+from ._retry import RetryPolicy
+from .errors import APIError, RateLimitError, RequestTimeout, SessionClosedError, TransportError
+
+__all__ = ["HttpClient", "Response"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Response:
+    """A 2xx answer as it came: status, headers and raw body bytes."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+class _Retry(Exception):
+    """Internal: carries an error that the policy allows to retry."""
+
+    def __init__(self, error: APIError | TransportError, retry_after: float | None) -> None:
+        super().__init__()
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _wait_gen(policy: RetryPolicy) -> Generator[float, Any, None]:
+    """A ``backoff`` wait generator: full jitter, or the server's Retry-After when it sent one."""
+    retry = 0
+    sent = yield 0.0  # backoff primes the generator with send(None)
+    while True:
+        retry_after = sent.retry_after if isinstance(sent, _Retry) else None
+        sent = yield policy.delay(retry, retry_after)
+        retry += 1
+
+
+class HttpClient:
+    """Sends requests to ``base_url`` with the given headers, timeout and retry policy."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        retry: RetryPolicy,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = dict(headers)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
+        self.retry = retry
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+        self._send = backoff.on_exception(
+            _wait_gen,
+            _Retry,
+            max_tries=retry.max_attempts,
+            max_time=retry.max_time,
+            jitter=None,
+            logger=None,
+            policy=retry,
+        )(self._send_once)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise SessionClosedError("the Session is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, raise_for_status=False, auto_decompress=True
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        bearer: str | None = None,
+        params: Mapping[str, str] | None = None,
+        accept: str | None = None,
+    ) -> Response:
+        """Send one request (with retries) and return its 2xx answer, or raise."""
+        headers = dict(self._headers)
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
+        if accept is not None:
+            headers["Accept"] = accept
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            response: Response = await self._send(method, path, body, headers, params)
+        except _Retry as exhausted:
+            raise exhausted.error from None
+        return response
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        params: Mapping[str, str] | None,
+    ) -> Response:
+        client = self._client()
+        url = self.base_url + path
+        try:
+            async with client.request(
+                method, url, data=body, headers=headers, params=params, timeout=self._timeout
+            ) as resp:
+                payload = await resp.read()
+                status, resp_headers = resp.status, resp.headers
+        except aiohttp.ClientConnectorError as exc:
+            raise self._transport(method, path, f"cannot connect ({exc.os_error})", False) from None
+        except aiohttp.ConnectionTimeoutError:
+            raise self._transport(method, path, "connection timed out", False) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise self._transport(method, path, "timed out", True, timeout=True) from None
+        except aiohttp.ClientError as exc:
+            raise self._transport(method, path, type(exc).__name__, True) from None
+        error = error_for_status(
+            status, method=method, path=path, headers=resp_headers, body=payload
+        )
+        if error is None:
+            return Response(status, resp_headers, payload)
+        if not self.retry.retry_status(method, status):
+            raise error
+        if not self.retry.retry_after_allowed(error.retry_after):
+            raise RateLimitError(
+                status,
+                method=method,
+                path=path,
+                body_excerpt=error.body_excerpt,
+                request_id=error.request_id,
+                retry_after=error.retry_after,
+            ) from None
+        raise _Retry(error, error.retry_after)
+
+    def _transport(
+        self, method: str, path: str, reason: str, connected: bool, *, timeout: bool = False
+    ) -> Exception:
+        cls = RequestTimeout if timeout else TransportError
+        error = cls(f"{method} {path} failed: {reason}", method=method, path=path)
+        if self.retry.retry_transport(method, connected=connected):
+            return _Retry(error, None)
+        return error
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        # Let aiohttp's connector finish closing its transports (avoids ResourceWarnings).
+        await asyncio.sleep(0)

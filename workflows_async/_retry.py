@@ -1,0 +1,104 @@
+"""When to retry a request, and how long to wait: pure decisions, no I/O, no clock reads.
+
+Invariants: a request that may have taken effect (a POST that reached the server and was not
+answered 429 or 503) is never retried; a Retry-After above the policy's cap is never slept on;
+a delay is never negative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from .errors import ConfigurationError
+
+__all__ = ["RetryPolicy", "parse_retry_after"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Statuses that prove the server did not act on the request, so even a POST may be resent.
+NOT_APPLIED_STATUSES = frozenset({429, 503})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How failed requests are retried (exponential backoff with full jitter, via ``backoff``).
+
+    ``max_attempts`` counts the first try; ``max_time`` bounds the whole call including sleeps;
+    a ``Retry-After`` longer than ``max_retry_after`` raises :class:`RateLimitError` at once.
+    ``RetryPolicy.none()`` disables retries.
+    """
+
+    max_attempts: int = 4
+    max_time: float = 30.0
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+    retry_statuses: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError("RetryPolicy.max_attempts must be at least 1")
+        for name in ("max_time", "base_delay", "max_delay", "max_retry_after"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"RetryPolicy.{name} must not be negative")
+
+    @classmethod
+    def none(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(max_attempts=1)
+
+    def retry_status(self, method: str, status: int) -> bool:
+        """May a request answered with ``status`` be sent again?"""
+        if status not in self.retry_statuses:
+            return False
+        return method.upper() in IDEMPOTENT_METHODS or status in NOT_APPLIED_STATUSES
+
+    def retry_transport(self, method: str, *, connected: bool) -> bool:
+        """May a request that got no answer be sent again?
+
+        ``connected`` is False only when the connection was never established, the one case in
+        which a POST surely did not reach the server.
+        """
+        return method.upper() in IDEMPOTENT_METHODS or not connected
+
+    def retry_after_allowed(self, retry_after: float | None) -> bool:
+        """Is a server-requested wait short enough to sleep on?"""
+        return retry_after is None or retry_after <= self.max_retry_after
+
+    def backoff_delay(self, retry: int, rand: Callable[[], float] = random.random) -> float:
+        """Full-jitter delay before retry number ``retry`` (0 for the first retry)."""
+        ceiling = min(self.max_delay, self.base_delay * (2**retry))
+        return float(ceiling * rand())
+
+    def delay(
+        self, retry: int, retry_after: float | None, rand: Callable[[], float] = random.random
+    ) -> float:
+        """The wait before retry number ``retry``: the server's Retry-After when it gave one."""
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        return self.backoff_delay(retry, rand)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    Returns None when the header is absent or unreadable; a date in the past gives 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = now if now is not None else datetime.now(UTC)
+    return max(0.0, (when - current).total_seconds())

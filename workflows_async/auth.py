@@ -1,0 +1,160 @@
+"""Authentication: a fixed bearer token, or key + secret with tokens that refresh themselves.
+
+Invariants: at most ONE token request is in flight per auth object, however many calls need a
+token at once; a rejected token causes at most one refresh per call (never a loop); no key,
+secret or token ever appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+from ._http import HttpClient
+from .errors import APIError, ConfigurationError, DecodeError
+from .models import Token
+
+__all__ = ["Auth", "KeySecretAuth", "TokenAuth"]
+
+_TOKEN_DECODER = msgspec.json.Decoder(Token)
+
+
+class Auth(Protocol):
+    """What a Session needs from an authentication method."""
+
+    async def token(self, http: HttpClient) -> str:
+        """A bearer token to send now."""
+        ...
+
+    async def on_unauthorized(self, http: HttpClient, rejected: str) -> bool:
+        """The API refused ``rejected`` with 401: renew it; True when a retry may succeed."""
+        ...
+
+
+class TokenAuth:
+    """A fixed bearer token (obtained elsewhere). A 401 is final."""
+
+    def __init__(self, token: str) -> None:
+        if not token or not isinstance(token, str):
+            raise ConfigurationError("TokenAuth needs a non-empty token")
+        self._token = token
+
+    async def token(self, http: HttpClient) -> str:
+        return self._token
+
+    async def on_unauthorized(self, http: HttpClient, rejected: str) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "TokenAuth(token=***)"
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim (Unix time) of a JWT, read without trusting it for anything else."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    segment = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(segment))
+    except (ValueError, TypeError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return float(exp)
+
+
+class KeySecretAuth:
+    """``POST /auth/authorize`` with key and secret; ``POST /auth/refresh`` before expiry.
+
+    The expiry comes from the access token's ``exp`` claim when it is a JWT, otherwise from
+    ``expiryDuration`` read as seconds. The token is renewed ``refresh_margin`` seconds early,
+    and whenever the API answers 401. A failed refresh falls back to a new authorization.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        secret: str,
+        *,
+        refresh_margin: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not key or not secret:
+            raise ConfigurationError("KeySecretAuth needs a non-empty key and secret")
+        self._key = key
+        self._secret = secret
+        self._margin = refresh_margin
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._access: str | None = None
+        self._refresh: str | None = None
+        self._renew_at: float | None = None
+        self._lock = asyncio.Lock()
+        self.token_requests = 0
+        """How many authorize/refresh requests were sent (for tests and monitoring)."""
+
+    def __repr__(self) -> str:
+        return "KeySecretAuth(key=***, secret=***)"
+
+    def _fresh(self) -> bool:
+        if self._access is None:
+            return False
+        return self._renew_at is None or self._clock() < self._renew_at
+
+    async def token(self, http: HttpClient) -> str:
+        if self._fresh():
+            assert self._access is not None
+            return self._access
+        async with self._lock:
+            if not self._fresh():
+                await self._renew(http)
+            assert self._access is not None
+            return self._access
+
+    async def on_unauthorized(self, http: HttpClient, rejected: str) -> bool:
+        async with self._lock:
+            if self._access is not None and self._access != rejected:
+                return True  # another call renewed it meanwhile
+            await self._renew(http)
+            return True
+
+    async def _renew(self, http: HttpClient) -> None:
+        if self._refresh is not None:
+            try:
+                await self._request(http, "/auth/refresh", {"refreshToken": self._refresh})
+                return
+            except (APIError, DecodeError):
+                self._refresh = None  # refused or unreadable: start over with the key
+        await self._request(http, "/auth/authorize", {"key": self._key, "secret": self._secret})
+
+    async def _request(self, http: HttpClient, path: str, payload: dict[str, str]) -> None:
+        self.token_requests += 1
+        response = await http.request("POST", path, body=msgspec.json.encode(payload))
+        try:
+            token = _TOKEN_DECODER.decode(response.body)
+        except msgspec.DecodeError:
+            raise DecodeError(f"POST {path} answered a body that is not a token") from None
+        now = self._clock()
+        self._access = token.access_token
+        self._refresh = token.refresh_token or self._refresh
+        exp = jwt_expiry(token.access_token)
+        if exp is not None:
+            lifetime: float | None = exp - self._wall_clock()
+        elif token.expiry_duration is not None:
+            lifetime = float(token.expiry_duration)
+        else:
+            lifetime = None  # no stated expiry: renewed when the API answers 401
+        if lifetime is None:
+            self._renew_at = None
+        else:
+            # Renew early, but never so early that a short-lived token is renewed at every call.
+            self._renew_at = now + lifetime - min(self._margin, max(lifetime, 0.0) / 2)

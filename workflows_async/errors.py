@@ -1,0 +1,182 @@
+"""The exception tree of ``workflows_async``.
+
+::
+
+    WorkflowsError
+    ├── ConfigurationError            (also ValueError) bad settings, refused http://, bad ids
+    ├── SessionClosedError            (also RuntimeError) the Session was closed
+    ├── TransportError                network failure, connection reset, timeout
+    │   └── RequestTimeout            (also TimeoutError)
+    ├── APIError                      the API answered with an error status
+    │   ├── BadRequestError           400
+    │   ├── AuthenticationError       401
+    │   ├── PermissionDeniedError     403
+    │   ├── NotFoundError             404
+    │   ├── UnsupportedMediaTypeError 415
+    │   ├── RateLimitError            429 (and a Retry-After above the cap)
+    │   └── ServerError               5xx
+    ├── DecodeError                   a 2xx body that does not match the model
+    ├── WebhookError                  a webhook the receiver refuses
+    │   ├── SignatureError            missing, malformed, forged or unverifiable signature
+    │   └── KeyUnavailableError       the signing key cannot be fetched right now
+    └── WaitError                     waiting for a workflow did not give a result
+        ├── WorkflowTimeout           (also TimeoutError) the deadline passed
+        └── WorkflowFailed            a failure-like terminal status
+
+Invariant: no message built here contains a token, a secret or personal data; messages name
+the HTTP method and the path (ids only), never request bodies.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Workflow
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "DecodeError",
+    "KeyUnavailableError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeout",
+    "ServerError",
+    "SessionClosedError",
+    "SignatureError",
+    "TransportError",
+    "UnsupportedMediaTypeError",
+    "WaitError",
+    "WebhookError",
+    "WorkflowFailed",
+    "WorkflowTimeout",
+    "WorkflowsError",
+]
+
+_EXCERPT_LIMIT = 200
+
+
+class WorkflowsError(Exception):
+    """Base class of every error this library raises."""
+
+
+class ConfigurationError(WorkflowsError, ValueError):
+    """A setting or an argument is not acceptable (raised before any request is made)."""
+
+
+class SessionClosedError(WorkflowsError, RuntimeError):
+    """The Session was closed; open a new one."""
+
+
+class TransportError(WorkflowsError):
+    """The request did not get an HTTP answer: connection refused or reset, DNS, timeout."""
+
+    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.method = method
+        self.path = path
+
+
+class RequestTimeout(TransportError, TimeoutError):
+    """One HTTP request took longer than the configured request timeout."""
+
+
+class APIError(WorkflowsError):
+    """The API answered with an error status.
+
+    ``body_excerpt`` is the first characters of the response body; the server's own error
+    text, never the request.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        *,
+        method: str,
+        path: str,
+        body_excerpt: str = "",
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.body_excerpt = body_excerpt[:_EXCERPT_LIMIT]
+        self.request_id = request_id
+        self.retry_after = retry_after
+        text = f"{method} {path} answered {status}"
+        if self.body_excerpt:
+            text += f": {self.body_excerpt}"
+        if request_id:
+            text += f" (request id {request_id})"
+        super().__init__(text)
+
+
+class BadRequestError(APIError):
+    """400: the API refused the request as malformed."""
+
+
+class AuthenticationError(APIError):
+    """401: bad or expired credentials (after the one refresh the client tries)."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the credentials may not do this."""
+
+
+class NotFoundError(APIError):
+    """404: no such workflow, workflow definition or case."""
+
+
+class UnsupportedMediaTypeError(APIError):
+    """415: the API did not accept the request's content type."""
+
+
+class RateLimitError(APIError):
+    """429, or a Retry-After longer than the retry policy allows; see ``retry_after``."""
+
+
+class ServerError(APIError):
+    """5xx: the API failed."""
+
+
+class DecodeError(WorkflowsError):
+    """A successful answer whose body does not have the documented shape."""
+
+
+class WebhookError(WorkflowsError):
+    """A webhook request the receiver refuses."""
+
+
+class SignatureError(WebhookError):
+    """The webhook's JWS-SIGNATURE is missing, malformed, forged or made with an unknown key."""
+
+
+class KeyUnavailableError(WebhookError):
+    """The signing key could not be fetched now; the platform should retry the delivery."""
+
+
+class WaitError(WorkflowsError):
+    """Waiting for a workflow ended without a result."""
+
+    def __init__(self, message: str, *, workflow_id: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+
+
+class WorkflowTimeout(WaitError, TimeoutError):
+    """The wait's deadline passed; ``await session.wait(workflow_id)`` picks it up again."""
+
+
+class WorkflowFailed(WaitError):
+    """The workflow ended with a failure-like status; ``workflow`` holds its final state."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        super().__init__(
+            f"workflow {workflow.id} ended with status {workflow.status}", workflow_id=workflow.id
+        )
+        self.workflow = workflow

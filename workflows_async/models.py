@@ -1,0 +1,251 @@
+"""The data the API exchanges, as msgspec Structs.
+
+Invariants: wire names are camelCase (the base Structs' ``rename="camel"``), Python names
+snake_case; response models ignore unknown fields, request models are strict; a status is an
+open string and never a decode error; ``repr()`` never shows personal data.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "DEFAULT_FAILURE_STATUSES",
+    "DEFAULT_STATUSES",
+    "DEFAULT_SUCCESS_STATUSES",
+    "Case",
+    "Channel",
+    "Parameters",
+    "StatusSet",
+    "Token",
+    "Workflow",
+    "WorkflowResult",
+    "WorkflowStatus",
+]
+
+
+class _Response(msgspec.Struct, rename="camel", kw_only=True):
+    """Base of every response model: camelCase on the wire, unknown fields ignored."""
+
+
+class _Request(
+    msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
+    """Base of every request body: camelCase, strict, fields left at their default not sent."""
+
+
+class WorkflowStatus(enum.StrEnum):
+    """Status values this library knows by name. Only ``COMPLETED`` is documented by the API.
+
+    A :class:`Workflow` keeps its status as the plain string the server sent, so a value not
+    listed here is never a decode error; members compare equal to those strings.
+    """
+
+    IN_PROGRESS = "IN_PROGRESS"
+    AWAITING = "AWAITING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+    REJECTED = "REJECTED"
+
+
+DEFAULT_SUCCESS_STATUSES: frozenset[str] = frozenset({"COMPLETED"})
+DEFAULT_FAILURE_STATUSES: frozenset[str] = frozenset(
+    {"FAILED", "ERROR", "CANCELLED", "CANCELED", "EXPIRED", "REJECTED"}
+)
+
+
+class StatusSet:
+    """Which statuses end a workflow, and which of those are failures.
+
+    Statuses are compared case-insensitively. Anything not listed (``IN_PROGRESS``,
+    ``AWAITING``, a value this library has never seen) is not terminal.
+    """
+
+    __slots__ = ("failure", "success")
+
+    def __init__(
+        self,
+        success: Iterable[str] = DEFAULT_SUCCESS_STATUSES,
+        failure: Iterable[str] = DEFAULT_FAILURE_STATUSES,
+    ) -> None:
+        self.success = frozenset(s.upper() for s in success)
+        self.failure = frozenset(s.upper() for s in failure)
+        if self.success & self.failure:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError("a status cannot be both a success and a failure")
+
+    def is_terminal(self, status: str) -> bool:
+        key = status.upper()
+        return key in self.success or key in self.failure
+
+    def is_failure(self, status: str) -> bool:
+        return status.upper() in self.failure
+
+    def is_success(self, status: str) -> bool:
+        return status.upper() in self.success
+
+    def __repr__(self) -> str:
+        return f"StatusSet(success={sorted(self.success)}, failure={sorted(self.failure)})"
+
+
+DEFAULT_STATUSES = StatusSet()
+
+
+class Channel(enum.StrEnum):
+    """How a wait learned that its workflow finished."""
+
+    RUN = "run"
+    WEBHOOK = "webhook"
+    POLL = "poll"
+
+
+_PERSONAL = ("first_name", "last_name", "personal_number", "email")
+
+
+class Case(_Response):
+    """A case (the end user a workflow runs for). Personal fields are masked in ``repr()``."""
+
+    id: str
+    first_name: str | None = None
+    last_name: str | None = None
+    personal_number: str | None = None
+    email: str | None = None
+    company_name: str | None = None
+    company_number: str | None = None
+    company_address: str | None = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={'***' if name in _PERSONAL else repr(value)}"
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not None
+        )
+        return f"Case({shown})"
+
+    __str__ = __repr__
+
+
+class CaseRequest(_Request):
+    first_name: str | None = None
+    last_name: str | None = None
+    personal_number: str | None = None
+    email: str | None = None
+    company_name: str | None = None
+    company_number: str | None = None
+    company_address: str | None = None
+
+
+class Parameters(_Response):
+    """A parameter set for a workflow definition."""
+
+    id: str
+    workflow_definition_id: str | None = None
+    parameters: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        keys = sorted(self.parameters) if self.parameters else []
+        return (
+            f"Parameters(id={self.id!r}, workflow_definition_id={self.workflow_definition_id!r},"
+            f" keys={keys})"
+        )
+
+    __str__ = __repr__
+
+
+class ParametersRequest(_Request):
+    workflow_definition_id: str
+    parameters: dict[str, Any]
+
+
+class RunRequest(_Request):
+    case_id: str
+    workflow_definition_id: str
+    parameters_id: str | None = None
+
+
+class Workflow(_Response):
+    """A workflow run: its id, its case and its status (an open string, kept as it came).
+
+    ``is_terminal`` and ``is_failure`` use the default :class:`StatusSet`; a Session configured
+    with another set decides with that one.
+    """
+
+    id: str
+    case_id: str | None = None
+    status: str = ""
+
+    @property
+    def is_terminal(self) -> bool:
+        return DEFAULT_STATUSES.is_terminal(self.status)
+
+    @property
+    def is_failure(self) -> bool:
+        return DEFAULT_STATUSES.is_failure(self.status)
+
+
+class WorkflowResult:
+    """A workflow's result. Its content depends on the workflow's configuration, so every field
+    the server sent is kept: ``result.data`` holds the whole decoded object, ``result["anyKey"]``
+    reads one field, and ``created_date``, ``case_id``, ``party_id`` are typed shortcuts.
+    ``repr()`` shows the keys only, never the values (they hold personal data).
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data: dict[str, Any] = dict(data)
+
+    @property
+    def created_date(self) -> str | None:
+        value = self.data.get("createdDate")
+        return value if isinstance(value, str) else None
+
+    @property
+    def case_id(self) -> str | None:
+        value = self.data.get("caseId")
+        return value if isinstance(value, str) else None
+
+    @property
+    def party_id(self) -> str | None:
+        value = self.data.get("partyId")
+        return value if isinstance(value, str) else None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WorkflowResult) and other.data == self.data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"WorkflowResult(keys={sorted(self.data)})"
+
+
+class Token(_Response):
+    """The answer of ``/auth/authorize`` and ``/auth/refresh``. Never printed."""
+
+    access_token: str
+    refresh_token: str | None = None
+    expiry_duration: float | None = None
+    token_type: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Token(token_type={self.token_type!r}, expiry_duration={self.expiry_duration!r})"
+
+    __str__ = __repr__

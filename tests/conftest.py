@@ -1,15 +1,8 @@
-"""Shared fixtures. The Simulator fixture (``workflows_simulator``) comes from the package's
-pytest plugin, registered here too so the suite works without the entry point installed."""
+"""Shared fixtures. ``workflows_simulator`` comes from the package's pytest plugin (installed
+with the package); ``redis_server`` starts a real redis-server on a free localhost port."""
 
 from __future__ import annotations
 
-import pytest
+from redis_server import redis_server
 
-# pytest_plugins set below once the plugin lands
-
-BASE = "https://api.example.test"
-
-
-@pytest.fixture
-def base_url() -> str:
-    return BASE
+__all__ = ["redis_server"]

@@ -3,6 +3,7 @@
 from ._retry import RetryPolicy
 from ._version import __version__
 from .auth import Auth, KeySecretAuth, TokenAuth
+from .bus import Bus, InMemoryBus
 from .errors import (
     APIError,
     AuthenticationError,
@@ -25,6 +26,8 @@ from .errors import (
     WorkflowsError,
     WorkflowTimeout,
 )
+from .events import WebhookEvent
+from .keys import KeyStore, WebhookVerifier
 from .models import (
     Case,
     Channel,
@@ -32,9 +35,12 @@ from .models import (
     StatusSet,
     Token,
     Workflow,
+    WorkflowOutcome,
     WorkflowResult,
     WorkflowStatus,
 )
+from .polling import PollPolicy
+from .redis_bus import RedisBus
 from .session import Session
 
 __all__ = [
@@ -42,16 +48,21 @@ __all__ = [
     "Auth",
     "AuthenticationError",
     "BadRequestError",
+    "Bus",
     "Case",
     "Channel",
     "ConfigurationError",
     "DecodeError",
+    "InMemoryBus",
     "KeySecretAuth",
+    "KeyStore",
     "KeyUnavailableError",
     "NotFoundError",
     "Parameters",
     "PermissionDeniedError",
+    "PollPolicy",
     "RateLimitError",
+    "RedisBus",
     "RequestTimeout",
     "RetryPolicy",
     "ServerError",
@@ -65,8 +76,11 @@ __all__ = [
     "UnsupportedMediaTypeError",
     "WaitError",
     "WebhookError",
+    "WebhookEvent",
+    "WebhookVerifier",
     "Workflow",
     "WorkflowFailed",
+    "WorkflowOutcome",
     "WorkflowResult",
     "WorkflowStatus",
     "WorkflowTimeout",

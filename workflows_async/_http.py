@@ -102,8 +102,9 @@ class HttpClient:
         bearer: str | None = None,
         params: Mapping[str, str] | None = None,
         accept: str | None = None,
+        retry: bool = True,
     ) -> Response:
-        """Send one request (with retries) and return its 2xx answer, or raise."""
+        """Send one request (with retries unless ``retry=False``); return its 2xx answer."""
         headers = dict(self._headers)
         if bearer is not None:
             headers["Authorization"] = f"Bearer {bearer}"
@@ -111,8 +112,9 @@ class HttpClient:
             headers["Accept"] = accept
         if body is not None:
             headers["Content-Type"] = "application/json"
+        send = self._send if retry else self._send_once
         try:
-            response: Response = await self._send(method, path, body, headers, params)
+            response: Response = await send(method, path, body, headers, params)
         except _Retry as exhausted:
             raise exhausted.error from None
         return response

@@ -23,6 +23,7 @@ __all__ = [
     "StatusSet",
     "Token",
     "Workflow",
+    "WorkflowOutcome",
     "WorkflowResult",
     "WorkflowStatus",
 ]
@@ -249,3 +250,22 @@ class Token(_Response):
         return f"Token(token_type={self.token_type!r}, expiry_duration={self.expiry_duration!r})"
 
     __str__ = __repr__
+
+
+class WorkflowOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``run_and_wait`` and ``wait`` return.
+
+    ``workflow`` is the final state, ``result`` the workflow's result (None when it ended with
+    a failure status and the caller asked for the outcome instead of an exception),
+    ``channel`` how the end was learned first (``run``, ``webhook`` or ``poll``) and
+    ``elapsed`` the seconds the call took.
+    """
+
+    workflow: Workflow
+    result: WorkflowResult | None
+    channel: Channel
+    elapsed: float
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result is not None

@@ -1,45 +1,73 @@
-"""Session: the API calls, over one :class:`HttpClient`, with authentication and typed answers.
+"""Session: the API calls, ``run_and_wait``/``wait``, and the webhook sub-app.
 
 Invariants: a closed Session refuses every call with :class:`SessionClosedError`; every id is
-checked before it goes into a path; a 401 leads to at most one token renewal and one resend.
+checked before it goes into a path; a 401 leads to at most one token renewal and one resend;
+one deadline covers a whole wait, and a timeout always names the workflow it was waiting for.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
 import aiohttp
 import msgspec
+from aiohttp import web
 
 from ._http import HttpClient, Response
-from ._ids import check_base_url, check_path_id
+from ._ids import check_base_url, check_path_id, is_local_url
 from ._retry import RetryPolicy
 from ._version import __version__
 from .auth import Auth, KeySecretAuth, TokenAuth
-from .errors import AuthenticationError, ConfigurationError, DecodeError, SessionClosedError
+from .bus import Bus, InMemoryBus
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    DecodeError,
+    SessionClosedError,
+    WorkflowFailed,
+    WorkflowTimeout,
+)
+from .hooks import EventCallback
+from .jws import DEFAULT_ALGORITHMS
+from .keys import KeyMaterial, KeyStore, WebhookVerifier
 from .models import (
     Case,
     CaseRequest,
+    Channel,
     Parameters,
     ParametersRequest,
     RunRequest,
     StatusSet,
     Workflow,
+    WorkflowOutcome,
     WorkflowResult,
 )
+from .polling import PollPolicy
+from .waiters import Completion
+from .waiting import Waiting
+from .webhooks import WebhookReceiver
 
 __all__ = ["Session"]
 
 T = TypeVar("T")
+log = logging.getLogger("workflows_async")
+
+DEFAULT_WAIT_TIMEOUT = 900.0
 
 _CASE = msgspec.json.Decoder(Case)
 _PARAMETERS = msgspec.json.Decoder(Parameters)
 _WORKFLOW = msgspec.json.Decoder(Workflow)
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
 _ENCODE = msgspec.json.Encoder().encode
+
+
+_RECEIVER = web.AppKey("workflows_async.receiver", WebhookReceiver)
 
 
 def _accept(api_version: int | None) -> str:
@@ -56,6 +84,12 @@ class Session:
     ``api_version`` selects ``Accept: application/json;version=N``; ``timeout`` bounds each
     HTTP request; ``retry`` is the :class:`RetryPolicy`; ``http_session`` lets the caller
     supply (and own) the ``aiohttp.ClientSession``.
+
+    Waiting: ``poll`` is the :class:`PollPolicy`; ``bus`` shares webhook events between
+    processes (default: in this process only; see :class:`workflows_async.RedisBus`);
+    ``statuses`` decides which statuses end a workflow. Webhooks are verified against the
+    API's signing keys (``webhook_keys`` pins keys up front); ``verify_webhooks=False`` is for
+    local development only and is refused for a non-local API unless ``force_unverified``.
     """
 
     def __init__(
@@ -70,6 +104,13 @@ class Session:
         allow_insecure_http: bool = False,
         user_agent: str | None = None,
         statuses: StatusSet | None = None,
+        poll: PollPolicy | None = None,
+        bus: Bus | None = None,
+        verify_webhooks: bool = True,
+        force_unverified: bool = False,
+        webhook_keys: Mapping[str, KeyMaterial] | None = None,
+        webhook_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
+        max_webhook_body: int = 1 << 20,
     ) -> None:
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
         if api_version is not None and (
@@ -91,6 +132,23 @@ class Session:
             timeout=timeout,
             retry=retry or RetryPolicy(),
             session=http_session,
+        )
+        if not verify_webhooks and not is_local_url(self.base_url) and not force_unverified:
+            raise ConfigurationError(
+                "verify_webhooks=False is for a local API only; pass force_unverified=True "
+                "to accept unsigned webhooks anyway"
+            )
+        self._verifier: WebhookVerifier | None = None
+        if verify_webhooks:
+            keys = KeyStore(self.get_webhook_key, pinned=webhook_keys)
+            self._verifier = WebhookVerifier(keys, algorithms=webhook_algorithms)
+        self._max_webhook_body = max_webhook_body
+        self.poll_policy = poll or PollPolicy()
+        self._waiting = Waiting(
+            statuses=self.statuses,
+            policy=self.poll_policy,
+            bus=bus or InMemoryBus(),
+            poll=self._poll_workflow,
         )
 
     @classmethod
@@ -144,7 +202,9 @@ class Session:
         await self.close()
 
     async def close(self) -> None:
-        """Close the HTTP session (unless the caller supplied it). Safe to call twice."""
+        """Fail every pending wait with :class:`SessionClosedError`, stop polling, close the bus
+        and the HTTP session (unless the caller supplied it). Safe to call twice."""
+        await self._waiting.close()
         await self._http.close()
 
     # -- the API calls -------------------------------------------------------------------
@@ -219,10 +279,155 @@ class Session:
     async def get_webhook_key(self, kid: str) -> str:
         """``GET /auth/webhooks/key/{kid}?pem=true``: the PEM public key for webhook signatures."""
         path = f"/auth/webhooks/key/{check_path_id(kid, 'kid')}"
+        # No retries: this runs while a webhook delivery waits for its answer.
         response = await self._call(
-            "GET", path, params={"pem": "true"}, accept="text/plain, application/json"
+            "GET", path, params={"pem": "true"}, accept="text/plain, application/json", retry=False
         )
         return response.body.decode("utf-8", errors="replace")
+
+    async def _poll_workflow(self, workflow_id: str) -> Workflow:
+        """One poll for the scheduler: no retries here, the scheduler spaces and budgets them."""
+        path = f"/workflows/{workflow_id}"
+        response = await self._call("GET", path, retry=False)
+        try:
+            return _WORKFLOW.decode(response.body)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"GET {path}: unexpected answer ({exc})") from None
+
+    # -- waiting --------------------------------------------------------------------------
+
+    async def run_and_wait(
+        self,
+        case_id: str,
+        workflow_definition_id: str,
+        *,
+        parameters_id: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool = True,
+    ) -> WorkflowOutcome:
+        """Run a workflow and wait for its result, by webhook or polling, whichever is first.
+
+        ``parameters`` creates a parameter set first (or pass ``parameters_id``). One
+        ``timeout`` covers everything; on expiry :class:`WorkflowTimeout` (also a
+        ``TimeoutError``) carries the workflow id for a later ``wait(workflow_id)``. A failure
+        status raises :class:`WorkflowFailed` unless ``raise_on_failure=False``. Cancelling the
+        call cancels only this local wait: the workflow goes on at the API.
+        """
+        if parameters is not None and parameters_id is not None:
+            raise ConfigurationError("pass parameters or parameters_id, not both")
+        start = time.monotonic()
+        workflow_id: str | None = None
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                if parameters is not None:
+                    created = await self.create_parameters(workflow_definition_id, parameters)
+                    parameters_id = created.id
+                workflow = await self.run_workflow(
+                    case_id, workflow_definition_id, parameters_id=parameters_id
+                )
+                workflow_id = workflow.id
+                if self.statuses.is_terminal(workflow.status):
+                    completion = Completion(workflow, Channel.RUN)
+                else:
+                    completion = await self._waiting.completion(workflow.id, first_poll=None)
+                return await self._outcome(completion, start, raise_on_failure)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            if workflow_id is None:
+                raise WorkflowTimeout(
+                    "timed out before the API answered the run request", workflow_id=""
+                ) from None
+            raise WorkflowTimeout(
+                f"workflow {workflow_id} did not finish within {timeout:g} s; "
+                f"await session.wait({workflow_id!r}) to pick it up again",
+                workflow_id=workflow_id,
+            ) from None
+
+    async def wait(
+        self,
+        workflow_id: str,
+        *,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool = True,
+    ) -> WorkflowOutcome:
+        """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``)."""
+        check_path_id(workflow_id, "workflow_id")
+        start = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                completion = await self._waiting.completion(workflow_id, first_poll=0.0)
+                return await self._outcome(completion, start, raise_on_failure)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise WorkflowTimeout(
+                f"workflow {workflow_id} did not finish within {timeout:g} s",
+                workflow_id=workflow_id,
+            ) from None
+
+    async def _outcome(
+        self, completion: Completion, start: float, raise_on_failure: bool
+    ) -> WorkflowOutcome:
+        workflow = completion.workflow
+        result: WorkflowResult | None = None
+        if self.statuses.is_failure(workflow.status):
+            if raise_on_failure:
+                raise WorkflowFailed(workflow)
+        else:
+            result = await self.get_result(workflow.id)
+        return WorkflowOutcome(
+            workflow=workflow,
+            result=result,
+            channel=completion.channel,
+            elapsed=time.monotonic() - start,
+        )
+
+    def pending(self) -> list[str]:
+        """The ids of the workflows this process is waiting for right now."""
+        return self._waiting.pending()
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    def webhook_app(self) -> web.Application:
+        """The webhook receiver as an aiohttp sub-app: ``app.add_subapp("/webhooks", ...)``.
+
+        Configure ``https://<your host>/webhooks/`` as the webhook URL (the sub-app answers at
+        its root).
+        """
+        if self.closed:
+            raise SessionClosedError("the Session is closed")
+        if self._verifier is None:
+            log.warning("webhook signatures are NOT verified: local development only")
+        receiver = WebhookReceiver(
+            self._verifier, self._waiting.publish, max_body=self._max_webhook_body
+        )
+        app = receiver.app()
+        app[_RECEIVER] = receiver
+        return app
+
+    @overload
+    def on_event(self, callback: EventCallback, *, once: bool = False) -> EventCallback: ...
+
+    @overload
+    def on_event(
+        self, callback: None = None, *, once: bool = False
+    ) -> Callable[[EventCallback], EventCallback]: ...
+
+    def on_event(
+        self, callback: EventCallback | None = None, *, once: bool = False
+    ) -> EventCallback | Callable[[EventCallback], EventCallback]:
+        """Call ``callback(event)`` (sync or async) for every verified webhook event, off the
+        acknowledgement path. ``once=True``: once per event across every process on the bus.
+        Usable as ``session.on_event(fn)`` or as a decorator ``@session.on_event(once=True)``.
+        """
+
+        def register(fn: EventCallback) -> EventCallback:
+            self._waiting.hooks.add(fn, once=once)
+            return fn
+
+        return register if callback is None else register(callback)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -243,6 +448,7 @@ class Session:
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
         accept: str | None = None,
+        retry: bool = True,
     ) -> Response:
         if self.closed:
             raise SessionClosedError("the Session is closed")
@@ -250,12 +456,12 @@ class Session:
         token = await auth.token(self._http) if auth is not None else None
         try:
             return await self._http.request(
-                method, path, body=body, bearer=token, params=params, accept=accept
+                method, path, body=body, bearer=token, params=params, accept=accept, retry=retry
             )
         except AuthenticationError:
             if auth is None or token is None or not await auth.on_unauthorized(self._http, token):
                 raise
         token = await auth.token(self._http)
         return await self._http.request(
-            method, path, body=body, bearer=token, params=params, accept=accept
+            method, path, body=body, bearer=token, params=params, accept=accept, retry=retry
         )

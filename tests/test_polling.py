@@ -1,0 +1,136 @@
+"""The poll schedule (pure) and the one scheduler task, driven by a fake poll function."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import workflows_async as wa
+from workflows_async.models import StatusSet
+from workflows_async.polling import PollScheduler
+
+
+def test_interval_grows_to_the_cap_with_bounded_jitter() -> None:
+    policy = wa.PollPolicy(initial_delay=2, multiplier=2, max_interval=30, jitter=0.2)
+    assert policy.interval(0, 0.5) == 2
+    assert policy.interval(1, 0.5) == 4
+    assert policy.interval(3, 0.5) == 16
+    assert policy.interval(10, 0.5) == 30
+    assert policy.interval(10, 0.0) == pytest.approx(24)
+    assert policy.interval(10, 0.999999) == pytest.approx(36, rel=1e-4)
+    assert policy.interval(1, 0.5, stretched=True) == 16
+
+
+def test_polls_grow_logarithmically_with_duration() -> None:
+    policy = wa.PollPolicy(initial_delay=5, multiplier=2, max_interval=600)
+
+    def polls_until(duration: float) -> int:
+        elapsed, polls = 0.0, 0
+        while elapsed < duration:
+            elapsed += policy.interval(polls)
+            polls += 1
+        return polls
+
+    assert polls_until(5) == 1
+    assert polls_until(60) <= 5
+    assert polls_until(600) <= 8
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"initial_delay": -1},
+        {"multiplier": 0.5},
+        {"jitter": 1.0},
+        {"rate": 0},
+        {"max_in_flight": 0},
+    ],
+)
+def test_policy_validation(kwargs: dict[str, float]) -> None:
+    with pytest.raises(wa.ConfigurationError):
+        wa.PollPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+class FakeAPI:
+    def __init__(self, finish_after: int = 2) -> None:
+        self.calls: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.finish_after = finish_after
+        self.rate_limit_next = 0
+
+    async def poll(self, workflow_id: str) -> wa.Workflow:
+        self.calls[workflow_id] = self.calls.get(workflow_id, 0) + 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.005)
+            if self.rate_limit_next:
+                self.rate_limit_next -= 1
+                raise wa.RateLimitError(429, method="GET", path="/w", retry_after=0.2)
+            done = self.calls[workflow_id] >= self.finish_after
+            return wa.Workflow(id=workflow_id, status="COMPLETED" if done else "IN_PROGRESS")
+        finally:
+            self.in_flight -= 1
+
+
+def make(api: FakeAPI, policy: wa.PollPolicy, finished: list[wa.Workflow]) -> PollScheduler:
+    return PollScheduler(
+        policy, api.poll, StatusSet().is_terminal, finished.append, lambda wid, exc: None
+    )
+
+
+async def test_many_waiters_share_one_budget() -> None:
+    api = FakeAPI(finish_after=2)
+    finished: list[wa.Workflow] = []
+    policy = wa.PollPolicy(initial_delay=0.01, max_interval=0.02, rate=500, max_in_flight=4)
+    scheduler = make(api, policy, finished)
+    scheduler.start()
+    for i in range(200):
+        scheduler.add(f"w{i}")
+    while len(finished) < 200:
+        await asyncio.sleep(0.01)
+    await scheduler.close()
+    assert api.max_in_flight <= 4
+    assert all(count == 2 for count in api.calls.values())
+    assert len(scheduler) == 0
+
+
+async def test_removed_waiters_are_not_polled() -> None:
+    api = FakeAPI()
+    scheduler = make(api, wa.PollPolicy(initial_delay=0.05), [])
+    scheduler.start()
+    scheduler.add("gone")
+    scheduler.remove("gone")
+    await asyncio.sleep(0.15)
+    await scheduler.close()
+    assert api.calls == {}
+
+
+async def test_429_slows_everyone_down() -> None:
+    api = FakeAPI(finish_after=1)
+    api.rate_limit_next = 1
+    finished: list[wa.Workflow] = []
+    policy = wa.PollPolicy(initial_delay=0.0, max_interval=0.05, rate=100, max_in_flight=1)
+    scheduler = make(api, policy, finished)
+    scheduler.start()
+    scheduler.add("a", delay=0)
+    while scheduler.rate_limited == 0:
+        await asyncio.sleep(0.005)
+    assert scheduler.current_rate == 50
+    scheduler.add("b", delay=0)
+    await asyncio.sleep(0.1)
+    assert "b" not in api.calls  # paused by the Retry-After for everyone
+    while len(finished) < 2:
+        await asyncio.sleep(0.01)
+    await scheduler.close()
+
+
+async def test_webhooks_stretch_the_schedule() -> None:
+    policy = wa.PollPolicy(initial_delay=1.0, webhook_stretch=4, jitter=0)
+    scheduler = make(FakeAPI(), policy, [])
+    assert scheduler._interval(0) == 1.0
+    scheduler.note_webhook()
+    assert scheduler._interval(0) == 4.0
+    await scheduler.close()

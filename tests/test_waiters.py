@@ -1,0 +1,100 @@
+"""Registry, event parsing and the TTL map: pure or nearly (futures need a loop)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import workflows_async as wa
+from workflows_async._ttl import TTLMap
+from workflows_async.events import BadEventError, parse_event
+from workflows_async.models import StatusSet
+from workflows_async.waiters import Registry
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def event(workflow_id: str, status: str, event_id: str | None = None) -> wa.WebhookEvent:
+    body: dict[str, str] = {"workflowId": workflow_id, "status": status}
+    if event_id:
+        body["eventId"] = event_id
+    return parse_event(json.dumps(body).encode())
+
+
+def test_parse_is_tolerant_and_keeps_the_raw_body() -> None:
+    raw = b'{"id": "w1", "status": "COMPLETED", "caseId": "c1", "eventType": "T", "x": [1]}'
+    parsed = parse_event(raw)
+    assert (parsed.workflow_id, parsed.status, parsed.case_id, parsed.event_type) == (
+        "w1",
+        "COMPLETED",
+        "c1",
+        "T",
+    )
+    assert parsed.raw == raw and parsed.payload["x"] == [1]
+    nested = parse_event(b'{"eventId": "e", "data": {"workflowId": "w2", "status": "AWAITING"}}')
+    assert nested.workflow_id == "w2" and nested.event_id == "e"
+    assert nested.dedup_key == "id:e"
+    assert event("w", "completed").dedup_key == "ws:w:COMPLETED"
+
+
+@pytest.mark.parametrize("raw", [b"", b"nope", b"[]", b'"s"', b'{"status": "X"}', b'{"id": "w"}'])
+def test_parse_refuses_what_is_not_an_event(raw: bytes) -> None:
+    with pytest.raises(BadEventError):
+        parse_event(raw)
+
+
+async def test_early_event_resolves_at_registration() -> None:
+    registry = Registry(StatusSet())
+    assert registry.accept(event("w1", "COMPLETED"))
+    assert registry.deliver(event("w1", "COMPLETED"))
+    future = registry.register("w1")
+    assert future.done() and future.result().channel is wa.Channel.WEBHOOK
+    assert registry.pending() == []
+
+
+async def test_non_terminal_events_do_not_resolve() -> None:
+    registry = Registry(StatusSet())
+    future = registry.register("w1")
+    assert not registry.deliver(event("w1", "AWAITING"))
+    assert not future.done()
+    registry.deliver(event("w1", "FAILED"))
+    assert future.result().workflow.status == "FAILED"
+
+
+async def test_duplicates_are_dispatched_once() -> None:
+    registry = Registry(StatusSet())
+    assert registry.accept(event("w1", "COMPLETED", "e1"))
+    assert not registry.accept(event("w1", "COMPLETED", "e1"))
+    assert registry.accept(event("w2", "COMPLETED"))
+    assert not registry.accept(event("w2", "COMPLETED"))
+    assert registry.duplicates == 2 and registry.dispatched == 2
+
+
+async def test_first_terminal_wins_and_unregister_cleans_up() -> None:
+    registry = Registry(StatusSet())
+    a, b = registry.register("w"), registry.register("w")
+    assert registry.unregister("w", a) is False
+    registry.deliver(event("w", "COMPLETED"))
+    registry.deliver(event("w", "FAILED"))
+    assert b.result().workflow.status == "COMPLETED"
+    assert not a.done()
+    assert registry.unregister("w", b) is True
+    assert len(registry) == 0
+
+
+def test_ttl_map_expires_and_bounds() -> None:
+    clock = Clock()
+    ttl: TTLMap[int] = TTLMap(10, 3, clock)
+    for i in range(5):
+        ttl.put(str(i), i)
+    assert len(ttl) == 3 and ttl.get("0") is None and ttl.get("4") == 4
+    assert not ttl.add("4", 9)
+    clock.now = 11
+    assert ttl.get("4") is None
+    assert ttl.add("4", 9) and ttl.pop("4") == 9

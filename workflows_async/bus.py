@@ -1,0 +1,92 @@
+"""How verified webhook events reach the waiters of every process.
+
+A :class:`Bus` carries each published event to the ``deliver`` callback of every process
+attached to it (the publishing one included), keeps the last terminal event of each workflow
+for a while so a late waiter finds it, and offers an atomic once-per-cluster ``claim``.
+
+Invariants: ``publish`` returns True only when the event went somewhere (never acknowledge an
+event that went nowhere); ``deliver`` is called synchronously on the event loop and must not
+block; ``healthy`` is False while events may be missed (then waiters poll at the normal pace).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from ._ttl import TTLMap
+from .events import WebhookEvent
+
+__all__ = ["Bus", "Deliver", "InMemoryBus"]
+
+Deliver = Callable[[WebhookEvent], None]
+
+
+class Bus(Protocol):
+    """The interface a Session uses to share events between processes."""
+
+    @property
+    def healthy(self) -> bool:
+        """True while every published event is sure to reach ``deliver``."""
+        ...
+
+    async def start(self, deliver: Deliver) -> None:
+        """Begin calling ``deliver`` for every event published by any attached process."""
+        ...
+
+    async def publish(self, event: WebhookEvent, *, terminal: bool) -> bool:
+        """Send ``event`` to every process; remember it when ``terminal``. True when sent."""
+        ...
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Atomically take ``key`` for ``ttl`` seconds: True for exactly one caller cluster-wide."""
+        ...
+
+    async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
+        """The remembered terminal events of those workflows (those that have one)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop delivering and release connections."""
+        ...
+
+
+class InMemoryBus:
+    """The default bus: one process, events delivered at once, state in memory."""
+
+    def __init__(
+        self,
+        *,
+        terminal_ttl: float = 3600.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._deliver: Deliver | None = None
+        self._terminal: TTLMap[WebhookEvent] = TTLMap(terminal_ttl, max_entries, clock)
+        self._claims: TTLMap[bool] = TTLMap(terminal_ttl, max_entries, clock)
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def publish(self, event: WebhookEvent, *, terminal: bool) -> bool:
+        if terminal:
+            self._terminal.put(event.workflow_id, event)
+        if self._deliver is None:
+            return terminal  # nobody attached: only a remembered terminal event went somewhere
+        self._deliver(event)
+        return True
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        return self._claims.add(key, True, ttl)
+
+    async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
+        found = (self._terminal.get(wid) for wid in workflow_ids)
+        return [event for event in found if event is not None]
+
+    async def close(self) -> None:
+        self._deliver = None

@@ -1,0 +1,103 @@
+"""Webhook events: tolerant parsing of the platform's (undocumented) JSON body. Pure, no I/O.
+
+Invariants: an event always has a workflow id and a status (else :class:`BadEventError`); the
+raw body is kept byte for byte; the dedup key is the event id when the platform sent one, else
+``(workflow id, status)``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from .errors import WebhookError
+
+__all__ = ["BadEventError", "WebhookEvent", "parse_event"]
+
+
+class BadEventError(WebhookError):
+    """The webhook body is not a JSON object with a workflow id and a status."""
+
+
+class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A verified webhook: what it says about a workflow, plus the raw body as received."""
+
+    workflow_id: str
+    status: str
+    case_id: str | None = None
+    event_type: str | None = None
+    event_id: str | None = None
+    raw: bytes = b""
+    received_at: float = 0.0
+
+    @property
+    def dedup_key(self) -> str:
+        """Identifies duplicates: retries of one delivery share it."""
+        if self.event_id:
+            return f"id:{self.event_id}"
+        return f"ws:{self.workflow_id}:{self.status.upper()}"
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The body decoded as a dict (every field the platform sent)."""
+        decoded = json.loads(self.raw) if self.raw else {}
+        return decoded if isinstance(decoded, dict) else {}
+
+    def __repr__(self) -> str:
+        return (
+            f"WebhookEvent(workflow_id={self.workflow_id!r}, status={self.status!r},"
+            f" event_type={self.event_type!r}, event_id={self.event_id!r})"
+        )
+
+
+_MAX_FIELD = 256
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= _MAX_FIELD:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def parse_event(raw: bytes, *, received_at: float = 0.0) -> WebhookEvent:
+    """Read a webhook body: workflow id under ``workflowId`` or ``id`` (or nested under
+    ``workflow``/``data``), ``status``, optional ``caseId``, ``eventType``, ``eventId``."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadEventError("body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadEventError("body is not a JSON object")
+    sources: list[dict[str, Any]] = [body]
+    for nest in ("workflow", "data"):
+        inner = body.get(nest)
+        if isinstance(inner, dict):
+            sources.append(inner)
+
+    def pick(*names: str) -> str | None:
+        for source in sources:
+            for name in names:
+                found = _text(source.get(name))
+                if found is not None:
+                    return found
+        return None
+
+    workflow_id = pick("workflowId", "workflow_id", "id")
+    status = pick("status", "workflowStatus")
+    if workflow_id is None:
+        raise BadEventError("no workflow id (workflowId or id)")
+    if status is None:
+        raise BadEventError("no status")
+    return WebhookEvent(
+        workflow_id=workflow_id,
+        status=status,
+        case_id=pick("caseId", "case_id"),
+        event_type=pick("eventType", "type", "event"),
+        event_id=pick("eventId", "event_id"),
+        raw=bytes(raw),
+        received_at=received_at,
+    )

@@ -1,0 +1,271 @@
+"""The polling fallback: ONE scheduler task per Session for every waiting workflow.
+
+Invariants: there is one scheduler task however many workflows wait; at most ``max_in_flight``
+polls run at once and at most ``rate`` start per second (a token bucket shared by all waiters);
+a 429 pauses every poll and halves the rate, which then recovers step by step; a workflow is
+polled only while someone waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from .errors import ConfigurationError, NotFoundError, RateLimitError, WorkflowsError
+from .models import Workflow
+
+__all__ = ["PollPolicy", "PollScheduler"]
+
+log = logging.getLogger("workflows_async.polling")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """When and how often waiting workflows are polled (``GET /workflows/{id}``).
+
+    The first poll comes ``initial_delay`` seconds after the run; then intervals grow by
+    ``multiplier`` up to ``max_interval``, each varied by +/- ``jitter`` (a share). All waiters
+    share one budget: ``rate`` polls per second and ``max_in_flight`` at once. While verified
+    webhooks arrive (one within ``webhook_quiet_period`` seconds) intervals are multiplied by
+    ``webhook_stretch``: the webhook is the accelerator, polling the truth. A 429 without
+    Retry-After pauses polling for ``rate_limit_pause`` seconds.
+    """
+
+    initial_delay: float = 5.0
+    multiplier: float = 2.0
+    max_interval: float = 60.0
+    jitter: float = 0.2
+    rate: float = 10.0
+    max_in_flight: int = 10
+    webhook_stretch: float = 4.0
+    webhook_quiet_period: float = 60.0
+    rate_limit_pause: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.initial_delay < 0 or self.max_interval <= 0 or self.rate_limit_pause < 0:
+            raise ConfigurationError("PollPolicy delays must be positive")
+        if self.multiplier < 1 or self.webhook_stretch < 1:
+            raise ConfigurationError("PollPolicy multiplier and webhook_stretch must be >= 1")
+        if not 0 <= self.jitter < 1:
+            raise ConfigurationError("PollPolicy.jitter must be in [0, 1)")
+        if self.rate <= 0 or self.max_in_flight < 1:
+            raise ConfigurationError("PollPolicy needs a positive rate and max_in_flight")
+
+    def interval(self, polls_done: int, rand: float = 0.5, *, stretched: bool = False) -> float:
+        """Seconds before the next poll, after ``polls_done`` polls (pure; ``rand`` in [0, 1))."""
+        if polls_done == 0:
+            base = self.initial_delay
+        else:
+            base = min(self.max_interval, self.initial_delay * self.multiplier**polls_done)
+            base = max(base, min(self.max_interval, 0.1))
+        if stretched:
+            base = min(base * self.webhook_stretch, self.max_interval * self.webhook_stretch)
+        return base * (1 - self.jitter + 2 * self.jitter * rand)
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    polls: int
+    due: float
+
+
+Poll = Callable[[str], Awaitable[Workflow]]
+OnTerminal = Callable[[Workflow], None]
+OnError = Callable[[str, BaseException], None]
+
+
+class PollScheduler:
+    """Polls due workflows within the budget; reports terminal ones through ``on_terminal``."""
+
+    def __init__(
+        self,
+        policy: PollPolicy,
+        poll: Poll,
+        is_terminal: Callable[[str], bool],
+        on_terminal: OnTerminal,
+        on_error: OnError,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+        stretch_allowed: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.policy = policy
+        self._poll = poll
+        self._is_terminal = is_terminal
+        self._on_terminal = on_terminal
+        self._on_error = on_error
+        self._clock = clock
+        self._rand = rand
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(policy.max_in_flight)
+        self._rate = policy.rate
+        self._tokens = 1.0
+        self._refilled = clock()
+        self._paused_until = 0.0
+        self._last_webhook = float("-inf")
+        self.polls_sent = 0
+        self.rate_limited = 0
+        self._stretch_allowed = stretch_allowed
+
+    # -- waiters come and go ---------------------------------------------------------------
+
+    def add(self, workflow_id: str, *, delay: float | None = None) -> None:
+        """Start polling ``workflow_id`` (no-op when already scheduled)."""
+        if workflow_id in self._entries:
+            return
+        due = self._clock() + (self._interval(0) if delay is None else delay)
+        self._entries[workflow_id] = _Entry(0, due)
+        self._push(due, workflow_id)
+
+    def remove(self, workflow_id: str) -> None:
+        """Stop polling ``workflow_id``; its heap item is skipped lazily."""
+        self._entries.pop(workflow_id, None)
+        if len(self._heap) > 64 and len(self._heap) > 4 * len(self._entries):
+            self._heap = [(due, wid) for due, wid in self._heap if wid in self._entries]
+            heapq.heapify(self._heap)
+
+    def expedite(self) -> None:
+        """Bring every entry due later than a normal interval forward (webhooks stopped)."""
+        now = self._clock()
+        for wid, entry in self._entries.items():
+            normal = now + self._interval(entry.polls, stretched=False)
+            if entry.due > normal:
+                entry.due = normal
+                self._push(normal, wid)
+
+    def note_webhook(self) -> None:
+        """A verified webhook arrived: polls may be spaced out more."""
+        self._last_webhook = self._clock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def scheduled(self) -> frozenset[str]:
+        return frozenset(self._entries)
+
+    @property
+    def current_rate(self) -> float:
+        return self._rate
+
+    # -- the one task -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="workflows_async poll scheduler"
+            )
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        tasks = [t for t in (task, *self._in_flight) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._entries.clear()
+        self._heap.clear()
+
+    def _stretched(self) -> bool:
+        return (
+            self._stretch_allowed()
+            and self._clock() - self._last_webhook < self.policy.webhook_quiet_period
+        )
+
+    def _interval(self, polls: int, *, stretched: bool | None = None) -> float:
+        use = self._stretched() if stretched is None else stretched
+        return self.policy.interval(polls, self._rand(), stretched=use)
+
+    def _push(self, due: float, workflow_id: str) -> None:
+        heapq.heappush(self._heap, (due, workflow_id))
+        if self._heap[0][1] == workflow_id:
+            self._wakeup.set()
+
+    def _take_token(self, now: float) -> float:
+        """0 when a poll may start now (a token is taken), else seconds until one is free."""
+        self._tokens = min(1.0, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._wakeup.wait()
+
+    async def _run(self) -> None:
+        while True:
+            if not self._heap:
+                await self._sleep(3600.0)
+                continue
+            due, wid = self._heap[0]
+            entry = self._entries.get(wid)
+            if entry is None or entry.due != due:
+                heapq.heappop(self._heap)  # stale: removed or rescheduled
+                continue
+            now = self._clock()
+            wait = max(due - now, self._paused_until - now)
+            if wait > 0:
+                await self._sleep(wait)
+                continue
+            wait = self._take_token(now)
+            if wait > 0:
+                await self._sleep(wait)
+                continue
+            await self._slots.acquire()
+            heapq.heappop(self._heap)
+            entry.due = float("inf")  # in flight: not due until the answer reschedules it
+            task = asyncio.get_running_loop().create_task(self._poll_one(wid))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _poll_one(self, wid: str) -> None:
+        try:
+            self.polls_sent += 1
+            workflow = await self._poll(wid)
+        except RateLimitError as exc:
+            self._slow_down(exc.retry_after)
+            pause = self.policy.rate_limit_pause if exc.retry_after is None else exc.retry_after
+            self._reschedule(wid, delay=pause)
+        except NotFoundError as exc:
+            self._on_error(wid, exc)
+        except (WorkflowsError, OSError) as exc:
+            log.debug("poll of %s failed: %s", wid, type(exc).__name__)
+            self._reschedule(wid)
+        else:
+            self._rate = min(self.policy.rate, self._rate * 1.1)
+            if self._is_terminal(workflow.status):
+                self._entries.pop(wid, None)
+                self._on_terminal(workflow)
+            else:
+                self._reschedule(wid)
+        finally:
+            self._slots.release()
+
+    def _slow_down(self, retry_after: float | None) -> None:
+        self.rate_limited += 1
+        pause = retry_after if retry_after is not None else self.policy.rate_limit_pause
+        self._paused_until = max(self._paused_until, self._clock() + pause)
+        self._rate = max(self.policy.rate / 64, self._rate / 2)
+
+    def _reschedule(self, wid: str, *, delay: float | None = None) -> None:
+        entry = self._entries.get(wid)
+        if entry is None:
+            return
+        entry.polls += 1
+        entry.due = self._clock() + (self._interval(entry.polls) if delay is None else delay)
+        self._push(entry.due, wid)

@@ -1,0 +1,408 @@
+"""The production :class:`~workflows_async.bus.Bus`: Redis pub/sub plus remembered terminal events.
+
+Invariants: ``healthy`` is True only while Redis has confirmed the subscription; after any gap in
+the subscription ``reconnects`` grows and ``on_reconnect`` runs, so waiters re-read
+``last_terminal``. No Redis failure escapes ``publish``, ``claim`` or ``last_terminal``.
+
+Layout in Redis, under a namespace ``ns``: every event is published on ``ns:events``; a terminal
+event is also kept at ``ns:terminal:<workflow id>`` for ``terminal_ttl`` seconds; claims are
+``ns:claim:<key>`` set with ``NX`` and an expiry. Messages are the event as msgspec JSON (the raw
+body travels base64-encoded, byte for byte), so they also pass through a client that was made
+with ``decode_responses=True``.
+
+When Redis cannot be reached:
+
+- ``publish`` returns False. It does not hand the event to this process's own ``deliver``: the
+  caller decides (it answers 503 so the platform retries, unless it resolved the waiter itself).
+- ``claim`` returns True (fails open): a duplicate dispatch is better than a lost one.
+- ``last_terminal`` returns ``[]``: waiters then finish by polling.
+
+The ``redis`` package is imported only when a RedisBus is made, so ``import workflows_async``
+works without it (``pip install 'workflows-async[redis]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import msgspec
+
+from .bus import Deliver
+from .errors import ConfigurationError
+from .events import WebhookEvent
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
+
+__all__ = ["RedisBus", "mask_url"]
+
+logger = logging.getLogger(__name__)
+
+OnReconnect = Callable[[], Awaitable[None]]
+
+_encode = msgspec.json.Encoder().encode
+_decoder = msgspec.json.Decoder(WebhookEvent)
+
+_MGET_CHUNK = 1000  # keys per MGET; every chunk still goes in one pipelined round trip
+_BACKOFF_BASE = 0.05  # first reconnect delay, doubled per failed attempt up to the cap
+_START_WAIT = 5.0  # start() waits at most this long for the first subscription attempt
+_UNSUBSCRIBE_WAIT = 0.5
+_MISSING = "RedisBus needs the redis extra: pip install 'workflows-async[redis]'"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (userinfo and ``?password=``)."""
+    try:
+        parts = urlsplit(url)
+        masked = url
+        if parts.password is not None:
+            user = parts.netloc.rpartition("@")[0].split(":", 1)[0]
+            hostport = parts.netloc.rpartition("@")[2]
+            masked = masked.replace(parts.netloc, f"{user}:***@{hostport}", 1)
+        if "password" in parts.query.lower():
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            hidden = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+            masked = masked.replace(f"?{parts.query}", f"?{urlencode(hidden, safe='*')}", 1)
+        return masked
+    except ValueError:
+        return "<unparseable redis url>"
+
+
+class RedisBus:
+    """A bus shared by every process attached to one Redis (see the module docstring).
+
+    Give it a URL (the bus then owns the client and closes it) or a ``redis.asyncio.Redis``
+    (left open on :meth:`close`). ``on_reconnect`` is awaited, in its own task, after every gap
+    in the subscription during which events may have been missed.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | Redis,
+        *,
+        namespace: str = "workflows_async",
+        terminal_ttl: float = 3600.0,
+        reconnect_max_delay: float = 5.0,
+        ping_interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_reconnect: OnReconnect | None = None,
+    ) -> None:
+        try:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialWithJitterBackoff
+            from redis.exceptions import RedisError
+        except ImportError:
+            raise ConfigurationError(_MISSING) from None
+        if not namespace or not isinstance(namespace, str):
+            raise ConfigurationError("namespace must be a non-empty string")
+        for name, value in (
+            ("terminal_ttl", terminal_ttl),
+            ("reconnect_max_delay", reconnect_max_delay),
+            ("ping_interval", ping_interval),
+        ):
+            if not value > 0:
+                raise ConfigurationError(f"{name} must be > 0, not {value!r}")
+
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+        if isinstance(url_or_client, str):
+            self._where = mask_url(url_or_client)
+            try:
+                # A short retry: one quick second try covers a pooled connection that went
+                # stale when Redis restarted; anything longer belongs to the caller's budget.
+                self._client: Redis = aioredis.Redis.from_url(
+                    url_or_client,
+                    socket_connect_timeout=2.0,
+                    socket_timeout=3.0,
+                    retry=Retry(ExponentialWithJitterBackoff(cap=0.05, base=0.01), 1),
+                )
+            except ValueError as exc:
+                raise ConfigurationError(f"bad Redis URL {self._where}: {exc}") from None
+            self._owns_client = True
+        elif isinstance(url_or_client, aioredis.Redis):
+            self._where = "<external client>"
+            self._client = url_or_client
+            self._owns_client = False
+        else:
+            raise ConfigurationError("RedisBus takes a redis:// URL or a redis.asyncio.Redis")
+
+        self.namespace = namespace
+        self.terminal_ttl = terminal_ttl
+        self.reconnect_max_delay = reconnect_max_delay
+        self.ping_interval = ping_interval
+        self.on_reconnect = on_reconnect
+        self._clock = clock
+        self._channel = f"{namespace}:events"
+
+        self.published = 0  # publish calls that Redis accepted
+        self.delivered = 0  # events handed to ``deliver``
+        self.skipped = 0  # messages on the channel that did not decode
+        self.reconnects = 0  # subscriptions re-established after a gap
+
+        self._deliver: Deliver | None = None
+        self._healthy = False
+        self._closed = False
+        self._reader: asyncio.Task[None] | None = None
+        self._hooks: set[asyncio.Task[None]] = set()
+        self._first_attempt = asyncio.Event()
+
+    # -- the Bus protocol ----------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy and not self._closed
+
+    async def start(self, deliver: Deliver) -> None:
+        """Subscribe and deliver in one background task; waits (briefly) for the first
+        subscription. If Redis is down now, the task keeps trying: ``healthy`` says when."""
+        if self._closed:
+            raise RuntimeError("RedisBus is closed")
+        if self._reader is not None:
+            raise RuntimeError("RedisBus already started")
+        self._deliver = deliver
+        self._reader = asyncio.create_task(self._run(), name=f"RedisBus reader {self._channel}")
+        try:
+            await asyncio.wait_for(self._first_attempt.wait(), _START_WAIT)
+        except TimeoutError:
+            logger.warning("RedisBus: %s is slow to answer; subscribing in background", self._where)
+
+    async def publish(self, event: WebhookEvent, *, terminal: bool) -> bool:
+        """PUBLISH the event (and, when ``terminal``, SET it with the TTL) in one transaction.
+
+        True when the event went somewhere: some subscriber got it, or it was remembered.
+        False when Redis is unreachable (never raises for that)."""
+        if self._closed:
+            return False
+        data = _encode(event)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                if terminal:
+                    pipe.set(self._terminal_key(event.workflow_id), data, px=self._ttl_ms())
+                pipe.publish(self._channel, data)
+                replies: list[Any] = await pipe.execute()
+        except self._errors as exc:
+            logger.warning("RedisBus: publish to %s failed: %s", self._where, _describe(exc))
+            return False
+        self.published += 1
+        receivers = replies[-1]
+        return terminal or (isinstance(receivers, int) and receivers > 0)
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        """``SET ns:claim:<key> 1 NX PX <ttl>``: True for the one caller that set it.
+
+        Fails open: True when Redis is unreachable (better a duplicate than a lost dispatch)."""
+        if self._closed:
+            return True
+        millis = max(1, math.ceil(ttl * 1000))
+        try:
+            taken = await self._client.set(self._claim_key(key), b"1", nx=True, px=millis)
+        except self._errors as exc:
+            logger.warning("RedisBus: claim failed (%s); failing open", _describe(exc))
+            return True
+        return bool(taken)
+
+    async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
+        """The remembered terminal events (MGET, pipelined in chunks: one round trip).
+
+        ``[]`` when Redis is unreachable: the waiters then rely on polling."""
+        ids = list(dict.fromkeys(workflow_ids))
+        if not ids or self._closed:
+            return []
+        keys = [self._terminal_key(wid) for wid in ids]
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(keys), _MGET_CHUNK):
+                    pipe.mget(keys[start : start + _MGET_CHUNK])
+                replies: list[list[Any]] = await pipe.execute()
+        except self._errors as exc:
+            logger.warning("RedisBus: last_terminal failed: %s", _describe(exc))
+            return []
+        found: list[WebhookEvent] = []
+        for value in (value for reply in replies for value in reply):
+            if value is None:
+                continue
+            event = _decode(value)
+            if event is None:
+                logger.warning("RedisBus: skipping an undecodable remembered terminal event")
+            else:
+                found.append(event)
+        return found
+
+    async def close(self) -> None:
+        """Stop the reader (it unsubscribes and closes its connection), then the owned client."""
+        if self._closed:
+            return
+        self._closed = True
+        self._healthy = False
+        self._deliver = None
+        tasks = [t for t in (self._reader, *self._hooks) if t is not None]
+        self._reader = None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._owns_client:
+            try:
+                await self._client.aclose()
+            except self._errors as exc:  # pragma: no cover - closing a dead pool
+                logger.debug("RedisBus: closing the client: %s", _describe(exc))
+
+    # -- the reader task -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        gap = False  # True once events may have been missed since start()
+        lost_at = 0.0
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await self._subscribe(pubsub)
+                self._healthy = True
+                self._first_attempt.set()
+                if gap:
+                    outage = self._clock() - lost_at
+                    self._note_gap(f"re-subscribed to {self._where} after {outage:.1f}s")
+                attempt = 0
+                await self._read(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except self._errors as exc:
+                level = logging.INFO if gap else logging.WARNING
+                logger.log(level, "RedisBus: subscription lost: %s", _describe(exc))
+            except Exception:
+                logger.exception("RedisBus: unexpected error in the reader; re-subscribing")
+            finally:
+                self._healthy = False
+                await self._discard(pubsub)
+            if not gap:
+                gap, lost_at = True, self._clock()
+            self._first_attempt.set()
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+
+    async def _subscribe(self, pubsub: PubSub) -> None:
+        """SUBSCRIBE and wait for Redis to confirm it (only then is ``healthy`` true)."""
+        await pubsub.subscribe(self._channel)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self.ping_interval
+        while (remaining := deadline - loop.time()) > 0:
+            message = await pubsub.get_message(timeout=remaining)
+            if message is not None and message["type"] == "subscribe":
+                return
+        raise TimeoutError("Redis did not confirm the subscription")
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """Deliver messages until the connection fails; PING when idle to notice a dead peer."""
+        poll = self.ping_interval / 2
+        last_heard = self._clock()
+        ping_sent: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=poll)
+            now = self._clock()
+            if message is not None:
+                last_heard, ping_sent = now, None
+                self._handle(message)
+            elif ping_sent is not None:
+                if now - ping_sent >= self.ping_interval:
+                    raise TimeoutError(f"no PONG within {self.ping_interval:.1f}s")
+            elif now - last_heard >= self.ping_interval:
+                await pubsub.ping()
+                ping_sent = now
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "message":
+            self._on_data(message.get("data"))
+        elif kind == "subscribe":
+            # redis-py reconnected this connection by itself and replayed SUBSCRIBE: a gap.
+            self._note_gap(f"{self._where} reconnected underneath; re-subscribed")
+
+    def _on_data(self, data: object) -> None:
+        event = _decode(data)
+        if event is None:
+            self.skipped += 1
+            size = len(data) if isinstance(data, bytes | str) else 0
+            logger.warning("RedisBus: skipping an undecodable message (%d bytes)", size)
+            return
+        deliver = self._deliver
+        if deliver is None:
+            return
+        self.delivered += 1
+        try:
+            deliver(event)
+        except Exception:
+            logger.exception("RedisBus: deliver failed for workflow %s", event.workflow_id)
+
+    def _note_gap(self, what: str) -> None:
+        self.reconnects += 1
+        logger.info("RedisBus: %s", what)
+        hook = self.on_reconnect
+        if hook is not None:
+            task = asyncio.create_task(_call_hook(hook), name="RedisBus on_reconnect")
+            self._hooks.add(task)
+            task.add_done_callback(self._hooks.discard)
+
+    async def _discard(self, pubsub: PubSub) -> None:
+        """Close the subscription connection; on close(), unsubscribe politely first."""
+        connection = pubsub.connection
+        if self._closed and connection is not None and connection.is_connected:
+            try:
+                await asyncio.wait_for(pubsub.unsubscribe(), _UNSUBSCRIBE_WAIT)
+            except (*self._errors, TimeoutError):
+                pass
+        try:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        except self._errors as exc:
+            logger.debug("RedisBus: closing the subscription: %s", _describe(exc))
+
+    # -- small helpers -------------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.reconnect_max_delay, _BACKOFF_BASE * 2.0 ** min(attempt, 30))
+        return ceiling * (0.5 + random.random() / 2)
+
+    def _terminal_key(self, workflow_id: str) -> str:
+        return f"{self.namespace}:terminal:{workflow_id}"
+
+    def _claim_key(self, key: str) -> str:
+        return f"{self.namespace}:claim:{key}"
+
+    def _ttl_ms(self) -> int:
+        return max(1, math.ceil(self.terminal_ttl * 1000))
+
+    def __repr__(self) -> str:
+        target = f"url={self._where!r}" if self._owns_client else "client=<external>"
+        return (
+            f"RedisBus({target}, namespace={self.namespace!r}, healthy={self.healthy},"
+            f" closed={self._closed})"
+        )
+
+
+def _decode(data: object) -> WebhookEvent | None:
+    if isinstance(data, str):
+        data = data.encode()
+    if not isinstance(data, bytes):
+        return None
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _call_hook(hook: OnReconnect) -> None:
+    try:
+        await hook()
+    except Exception:
+        logger.exception("RedisBus: on_reconnect failed")

@@ -1,0 +1,124 @@
+"""Futures by workflow id: the meeting point of webhooks, polls and waiters.
+
+Invariants: the first terminal status for a workflow wins and resolves every local waiter of it
+exactly once; a terminal event that arrives before anyone waits is kept (bounded, with a
+time-to-live) and resolves the waiter at registration; a duplicate event (same event id, or same
+workflow and status) is dispatched once; a waiter that leaves removes every trace of itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+
+from ._ttl import TTLMap
+from .events import WebhookEvent
+from .models import Channel, StatusSet, Workflow
+
+__all__ = ["Completion", "Registry"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Completion:
+    """How a workflow finished: its final state and the channel that told us first."""
+
+    workflow: Workflow
+    channel: Channel
+    event: WebhookEvent | None = None
+
+
+def workflow_from_event(event: WebhookEvent) -> Workflow:
+    return Workflow(id=event.workflow_id, case_id=event.case_id, status=event.status)
+
+
+class Registry:
+    """Local waiters by workflow id, the early-event buffer and the duplicate filter."""
+
+    def __init__(
+        self,
+        statuses: StatusSet,
+        *,
+        early_ttl: float = 600.0,
+        early_max: int = 10_000,
+        dedup_ttl: float = 3600.0,
+        dedup_max: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.statuses = statuses
+        self._waiters: dict[str, list[asyncio.Future[Completion]]] = {}
+        self._early: TTLMap[WebhookEvent] = TTLMap(early_ttl, early_max, clock)
+        self._seen: TTLMap[bool] = TTLMap(dedup_ttl, dedup_max, clock)
+        self.dispatched = 0
+        self.duplicates = 0
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def pending(self) -> list[str]:
+        return list(self._waiters)
+
+    def register(self, workflow_id: str) -> asyncio.Future[Completion]:
+        """A future resolved when ``workflow_id`` reaches a terminal status."""
+        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        early = self._early.pop(workflow_id)
+        if early is not None:
+            future.set_result(Completion(workflow_from_event(early), Channel.WEBHOOK, early))
+            return future
+        self._waiters.setdefault(workflow_id, []).append(future)
+        return future
+
+    def unregister(self, workflow_id: str, future: asyncio.Future[Completion]) -> bool:
+        """Forget ``future``; True when no local waiter of ``workflow_id`` remains."""
+        futures = self._waiters.get(workflow_id)
+        if futures is None:
+            return True
+        if future in futures:
+            futures.remove(future)
+        if futures:
+            return False
+        del self._waiters[workflow_id]
+        return True
+
+    def accept(self, event: WebhookEvent) -> bool:
+        """Filter duplicates: True the first time an event is seen here."""
+        if not self._seen.add(event.dedup_key, True):
+            self.duplicates += 1
+            return False
+        self.dispatched += 1
+        return True
+
+    def deliver(self, event: WebhookEvent) -> bool:
+        """Resolve waiters with a terminal event (or keep it for a later waiter).
+
+        Returns True when the event was terminal."""
+        if not self.statuses.is_terminal(event.status):
+            return False
+        if not self.resolve(Completion(workflow_from_event(event), Channel.WEBHOOK, event)):
+            self._early.put(event.workflow_id, event)
+        return True
+
+    def resolve(self, completion: Completion) -> bool:
+        """Resolve every waiter of the workflow; False when nobody waits for it."""
+        futures = self._waiters.pop(completion.workflow.id, None)
+        if not futures:
+            return False
+        for future in futures:
+            if not future.done():
+                future.set_result(completion)
+        return True
+
+    def fail(self, workflow_id: str, error: BaseException) -> None:
+        """Fail every waiter of one workflow (e.g. the API says it does not exist)."""
+        for future in self._waiters.pop(workflow_id, []):
+            if not future.done():
+                future.set_exception(error)
+
+    def fail_all(self, error: BaseException) -> None:
+        """Fail every pending waiter (the Session is closing)."""
+        waiters, self._waiters = self._waiters, {}
+        for futures in waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)

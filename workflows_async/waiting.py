@@ -1,0 +1,146 @@
+"""The waiting engine behind ``run_and_wait`` and ``wait``: registry + poll scheduler + bus.
+
+Invariants: a workflow is polled only while a local waiter waits for it and the bus has not
+already told us its end; every exit from a wait (result, failure, timeout, cancellation) removes
+the waiter and, when it was the last one, the poll entry; closing fails every pending wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from .bus import Bus
+from .errors import SessionClosedError, WorkflowsError
+from .events import WebhookEvent
+from .hooks import EventHooks
+from .models import Channel, StatusSet, Workflow
+from .polling import PollPolicy, PollScheduler
+from .waiters import Completion, Registry, workflow_from_event
+
+__all__ = ["Waiting"]
+
+log = logging.getLogger("workflows_async.waiting")
+
+
+class Waiting:
+    """Joins webhook events (through the bus) and polls into one answer per workflow."""
+
+    def __init__(
+        self,
+        *,
+        statuses: StatusSet,
+        policy: PollPolicy,
+        bus: Bus,
+        poll: Callable[[str], Awaitable[Workflow]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.statuses = statuses
+        self.bus = bus
+        self.registry = Registry(statuses, clock=clock)
+        self.hooks = EventHooks(bus.claim)
+        self.scheduler = PollScheduler(
+            policy,
+            poll,
+            statuses.is_terminal,
+            self._polled_terminal,
+            self._poll_failed,
+            clock=clock,
+            stretch_allowed=lambda: bus.healthy,
+        )
+        if hasattr(bus, "on_reconnect") and getattr(bus, "on_reconnect", None) is None:
+            bus.on_reconnect = self.recheck  # e.g. RedisBus: catch up after an outage
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._closed:
+                raise SessionClosedError("the Session is closed")
+            await self.bus.start(self._deliver)
+            self.scheduler.start()
+            self._started = True
+
+    # -- events in -------------------------------------------------------------------------
+
+    async def publish(self, event: WebhookEvent) -> bool:
+        """Called by the webhook receiver for each verified event."""
+        await self.start()
+        terminal = self.statuses.is_terminal(event.status)
+        if await self.bus.publish(event, terminal=terminal):
+            return True
+        # The bus is down: handle it here, and acknowledge only if someone here needed it.
+        # Otherwise a 503 makes the platform retry, perhaps on a worker that can publish it.
+        needed = event.workflow_id in self.registry.pending()
+        self._deliver(event)
+        return needed
+
+    def _deliver(self, event: WebhookEvent) -> None:
+        """The bus calls this for every event published by any process."""
+        if not self.registry.accept(event):
+            return
+        self.scheduler.note_webhook()
+        if self.registry.deliver(event):
+            self.scheduler.remove(event.workflow_id)
+        if self.hooks:
+            self.hooks.dispatch(event)
+
+    def _polled_terminal(self, workflow: Workflow) -> None:
+        self.registry.resolve(Completion(workflow, Channel.POLL))
+
+    def _poll_failed(self, workflow_id: str, error: BaseException) -> None:
+        self.registry.fail(workflow_id, error)
+
+    async def recheck(self) -> None:
+        """After a bus outage: look up remembered terminal events of every pending workflow."""
+        pending = self.registry.pending()
+        if pending:
+            for event in await self.bus.last_terminal(pending):
+                self._deliver(event)
+        self.scheduler.expedite()
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    async def completion(self, workflow_id: str, *, first_poll: float | None) -> Completion:
+        """Wait (without a deadline of its own) until ``workflow_id`` ends.
+
+        ``first_poll`` is the delay before the first poll (None: the policy's initial delay).
+        """
+        await self.start()
+        future = self.registry.register(workflow_id)
+        try:
+            if not future.done():
+                for event in await self.bus.last_terminal([workflow_id]):
+                    self.registry.resolve(
+                        Completion(workflow_from_event(event), Channel.WEBHOOK, event)
+                    )
+            if not future.done():
+                self.scheduler.add(workflow_id, delay=first_poll)
+            completion = await future
+        finally:
+            if self.registry.unregister(workflow_id, future):
+                self.scheduler.remove(workflow_id)
+        return completion
+
+    def pending(self) -> list[str]:
+        return self.registry.pending()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.registry.fail_all(SessionClosedError("the Session was closed while waiting"))
+        await self.scheduler.close()
+        await self.hooks.close()
+        if self._started:
+            try:
+                await self.bus.close()
+            except (WorkflowsError, OSError) as exc:  # pragma: no cover - best effort
+                log.warning("closing the bus failed: %s", type(exc).__name__)

@@ -88,8 +88,9 @@ class RequestTimeout(TransportError, TimeoutError):
 class APIError(WorkflowsError):
     """The API answered with an error status.
 
-    ``body_excerpt`` is the first characters of the response body; the server's own error
-    text, never the request.
+    ``body_excerpt`` is the first characters of the response body (the server's own error
+    text). It is kept as an attribute only, never put in the message: a server may echo request
+    data, and messages end up in logs.
     """
 
     def __init__(
@@ -109,8 +110,6 @@ class APIError(WorkflowsError):
         self.request_id = request_id
         self.retry_after = retry_after
         text = f"{method} {path} answered {status}"
-        if self.body_excerpt:
-            text += f": {self.body_excerpt}"
         if request_id:
             text += f" (request id {request_id})"
         super().__init__(text)

@@ -134,3 +134,27 @@ async def test_webhooks_stretch_the_schedule() -> None:
     scheduler.note_webhook()
     assert scheduler._interval(0) == 4.0
     await scheduler.close()
+
+
+async def test_stretched_entries_come_back_when_webhooks_stop() -> None:
+    healthy = True
+    policy = wa.PollPolicy(initial_delay=0.2, webhook_stretch=50, jitter=0)
+    api = FakeAPI(finish_after=1)
+    finished: list[wa.Workflow] = []
+    scheduler = PollScheduler(
+        policy,
+        api.poll,
+        StatusSet().is_terminal,
+        finished.append,
+        lambda wid, exc: None,
+        stretch_allowed=lambda: healthy,
+    )
+    scheduler.start()
+    scheduler.note_webhook()
+    scheduler.add("w")  # due in 10 s while webhooks flow
+    await asyncio.sleep(0.05)
+    healthy = False  # the bus went down
+    while not finished:
+        await asyncio.sleep(0.05)
+    await scheduler.close()
+    assert api.calls == {"w": 1}

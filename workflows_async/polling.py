@@ -75,6 +75,8 @@ class _Entry:
     due: float
 
 
+_RECHECK = 1.0  # seconds: the longest the scheduler sleeps without re-checking the webhook state
+
 Poll = Callable[[str], Awaitable[Workflow]]
 OnTerminal = Callable[[Workflow], None]
 OnError = Callable[[str, BaseException], None]
@@ -208,7 +210,12 @@ class PollScheduler:
                 await self._wakeup.wait()
 
     async def _run(self) -> None:
+        was_stretched = False
         while True:
+            stretched = self._stretched()
+            if was_stretched and not stretched:
+                self.expedite()  # webhooks stopped or the bus went down: back to normal pace
+            was_stretched = stretched
             if not self._heap:
                 await self._sleep(3600.0)
                 continue
@@ -220,7 +227,7 @@ class PollScheduler:
             now = self._clock()
             wait = max(due - now, self._paused_until - now)
             if wait > 0:
-                await self._sleep(wait)
+                await self._sleep(min(wait, _RECHECK))  # wakes now and then to notice changes
                 continue
             wait = self._take_token(now)
             if wait > 0:

@@ -112,10 +112,9 @@ class Channel(enum.StrEnum):
 _PERSONAL = ("first_name", "last_name", "personal_number", "email")
 
 
-class Case(_Response):
-    """A case (the end user a workflow runs for). Personal fields are masked in ``repr()``."""
+class _CaseFields(_Response):
+    """The case fields, shared by the request and the response; personal ones masked in repr."""
 
-    id: str
     first_name: str | None = None
     last_name: str | None = None
     personal_number: str | None = None
@@ -130,19 +129,19 @@ class Case(_Response):
             for name in self.__struct_fields__
             if (value := getattr(self, name)) is not None
         )
-        return f"Case({shown})"
+        return f"{type(self).__name__}({shown})"
 
     __str__ = __repr__
 
 
-class CaseRequest(_Request):
-    first_name: str | None = None
-    last_name: str | None = None
-    personal_number: str | None = None
-    email: str | None = None
-    company_name: str | None = None
-    company_number: str | None = None
-    company_address: str | None = None
+class Case(_CaseFields, kw_only=True):
+    """A case (the end user a workflow runs for). Personal fields are masked in ``repr()``."""
+
+    id: str
+
+
+class CaseRequest(_CaseFields, omit_defaults=True, forbid_unknown_fields=True):
+    """The body of ``POST /cases``: strict, fields left at None not sent."""
 
 
 class Parameters(_Response):

@@ -287,12 +287,7 @@ class Session:
 
     async def _poll_workflow(self, workflow_id: str) -> Workflow:
         """One poll for the scheduler: no retries here, the scheduler spaces and budgets them."""
-        path = f"/workflows/{workflow_id}"
-        response = await self._call("GET", path, retry=False)
-        try:
-            return _WORKFLOW.decode(response.body)
-        except msgspec.DecodeError as exc:
-            raise DecodeError(f"GET {path}: unexpected answer ({exc})") from None
+        return await self._call_json("GET", f"/workflows/{workflow_id}", _WORKFLOW, retry=False)
 
     # -- waiting --------------------------------------------------------------------------
 
@@ -432,9 +427,15 @@ class Session:
     # -- plumbing -------------------------------------------------------------------------
 
     async def _call_json(
-        self, method: str, path: str, decoder: msgspec.json.Decoder[T], *, body: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        decoder: msgspec.json.Decoder[T],
+        *,
+        body: bytes | None = None,
+        retry: bool = True,
     ) -> T:
-        response = await self._call(method, path, body=body)
+        response = await self._call(method, path, body=body, retry=retry)
         try:
             return decoder.decode(response.body)
         except msgspec.DecodeError as exc:

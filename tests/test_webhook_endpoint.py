@@ -221,3 +221,13 @@ async def test_unverified_local_receiver_accepts_unsigned_events() -> None:
         outcome = await task
         assert outcome.workflow.status == "COMPLETED"
         assert s.session._waiting.registry.dispatched >= 1
+
+
+async def test_once_hooks_need_distinct_names() -> None:
+    session = wa.Session("https://api.example.test")
+    session.on_event(lambda event: None, once=True)
+    with pytest.raises(wa.ConfigurationError, match="name="):
+        session.on_event(lambda event: None, once=True)
+    session.on_event(lambda event: None, once=True, name="second")
+    session.on_event(lambda event: None)  # plain hooks may share a name
+    await session.close()

@@ -15,6 +15,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
+from .errors import ConfigurationError
 from .events import WebhookEvent
 
 __all__ = ["EventCallback", "EventHooks"]
@@ -46,7 +47,16 @@ class EventHooks:
         self.failures = 0
 
     def add(self, callback: EventCallback, *, once: bool = False, name: str | None = None) -> None:
-        label = name or getattr(callback, "__qualname__", None) or repr(callback)
+        """Register ``callback``. A ``once`` hook's ``name`` keys its cluster-wide claim: it
+        defaults to ``module.qualname`` and must be unique among once-hooks."""
+        module = getattr(callback, "__module__", None) or ""
+        qualname = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+        label = name or f"{module}.{qualname}"
+        if once and any(hook.once and hook.name == label for hook in self._hooks):
+            raise ConfigurationError(
+                f"another once=True hook is named {label!r}; pass a distinct name= "
+                "(it keys the claim that makes the hook run once per event)"
+            )
         self._hooks.append(_Hook(callback, once, label))
 
     def remove(self, callback: EventCallback) -> None:

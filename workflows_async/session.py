@@ -189,9 +189,17 @@ class Session:
         return self._http.closed
 
     async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        """Attach to the bus and start the poll scheduler now (``async with`` does it).
+
+        Without it they start at the first wait or webhook; with a :class:`RedisBus`, starting
+        early subscribes this process before events begin to flow."""
         if self.closed:
             raise SessionClosedError("the Session is closed")
-        return self
+        await self._waiting.start()
 
     async def __aexit__(
         self,
@@ -403,23 +411,31 @@ class Session:
         return app
 
     @overload
-    def on_event(self, callback: EventCallback, *, once: bool = False) -> EventCallback: ...
+    def on_event(
+        self, callback: EventCallback, *, once: bool = False, name: str | None = None
+    ) -> EventCallback: ...
 
     @overload
     def on_event(
-        self, callback: None = None, *, once: bool = False
+        self, callback: None = None, *, once: bool = False, name: str | None = None
     ) -> Callable[[EventCallback], EventCallback]: ...
 
     def on_event(
-        self, callback: EventCallback | None = None, *, once: bool = False
+        self,
+        callback: EventCallback | None = None,
+        *,
+        once: bool = False,
+        name: str | None = None,
     ) -> EventCallback | Callable[[EventCallback], EventCallback]:
         """Call ``callback(event)`` (sync or async) for every verified webhook event, off the
-        acknowledgement path. ``once=True``: once per event across every process on the bus.
-        Usable as ``session.on_event(fn)`` or as a decorator ``@session.on_event(once=True)``.
+        acknowledgement path. ``once=True``: once per event across every process on the bus,
+        claimed under ``name`` (default ``module.qualname``; it must be unique and stable
+        across deployments). Usable as ``session.on_event(fn)`` or as a decorator
+        ``@session.on_event(once=True)``.
         """
 
         def register(fn: EventCallback) -> EventCallback:
-            self._waiting.hooks.add(fn, once=once)
+            self._waiting.hooks.add(fn, once=once, name=name)
             return fn
 
         return register if callback is None else register(callback)

@@ -1,0 +1,254 @@
+"""What every command shares: the one-line-error parser, API flags, Session construction, output.
+
+Invariants: a usage problem is a :class:`UsageError` (exit 2), reported in one line by ``main``;
+flags win over ``WORKFLOWS_*`` variables, which ``Session.from_env`` reads when flags are absent;
+a secret given as a flag is passed to the Session and never echoed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from aiohttp import web
+
+from .._retry import RetryPolicy
+from ..auth import Auth, KeySecretAuth, TokenAuth
+from ..models import Workflow, WorkflowOutcome
+from ..polling import PollPolicy
+from ..session import Session
+
+PROG = "workflows-async"
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+EXIT_TIMEOUT = 4
+EXIT_INTERRUPTED = 130
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """The command line or an input file cannot be used as given (exit code 2)."""
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block) and never exit by itself."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def warn(message: str, stream: TextIO | None = None) -> None:
+    """One line on stderr, with the program's name in front."""
+    print(f"{PROG}: {message}", file=stream or sys.stderr, flush=True)
+
+
+# -- argument types ------------------------------------------------------------------------
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_float(text)
+
+
+def share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    value = count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return value
+
+
+# -- API configuration ---------------------------------------------------------------------
+
+
+def add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--base-url`` and friends; each falls back to its ``WORKFLOWS_*`` variable."""
+    group = parser.add_argument_group(
+        "API connection",
+        "Flags win over the variables WORKFLOWS_BASE_URL, WORKFLOWS_API_KEY, "
+        "WORKFLOWS_API_SECRET, WORKFLOWS_TOKEN and WORKFLOWS_API_VERSION.",
+    )
+    group.add_argument("--base-url", metavar="URL", help="the API's base URL (https://...)")
+    group.add_argument("--api-key", metavar="KEY", help="API key (with --api-secret)")
+    group.add_argument("--api-secret", metavar="SECRET", help="API secret (prefer the variable)")
+    group.add_argument("--token", metavar="TOKEN", help="a ready access token instead of a key")
+    group.add_argument("--api-version", metavar="N", type=int, help="API version (Accept header)")
+    group.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow a plain http:// base URL (a local Simulator only)",
+    )
+    group.add_argument(
+        "--request-timeout", metavar="S", type=positive_float, default=30.0,
+        help="seconds allowed for each HTTP request (default: %(default)s)",
+    )  # fmt: skip
+    group.add_argument(
+        "--retries", metavar="N", type=count, default=3,
+        help="retries of a failed request (default: %(default)s)",
+    )  # fmt: skip
+
+
+def add_poll_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("polling (the CLI has no webhook receiver, so it polls)")
+    group.add_argument(
+        "--poll-initial", metavar="S", type=positive_float, default=1.0,
+        help="seconds before the first poll (default: %(default)s)",
+    )  # fmt: skip
+    group.add_argument(
+        "--poll-max", metavar="S", type=positive_float, default=15.0,
+        help="longest interval between polls (default: %(default)s)",
+    )  # fmt: skip
+    group.add_argument(
+        "--poll-rate", metavar="N", type=positive_float, default=10.0,
+        help="at most N polls per second in all (default: %(default)s)",
+    )  # fmt: skip
+
+
+def poll_policy(args: argparse.Namespace) -> PollPolicy:
+    initial: float = args.poll_initial
+    return PollPolicy(
+        initial_delay=initial, max_interval=max(initial, args.poll_max), rate=args.poll_rate
+    )
+
+
+def _auth_from_flags(args: argparse.Namespace) -> Auth | None:
+    key, secret, token = args.api_key, args.api_secret, args.token
+    if key or secret:
+        if not (key and secret):
+            raise UsageError("pass both --api-key and --api-secret")
+        return KeySecretAuth(key, secret)
+    if token:
+        return TokenAuth(token)
+    return None
+
+
+def _env_has_credentials() -> bool:
+    env = os.environ
+    has_key = bool(env.get("WORKFLOWS_API_KEY") and env.get("WORKFLOWS_API_SECRET"))
+    return has_key or bool(env.get("WORKFLOWS_TOKEN"))
+
+
+def make_session(args: argparse.Namespace, *, require_auth: bool = True, **options: Any) -> Session:
+    """A Session from the API flags, falling back to the environment via ``Session.from_env``."""
+    if not (args.base_url or os.environ.get("WORKFLOWS_BASE_URL")):
+        raise UsageError("no API URL: pass --base-url or set WORKFLOWS_BASE_URL")
+    options["allow_insecure_http"] = args.insecure_http
+    options["timeout"] = args.request_timeout
+    options["retry"] = RetryPolicy(max_attempts=args.retries + 1)
+    if args.api_version is not None:
+        if args.api_version < 1:
+            raise UsageError("--api-version must be a positive integer")
+        options["api_version"] = args.api_version
+    auth = _auth_from_flags(args)
+    if auth is not None:
+        options["auth"] = auth
+    elif not _env_has_credentials():
+        if require_auth:
+            raise UsageError(
+                "no credentials: pass --api-key and --api-secret (or --token), or set "
+                "WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET (or WORKFLOWS_TOKEN)"
+            )
+        options["auth"] = None
+    if args.base_url:
+        options["base_url"] = args.base_url
+    return Session.from_env(**options)
+
+
+# -- input and output ----------------------------------------------------------------------
+
+
+def load_json_object(text: str, what: str) -> dict[str, Any]:
+    """A JSON object from ``text``, or from the file ``@path``; never echoes the content."""
+    source = what
+    if text.startswith("@"):
+        path = Path(text[1:])
+        source = f"{what} file {path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{source}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{source}: not UTF-8 text") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{source}: expected a JSON object")
+    return value
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False), flush=True)
+
+
+def workflow_json(workflow: Workflow) -> dict[str, Any]:
+    return {"id": workflow.id, "caseId": workflow.case_id, "status": workflow.status}
+
+
+def outcome_json(outcome: WorkflowOutcome) -> dict[str, Any]:
+    return {
+        "workflowId": outcome.workflow.id,
+        "caseId": outcome.workflow.case_id,
+        "status": outcome.workflow.status,
+        "channel": str(outcome.channel),
+        "elapsed": round(outcome.elapsed, 3),
+        "result": outcome.result.data if outcome.result is not None else None,
+    }
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
+    """Serve ``app`` on ``host:port`` (0: a free port) while the block runs; yields the port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,229 @@
+"""``simulate`` and ``listen``: long-running local servers that stop cleanly on Ctrl-C.
+
+Invariants: both bind 127.0.0.1 unless told otherwise (and warn when told otherwise); Ctrl-C or
+SIGTERM stops them with exit code 0 after closing every socket; ``listen`` prints one JSON line
+per verified event on stdout and keeps its status messages on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from .._ids import is_local_url
+from ..bus import Bus
+from ..events import WebhookEvent
+from ..session import Session
+from ..testing import Faults, Simulator
+from .common import (
+    EXIT_OK,
+    CliParser,
+    UsageError,
+    add_api_arguments,
+    make_session,
+    non_negative_float,
+    port,
+    positive_float,
+    serve,
+    share,
+    url_host,
+    warn,
+)
+
+
+def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
+    sim: CliParser = commands.add_parser(
+        "simulate",
+        parents=[parent],
+        help="run the Simulator (a fake Workflows API) in the foreground",
+        description=(
+            "Serve the Simulator until Ctrl-C. It prints its base URL, key and secret; point "
+            "a client at it with --insecure-http. Built-in definitions: kyc-basic, "
+            "kyc-instant, kyc-awaiting, kyc-failing."
+        ),
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    sim.add_argument(
+        "--port", type=port, default=8080, help="port (0: any free one; default: 8080)"
+    )
+    sim.add_argument(
+        "--webhook-url", action="append", default=[], metavar="URL",
+        help="send signed webhooks here (repeatable)",
+    )  # fmt: skip
+    sim.add_argument(
+        "--time-scale", type=positive_float, default=1.0, metavar="X",
+        help="multiply simulated durations by X (default: 1.0)",
+    )  # fmt: skip
+    sim.add_argument("--seed", type=int, help="seed for the fault dice")
+    sim.add_argument("--key", default="test-key", help="the API key it accepts")
+    sim.add_argument("--secret", default="test-secret", help="the API secret it accepts")
+    faults = sim.add_argument_group("faults")
+    faults.add_argument("--drop-webhooks", type=share, default=0.0, metavar="SHARE")
+    faults.add_argument("--duplicate-webhooks", type=share, default=0.0, metavar="SHARE")
+    faults.add_argument("--error-rate", type=share, default=0.0, metavar="SHARE",
+                        help="share of API calls answered 429/500/502/503")  # fmt: skip
+    faults.add_argument("--latency", type=non_negative_float, default=0.0, metavar="S",
+                        help="seconds added before every answer")  # fmt: skip
+    faults.add_argument("--webhook-delay", type=non_negative_float, default=0.0, metavar="S")
+    sim.set_defaults(func=simulate_command)
+
+    listen: CliParser = commands.add_parser(
+        "listen",
+        parents=[parent],
+        help="run a standalone webhook receiver that prints each verified event",
+        description=(
+            "Receive the platform's webhooks on http://HOST:PORT/PATH/, verify their "
+            "signatures with keys fetched from the API, and print each verified event as one "
+            "JSON line on stdout."
+        ),
+    )
+    listen.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    listen.add_argument("--port", type=port, default=8081, help="port (0: any free one)")
+    listen.add_argument("--path", default="/webhooks", help="URL path (default: /webhooks)")
+    listen.add_argument(
+        "--no-verify", action="store_true",
+        help="accept unsigned webhooks (only with a local --base-url)",
+    )  # fmt: skip
+    listen.add_argument("--redis", metavar="URL", help="publish events to Redis (redis://...)")
+    listen.add_argument("--raw", action="store_true", help="include each event's body")
+    add_api_arguments(listen)
+    listen.set_defaults(func=listen_command)
+
+
+async def _until_stopped() -> None:
+    """Return on SIGINT or SIGTERM (or on KeyboardInterrupt when signals cannot be hooked)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+
+def _check_host(host: str) -> None:
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        warn(f"warning: listening on {host}, reachable from other machines")
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    faults = Faults(
+        drop_webhooks=args.drop_webhooks,
+        duplicate_webhooks=args.duplicate_webhooks,
+        error_rate=args.error_rate,
+        latency=args.latency,
+        webhook_delay=args.webhook_delay,
+    )
+    try:
+        sim = Simulator(
+            key=args.key, secret=args.secret, webhook_urls=args.webhook_url,
+            time_scale=args.time_scale, host=args.host, port=args.port, seed=args.seed,
+            faults=faults,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _check_host(args.host)
+    return asyncio.run(_simulate(sim))
+
+
+async def _simulate(sim: Simulator) -> int:
+    async with sim:
+        lines = [
+            f"Simulator listening on {sim.base_url}",
+            f"key: {sim.key}",
+            f"secret: {sim.secret}",
+            f"definitions: {', '.join(sorted(sim.definitions))}",
+            f"webhooks to: {', '.join(sim.webhook_urls) or '(none)'}",
+            "",
+            "Try it:",
+            f"  export WORKFLOWS_BASE_URL={sim.base_url}",
+            f"  export WORKFLOWS_API_KEY={sim.key} WORKFLOWS_API_SECRET={sim.secret}",
+            "  workflows-async run --insecure-http --definition kyc-basic --company-name Acme",
+            "",
+            "Press Ctrl-C to stop.",
+        ]
+        print("\n".join(lines), flush=True)
+        await _until_stopped()
+    warn("simulator stopped")
+    return EXIT_OK
+
+
+def _bus(url: str | None) -> Bus | None:
+    if url is None:
+        return None
+    try:
+        from ..redis_bus import RedisBus
+    except ImportError:
+        raise UsageError(
+            "--redis needs workflows_async.redis_bus, which this installation does not have"
+        ) from None
+    return RedisBus(url)
+
+
+def event_json(event: WebhookEvent, *, raw: bool) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "workflowId": event.workflow_id,
+        "status": event.status,
+        "caseId": event.case_id,
+        "eventType": event.event_type,
+        "eventId": event.event_id,
+        "receivedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    if raw:
+        record["body"] = event.payload
+    return record
+
+
+def listen_command(args: argparse.Namespace) -> int:
+    path = "/" + args.path.strip("/")
+    if any(c in path for c in "?#{} "):
+        raise UsageError("--path must be a plain URL path such as /webhooks")
+    if args.no_verify and not is_local_url(
+        args.base_url or os.environ.get("WORKFLOWS_BASE_URL", "")
+    ):
+        raise UsageError("--no-verify is only allowed with a local API (localhost --base-url)")
+    session = make_session(
+        args, require_auth=not args.no_verify, verify_webhooks=not args.no_verify,
+        bus=_bus(args.redis),
+    )  # fmt: skip
+    _check_host(args.host)
+    return asyncio.run(_listen(session, args.host, args.port, path, raw=args.raw))
+
+
+async def _listen(session: Session, host: str, port_number: int, path: str, *, raw: bool) -> int:
+    def show(event: WebhookEvent) -> None:
+        print(json.dumps(event_json(event, raw=raw)), flush=True)
+
+    session.on_event(show)
+    async with session:
+        receiver = session.webhook_app()
+        if path == "/":
+            app = receiver
+        else:
+            app = web.Application()
+            app.add_subapp(path, receiver)
+        async with serve(app, host, port_number) as actual:
+            suffix = "/" if path == "/" else f"{path}/"
+            warn(f"listening on http://{url_host(host)}:{actual}{suffix} (Ctrl-C to stop)")
+            started = time.monotonic()
+            await _until_stopped()
+    warn(f"receiver stopped after {time.monotonic() - started:.0f} s")
+    return EXIT_OK

@@ -333,3 +333,13 @@ async def test_quick_restart_is_noticed(
     assert a.reconnects >= 1
     assert await a.publish(event(), terminal=False) is True
     await eventually(lambda: len(got) == 1, "delivery after the restart")
+
+
+async def test_a_burst_of_lookups_is_merged_and_answers_each_caller(make_bus: MakeBus) -> None:
+    a = make_bus()
+    for i in range(0, 2000, 2):  # every other workflow has ended
+        await a.publish(event(workflow_id=f"wf-{i}", status="COMPLETED"), terminal=True)
+    reader = make_bus()
+    answers = await asyncio.gather(*(reader.last_terminal([f"wf-{i}"]) for i in range(2000)))
+    assert all(len(found) == (1 - i % 2) for i, found in enumerate(answers))
+    assert all(found[0].workflow_id == f"wf-{i}" for i, found in enumerate(answers) if found)

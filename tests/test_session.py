@@ -280,3 +280,19 @@ def test_request_id_surfaces_in_errors() -> None:
     assert re.search(
         "request id r-1", str(errors.NotFoundError(404, method="GET", path="/x", request_id="r-1"))
     )
+
+
+async def test_retries_stop_at_max_time_even_with_attempts_left(mocked: Any) -> None:
+    policy = wa.RetryPolicy(max_attempts=50, base_delay=0.1, max_delay=0.1, max_time=0.25)
+    mocked.get(BASE + f"/workflows/{WF_ID}", status=503, repeat=True)
+    async with wa.Session(BASE, wa.TokenAuth("t"), retry=policy) as session:
+        with pytest.raises(errors.ServerError):
+            await session.get_workflow(WF_ID)
+    assert 2 <= len(calls(mocked, "GET", f"/workflows/{WF_ID}")) < 50
+
+
+async def test_no_retry_when_asked(session: wa.Session, mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}", status=503, repeat=True)
+    with pytest.raises(errors.ServerError):
+        await session._poll_workflow(WF_ID)
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1

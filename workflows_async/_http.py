@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -41,9 +42,10 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-def _wait_gen(policy: RetryPolicy) -> Generator[float, Any, None]:
-    """A ``backoff`` wait generator: full jitter, or the server's Retry-After when it sent one."""
-    retry = 0
+def _wait_gen(policy: RetryPolicy, retry: int = 0) -> Generator[float, Any, None]:
+    """A ``backoff`` wait generator: full jitter, or the server's Retry-After when it sent one.
+
+    ``retry`` is the number of the first retry it times (0 unless some were done already)."""
     sent = yield 0.0  # backoff primes the generator with send(None)
     while True:
         retry_after = sent.retry_after if isinstance(sent, _Retry) else None
@@ -70,15 +72,6 @@ class HttpClient:
         self._session = session
         self._owns_session = session is None
         self._closed = False
-        self._send = backoff.on_exception(
-            _wait_gen,
-            _Retry,
-            max_tries=retry.max_attempts,
-            max_time=retry.max_time,
-            jitter=None,
-            logger=None,
-            policy=retry,
-        )(self._send_once)
 
     @property
     def closed(self) -> bool:
@@ -112,7 +105,28 @@ class HttpClient:
             headers["Accept"] = accept
         if body is not None:
             headers["Content-Type"] = "application/json"
-        send = self._send if retry else self._send_once
+        started = time.monotonic()
+        try:
+            return await self._send_once(method, path, body, headers, params)
+        except _Retry as failed:
+            policy = self.retry
+            if not retry or policy.max_attempts == 1 or policy.max_time <= 0:
+                raise failed.error from None
+            first_wait = min(policy.delay(0, failed.retry_after), policy.max_time)
+        # Most calls succeed at once and never pay for backoff's bookkeeping (it was most of
+        # the per-call cost next to raw aiohttp). After a first failure, the remaining tries
+        # run under backoff with exactly the budget it would have left had it run them all.
+        await asyncio.sleep(first_wait)
+        send = backoff.on_exception(
+            _wait_gen,
+            _Retry,
+            max_tries=policy.max_attempts - 1,
+            max_time=policy.max_time - (time.monotonic() - started),
+            jitter=None,
+            logger=None,
+            policy=policy,
+            retry=1,
+        )(self._send_once)
         try:
             response: Response = await send(method, path, body, headers, params)
         except _Retry as exhausted:

@@ -101,6 +101,8 @@ class KeyStore:
 
     async def get(self, kid: str) -> RSAPublicKey:
         """The key for ``kid``, fetching it at most once however many callers ask together."""
+        if isinstance(kid, str) and (known := self._keys.get(kid)) is not None:
+            return known  # kids are stored canonical, so an exact match is a canonical kid
         canonical = check_kid(kid)
         key = self._keys.get(canonical)
         if key is not None:

@@ -153,6 +153,8 @@ class RedisBus:
         self._reader: asyncio.Task[None] | None = None
         self._hooks: set[asyncio.Task[None]] = set()
         self._first_attempt = asyncio.Event()
+        self._lookups: list[tuple[list[str], asyncio.Future[list[WebhookEvent]]]] = []
+        self._lookup_task: asyncio.Task[None] | None = None
 
     # -- the Bus protocol ----------------------------------------------------------------------
 
@@ -212,10 +214,39 @@ class RedisBus:
     async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         """The remembered terminal events (MGET, pipelined in chunks: one round trip).
 
+        Calls made while a lookup is in flight are merged into the next one, so a burst of
+        waits costs a few round trips and one pooled connection, not one of each per wait
+        (redis-py's pool holds 100 connections and refuses the 101st).
         ``[]`` when Redis is unreachable: the waiters then rely on polling."""
         ids = list(dict.fromkeys(workflow_ids))
         if not ids or self._closed:
             return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[WebhookEvent]] = loop.create_future()
+        self._lookups.append((ids, future))
+        if self._lookup_task is None or self._lookup_task.done():
+            self._lookup_task = loop.create_task(self._look_up(), name="RedisBus lookups")
+        return await future
+
+    async def _look_up(self) -> None:
+        """Serve queued ``last_terminal`` calls, one merged lookup at a time."""
+        while self._lookups:
+            batch, self._lookups = self._lookups, []
+            found: dict[str, WebhookEvent] = {}
+            try:
+                found = await self._fetch_terminal(
+                    list(dict.fromkeys(wid for ids, _ in batch for wid in ids))
+                )
+            except Exception as exc:  # not a Redis error (those give {}): the callers see it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            finally:  # cancelled by close(): the callers get [] rather than hang
+                for ids, future in batch:
+                    if not future.done():
+                        future.set_result([found[wid] for wid in ids if wid in found])
+
+    async def _fetch_terminal(self, ids: list[str]) -> dict[str, WebhookEvent]:
         keys = [self._terminal_key(wid) for wid in ids]
         try:
             async with self._client.pipeline(transaction=False) as pipe:
@@ -224,16 +255,16 @@ class RedisBus:
                 replies: list[list[Any]] = await pipe.execute()
         except self._errors as exc:
             logger.warning("RedisBus: last_terminal failed: %s", _describe(exc))
-            return []
-        found: list[WebhookEvent] = []
-        for value in (value for reply in replies for value in reply):
+            return {}
+        found: dict[str, WebhookEvent] = {}
+        for wid, value in zip(ids, (value for reply in replies for value in reply), strict=False):
             if value is None:
                 continue
             event = _decode(value)
             if event is None:
                 logger.warning("RedisBus: skipping an undecodable remembered terminal event")
             else:
-                found.append(event)
+                found[wid] = event
         return found
 
     async def close(self) -> None:
@@ -243,12 +274,16 @@ class RedisBus:
         self._closed = True
         self._healthy = False
         self._deliver = None
-        tasks = [t for t in (self._reader, *self._hooks) if t is not None]
-        self._reader = None
+        tasks = [t for t in (self._reader, self._lookup_task, *self._hooks) if t is not None]
+        self._reader = self._lookup_task = None
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        for _, future in self._lookups:  # queued behind a lookup that close() cancelled
+            if not future.done():
+                future.set_result([])
+        self._lookups = []
         if self._owns_client:
             try:
                 await self._client.aclose()

@@ -1,0 +1,157 @@
+"""Benchmark 2: signed webhooks per second through the sub-app, next to a bare aiohttp handler.
+
+A helper process serves one aiohttp application with two sub-apps: ``/webhooks/`` is
+``Session.webhook_app()`` (verify RS256 over the raw body, parse, publish to the waiters) and
+``/plain/`` a handler that reads the body and answers the same 200 bytes without looking at
+them. This process sends both exactly the same requests (distinct signed events, so duplicate
+filtering never shortcuts the work) over raw keep-alive connections that cost almost nothing,
+so the helper's core is the bottleneck. Repetitions alternate the two targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from _proc import Child, Ready
+from _rawhttp import RawConnection, request_bytes
+from _report import Mode, Row, Section, median
+from aiohttp import web
+
+import workflows_async as wa
+from workflows_async.testing import generate_signing_key, public_key_pem, sign_webhook
+
+__all__ = ["run", "signed_events", "webhook_request", "webhook_server"]
+
+CONNECTIONS = 16
+ACCEPTED = json.dumps({"status": 200, "reason": "accepted"}).encode()  # what the receiver says
+
+
+def signed_events(
+    count: int, kid: str, key: Any, workflow_ids: list[str] | None = None
+) -> list[tuple[str, bytes, str]]:
+    """``count`` terminal events as the platform sends them: (workflow id, body, signature)."""
+    events = []
+    for index in range(count):
+        workflow_id = workflow_ids[index] if workflow_ids else str(uuid.uuid4())
+        body = json.dumps(
+            {
+                "eventId": str(uuid.uuid4()),
+                "eventType": "WORKFLOW_COMPLETED",
+                "workflowId": workflow_id,
+                "caseId": str(uuid.uuid4()),
+                "status": "COMPLETED",
+                "timestamp": datetime.now(UTC).isoformat(),
+            },
+            separators=(",", ":"),
+        ).encode()
+        events.append((workflow_id, body, sign_webhook(body, key, kid)))
+    return events
+
+
+def webhook_request(host: str, path: str, body: bytes, signature: str) -> bytes:
+    headers = {"Content-Type": "application/json", "JWS-SIGNATURE": signature}
+    return request_bytes("POST", host, path, body, headers)
+
+
+@asynccontextmanager
+async def webhook_server(config: dict[str, Any]) -> AsyncIterator[Ready]:
+    """Role ``webhooks``: the Session's sub-app at /webhooks/ and a bare one at /plain/."""
+    session = wa.Session(
+        "http://127.0.0.1:9",  # never called: the signing key is pinned
+        wa.TokenAuth("unused"),
+        allow_insecure_http=True,
+        webhook_keys={config["kid"]: config["pem"]},
+    )
+
+    async def plain_handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=ACCEPTED, content_type="application/json")
+
+    plain = web.Application()
+    plain.router.add_post("/", plain_handler)
+    app = web.Application()
+    app.add_subapp("/webhooks", session.webhook_app())
+    app.add_subapp("/plain", plain)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    async def handle(command: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError(f"unknown command {command!r}")
+
+    try:
+        yield {"port": port}, handle
+    finally:
+        await runner.cleanup()
+        await session.close()
+
+
+async def _blast(port: int, requests: list[bytes]) -> int:
+    """Send every request over CONNECTIONS connections; the number of non-200 answers."""
+    connections = [await RawConnection.open("127.0.0.1", port) for _ in range(CONNECTIONS)]
+    pending = iter(requests)
+    failed = 0
+
+    async def worker(connection: RawConnection) -> None:
+        nonlocal failed
+        for request in pending:
+            if await connection.send(request) != 200:
+                failed += 1
+
+    try:
+        await asyncio.gather(*(worker(c) for c in connections))
+    finally:
+        for connection in connections:
+            await connection.close()
+    return failed
+
+
+async def run(mode: Mode) -> Section:
+    section = Section(2, "webhook ingest: verify RS256 + parse + dispatch, per second")
+    key, kid = generate_signing_key(), str(uuid.uuid4())
+    total = mode.ingest_requests * (mode.ingest_reps + 1)
+    events = signed_events(total, kid, key)
+    async with await Child.start("webhooks", {"kid": kid, "pem": public_key_pem(key)}) as server:
+        port = server.info["port"]
+        host = f"127.0.0.1:{port}"
+        rates: dict[str, list[float]] = {"sub-app": [], "bare": []}
+        cpus: dict[str, list[float]] = {"sub-app": [], "bare": []}
+        failures = 0
+        for rep in range(mode.ingest_reps + 1):  # repetition 0 warms up and is not counted
+            batch = events[rep * mode.ingest_requests : (rep + 1) * mode.ingest_requests]
+            targets = ["sub-app", "bare"] if rep % 2 else ["bare", "sub-app"]
+            for target in targets:
+                path = "/webhooks/" if target == "sub-app" else "/plain/"
+                requests = [webhook_request(host, path, body, sig) for _, body, sig in batch]
+                cpu_before = await server.cpu()
+                started = time.perf_counter()
+                failures += await _blast(port, requests)
+                seconds = time.perf_counter() - started
+                cpu_seconds = await server.cpu() - cpu_before
+                if rep:
+                    rates[target].append(len(requests) / seconds)
+                    cpus[target].append(cpu_seconds / len(requests) * 1e6)
+    rate: dict[str, float] = {name: median(values) for name, values in rates.items()}
+    cpu: dict[str, float] = {name: median(values) for name, values in cpus.items()}
+    capacity = {name: 1e6 / value for name, value in cpu.items()}
+    section.rows += [
+        Row("webhooks/s through the sub-app (wall)", rate["sub-app"], "/s",
+            "bare handler", rate["bare"], ">= 0.7x", rate["sub-app"] >= 0.7 * rate["bare"]),
+        Row("receiver CPU per webhook", cpu["sub-app"], "us", "bare handler", cpu["bare"],
+            note=f"capacity {capacity['sub-app']:,.0f}/s vs {capacity['bare']:,.0f}/s per core"),
+        Row("refused webhooks (non-200)", failures, "", goal="0", met=failures == 0),
+    ]  # fmt: skip
+    section.notes.append(
+        f"{mode.ingest_reps} alternating repetitions x {mode.ingest_requests} distinct signed"
+        f" events per target, {CONNECTIONS} keep-alive connections; receiver in its own process."
+    )
+    return section

@@ -1,0 +1,165 @@
+"""Webhook-to-waiter latency with many waits pending, at a steady rate of webhooks.
+
+``pending`` caller tasks wait (``session._waiting.completion(id, first_poll=3600)``, so no
+poll is ever due); ``events`` of them are then resolved at ``rate`` per second, either by
+handing the event to ``session._waiting.publish`` or by POSTing the signed webhook to the
+Session's sub-app over a real localhost socket. Latency runs from just before the hand-over
+(or the write to the socket) to the moment the waiting caller runs again. Baselines: the same
+caller awaiting a bare future set directly, and a bare aiohttp handler that sets that future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from _memory import library_tasks
+from _proc import free_port
+from _rawhttp import RawConnection
+from aiohttp import web
+
+import workflows_async as wa
+from workflows_async.events import parse_event
+
+__all__ = ["Scenario", "measure"]
+
+Send = Callable[[int], Awaitable[None]]
+HTTP_CONNECTIONS = 4
+
+
+class Scenario:
+    """One way of resolving waits: ``kind`` is ``bare`` or ``library``, ``path`` is
+    ``direct`` or ``http``; ``events`` are (workflow id, body, signature) triples."""
+
+    def __init__(
+        self, kind: str, path: str, events: list[tuple[str, bytes, str]], pending: list[str]
+    ) -> None:
+        self.kind, self.path, self.events, self.pending = kind, path, events, pending
+        self.sent: dict[str, float] = {}
+        self.woke: dict[str, float] = {}
+        self.tasks_idle = self.tasks_busy = 0
+        self.register_seconds = 0.0
+
+
+async def _pace(count: int, rate: float, senders: list[Send]) -> None:
+    """Hand indexes 0..count-1 to the senders at ``rate`` per second."""
+    queue: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def worker(send: Send) -> None:
+        while (index := await queue.get()) is not None:
+            await send(index)
+
+    workers = [asyncio.create_task(worker(send)) for send in senders]
+    start = time.perf_counter()
+    for index in range(count):
+        delay = start + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait(index)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def measure(
+    scenario: Scenario, rate: float, session_options: dict[str, Any], requests: list[bytes]
+) -> list[float]:
+    """Run ``scenario``; the latencies in seconds. ``requests`` are the raw HTTP requests for
+    the ``http`` path, in the order of ``scenario.events``, addressed to ``/hook/``."""
+    sc = scenario
+    futures: dict[str, asyncio.Future[None]] = {}
+    session = wa.Session(
+        "http://127.0.0.1:9", wa.TokenAuth("unused"), allow_insecure_http=True, **session_options
+    )
+    waiting = session._waiting
+    runner: web.AppRunner | None = None
+    connections: list[RawConnection] = []
+    port = 0
+
+    async def library_wait(workflow_id: str) -> None:
+        await waiting.completion(workflow_id, first_poll=3600.0)
+        sc.woke[workflow_id] = time.perf_counter()
+
+    async def bare_wait(workflow_id: str) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        futures[workflow_id] = future
+        await future
+        sc.woke[workflow_id] = time.perf_counter()
+
+    async def bare_hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        futures[json.loads(body)["workflowId"]].set_result(None)
+        return web.Response(text="{}", content_type="application/json")
+
+    if sc.path == "http":
+        app = web.Application()
+        if sc.kind == "library":
+            app.add_subapp("/hook", session.webhook_app())
+        else:
+            app.router.add_post("/hook/", bare_hook)
+        runner, port = await _serve(app)
+    try:
+        if sc.kind == "library":
+            await session.start()
+        sc.tasks_idle = library_tasks()
+        wait = library_wait if sc.kind == "library" else bare_wait
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(wait(workflow_id)) for workflow_id in sc.pending]
+        while len(waiting.scheduler) + len(futures) < len(sc.pending):  # noqa: ASYNC110
+            await asyncio.sleep(0.001)  # the library's own counters are what is awaited
+        sc.register_seconds = time.perf_counter() - started
+        sc.tasks_busy = library_tasks()
+        events = [parse_event(body) for _, body, _ in sc.events]
+        ids = [workflow_id for workflow_id, _, _ in sc.events]
+        senders: list[Send] = []
+        if sc.path == "http":
+            for _ in range(HTTP_CONNECTIONS):
+                connection = await RawConnection.open("127.0.0.1", port)
+                connections.append(connection)
+
+                async def send_http(index: int, connection: RawConnection = connection) -> None:
+                    sc.sent[ids[index]] = time.perf_counter()
+                    status = await connection.send(requests[index])
+                    if status != 200:
+                        raise RuntimeError(f"webhook answered {status}")
+
+                senders.append(send_http)
+        elif sc.kind == "library":
+
+            async def send_publish(index: int) -> None:
+                sc.sent[ids[index]] = time.perf_counter()
+                await waiting.publish(events[index])
+
+            senders.append(send_publish)
+        else:
+
+            async def send_bare(index: int) -> None:
+                sc.sent[ids[index]] = time.perf_counter()
+                futures[ids[index]].set_result(None)
+
+            senders.append(send_bare)
+        await _pace(len(ids), rate, senders)
+        async with asyncio.timeout(30):
+            by_id = dict(zip(sc.pending, tasks, strict=True))
+            await asyncio.gather(*(by_id[workflow_id] for workflow_id in ids))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for connection in connections:
+            await connection.close()
+        await session.close()
+        if runner is not None:
+            await runner.cleanup()
+    return [sc.woke[workflow_id] - sc.sent[workflow_id] for workflow_id in ids]

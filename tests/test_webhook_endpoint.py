@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -231,3 +232,32 @@ async def test_once_hooks_need_distinct_names() -> None:
     session.on_event(lambda event: None, once=True, name="second")
     session.on_event(lambda event: None)  # plain hooks may share a name
     await session.close()
+
+
+async def test_a_body_arriving_in_pieces_is_read_whole() -> None:
+    async with stack(max_webhook_body=4096) as s:
+        body = event_body("wf-split", "IN_PROGRESS", note="x" * 1500)
+        signature = sign_webhook(body, s.sim.private_key, s.sim.kid)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 300):
+                yield body[start : start + 300]
+                await asyncio.sleep(0.01)  # separate packets, and chunked encoding
+
+        headers = {"Content-Type": "application/json", "JWS-SIGNATURE": signature}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(s.webhook_url, data=pieces(), headers=headers) as r:
+                assert r.status == 200
+            big = b'{"workflowId": "w", "status": "X", "pad": "' + b"y" * 5000 + b'"}'
+
+            async def big_pieces() -> AsyncIterator[bytes]:
+                for start in range(0, len(big), 1000):
+                    yield big[start : start + 1000]
+                    await asyncio.sleep(0.01)
+
+            big_headers = {
+                **headers,
+                "JWS-SIGNATURE": sign_webhook(big, s.sim.private_key, s.sim.kid),
+            }
+            async with http.post(s.webhook_url, data=big_pieces(), headers=big_headers) as r:
+                assert r.status == 413

@@ -67,8 +67,8 @@ class WebhookReceiver:
         received = self._clock()
         if request.content_length is not None and request.content_length > self._max_body:
             return self._reject(413, "body too large")
-        body = await request.content.read(self._max_body + 1)
-        if len(body) > self._max_body:
+        body = await self._read_body(request)
+        if body is None:
             return self._reject(413, "body too large")
         if self._verifier is not None:
             try:
@@ -85,6 +85,20 @@ class WebhookReceiver:
             return self._reject(503, "event could not be published; retry later")
         self.accepted += 1
         return _accepted()
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The whole raw body, however many packets or chunks it came in; None above the limit.
+
+        (The stream is read directly: a sub-app's own ``client_max_size`` does not apply to
+        ``request.read()``, which the root application's setting governs.)"""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > self._max_body:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _reject(self, status: int, reason: str) -> web.Response:
         self.rejected += 1

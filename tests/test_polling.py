@@ -158,3 +158,64 @@ async def test_stretched_entries_come_back_when_webhooks_stop() -> None:
         await asyncio.sleep(0.05)
     await scheduler.close()
     assert api.calls == {"w": 1}
+
+
+def test_interval_never_overflows() -> None:
+    policy = wa.PollPolicy(initial_delay=5, multiplier=2, max_interval=60, jitter=0)
+    assert policy.interval(5000) == 60
+
+
+async def test_heap_changes_while_waiting_for_a_slot_lose_no_workflow() -> None:
+    gate = asyncio.Event()
+    polled: list[str] = []
+
+    async def poll(wid: str) -> wa.Workflow:
+        polled.append(wid)
+        if wid == "slow":
+            await gate.wait()
+        return wa.Workflow(id=wid, status="COMPLETED")
+
+    done: list[wa.Workflow] = []
+    policy = wa.PollPolicy(rate=1000, max_in_flight=1)
+    scheduler = PollScheduler(
+        policy, poll, StatusSet().is_terminal, done.append, lambda wid, exc: None
+    )
+    scheduler.start()
+    scheduler.add("slow", delay=0)  # holds the only slot
+    await asyncio.sleep(0.05)
+    scheduler.add("A", delay=0)  # due: the scheduler waits for a slot with A on top
+    for i in range(100):
+        scheduler.add(f"z{i}", delay=100)
+    await asyncio.sleep(0.05)
+    scheduler.remove("A")
+    for i in range(80):
+        scheduler.remove(f"z{i}")  # compacts the heap
+    scheduler.add("B", delay=0.2)
+    gate.set()
+    while len(done) < 2:
+        await asyncio.sleep(0.02)
+    await scheduler.close()
+    assert [wid for wid in polled if not wid.startswith("z")] == ["slow", "B"]
+    assert {w.id for w in done} == {"slow", "B"}
+
+
+async def test_polls_that_cannot_succeed_fail_the_waiters() -> None:
+    errors: list[tuple[str, BaseException]] = []
+
+    async def poll(wid: str) -> wa.Workflow:
+        raise wa.AuthenticationError(401, method="GET", path=f"/workflows/{wid}")
+
+    scheduler = PollScheduler(
+        wa.PollPolicy(initial_delay=0),
+        poll,
+        StatusSet().is_terminal,
+        lambda workflow: None,
+        lambda wid, exc: errors.append((wid, exc)),
+    )
+    scheduler.start()
+    scheduler.add("w", delay=0)
+    while not errors:
+        await asyncio.sleep(0.01)
+    await scheduler.close()
+    assert errors[0][0] == "w" and isinstance(errors[0][1], wa.AuthenticationError)
+    assert len(scheduler) == 0

@@ -190,3 +190,15 @@ async def test_a_thousand_waits_with_lost_webhooks_respect_the_poll_budget() -> 
             in_window = sum(1 for t in poll_times[i : i + 200] if t - start < 1.0)
             assert in_window <= budget.rate + 1
         assert s.session.pending() == []
+
+
+async def test_a_revoked_token_fails_the_wait_instead_of_polling_until_the_deadline() -> None:
+    async with stack(register_webhook=False) as s:
+        workflow = await s.session.run_workflow(await new_case(s.session), "kyc-awaiting")
+        revoked = wa.Session(
+            s.sim.base_url, wa.TokenAuth("revoked"), allow_insecure_http=True, poll=FAST_POLL
+        )
+        async with revoked:
+            with pytest.raises(wa.AuthenticationError):
+                await revoked.wait(workflow.id, timeout=30)
+            assert revoked.pending() == []

@@ -13,11 +13,20 @@ import contextlib
 import dataclasses
 import heapq
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
 
-from .errors import ConfigurationError, NotFoundError, RateLimitError, WorkflowsError
+from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    WorkflowsError,
+)
 from .models import Workflow
 
 __all__ = ["PollPolicy", "PollScheduler"]
@@ -62,8 +71,11 @@ class PollPolicy:
         if polls_done == 0:
             base = self.initial_delay
         else:
-            base = min(self.max_interval, self.initial_delay * self.multiplier**polls_done)
-            base = max(base, min(self.max_interval, 0.1))
+            try:
+                grown = self.initial_delay * self.multiplier**polls_done
+            except OverflowError:  # thousands of polls: long past the cap anyway
+                grown = math.inf
+            base = max(min(self.max_interval, grown), min(self.max_interval, 0.1))
         if stretched:
             base = min(base * self.webhook_stretch, self.max_interval * self.webhook_stretch)
         return base * (1 - self.jitter + 2 * self.jitter * rand)
@@ -75,6 +87,7 @@ class _Entry:
     due: float
 
 
+_FATAL = (NotFoundError, AuthenticationError, PermissionDeniedError, BadRequestError)
 _RECHECK = 1.0  # seconds: the longest the scheduler sleeps without re-checking the webhook state
 
 Poll = Callable[[str], Awaitable[Workflow]]
@@ -141,7 +154,7 @@ class PollScheduler:
         now = self._clock()
         for wid, entry in self._entries.items():
             normal = now + self._interval(entry.polls, stretched=False)
-            if entry.due > normal:
+            if entry.due != math.inf and entry.due > normal:  # inf: a poll is in flight
                 entry.due = normal
                 self._push(normal, wid)
 
@@ -234,6 +247,10 @@ class PollScheduler:
                 await self._sleep(wait)
                 continue
             await self._slots.acquire()
+            # The heap may have changed while we waited for a slot (removals, compaction).
+            if not self._heap or self._heap[0] != (due, wid) or self._entries.get(wid) is not entry:
+                self._slots.release()
+                continue
             heapq.heappop(self._heap)
             entry.due = float("inf")  # in flight: not due until the answer reschedules it
             task = asyncio.get_running_loop().create_task(self._poll_one(wid))
@@ -248,10 +265,14 @@ class PollScheduler:
             self._slow_down(exc.retry_after)
             pause = self.policy.rate_limit_pause if exc.retry_after is None else exc.retry_after
             self._reschedule(wid, delay=pause)
-        except NotFoundError as exc:
+        except _FATAL as exc:  # polling again cannot help: the waiters get the error now
+            self._entries.pop(wid, None)
             self._on_error(wid, exc)
         except (WorkflowsError, OSError) as exc:
             log.debug("poll of %s failed: %s", wid, type(exc).__name__)
+            self._reschedule(wid)
+        except Exception as exc:  # a bug must not stop this workflow's polling for good
+            log.warning("poll of %s failed unexpectedly: %s", wid, type(exc).__name__)
             self._reschedule(wid)
         else:
             self._rate = min(self.policy.rate, self._rate * 1.1)

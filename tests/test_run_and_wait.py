@@ -202,3 +202,40 @@ async def test_a_revoked_token_fails_the_wait_instead_of_polling_until_the_deadl
             with pytest.raises(wa.AuthenticationError):
                 await revoked.wait(workflow.id, timeout=30)
             assert revoked.pending() == []
+
+
+async def test_wait_after_close_fails_at_once() -> None:
+    async with stack() as s:
+        workflow = await s.session.run_workflow(await new_case(s.session), "kyc-awaiting")
+        await s.session.close()
+        with pytest.raises(wa.SessionClosedError):
+            await s.session.wait(workflow.id, timeout=30)
+        assert s.session.pending() == []
+
+
+async def test_a_start_cancelled_half_way_can_be_finished_later() -> None:
+    async def hung_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts the connection and never answers
+        writer.close()
+
+    server = await asyncio.start_server(hung_redis, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        session = wa.Session(
+            "https://api.example.test", bus=wa.RedisBus(f"redis://127.0.0.1:{port}/0")
+        )
+        first = asyncio.create_task(session.start())
+        await asyncio.sleep(0.2)
+        first.cancel()  # the caller gives up while the bus waits for its first subscription
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = asyncio.create_task(session.start())
+        await asyncio.sleep(0.2)
+        assert not second.done()  # accepted and waiting, not "already started"
+        await session.close()
+        with pytest.raises(wa.SessionClosedError):
+            await second  # close() releases it at once
+        with pytest.raises(wa.SessionClosedError):
+            await session.start()
+    finally:
+        server.close()

@@ -167,10 +167,12 @@ class RedisBus:
         subscription. If Redis is down now, the task keeps trying: ``healthy`` says when."""
         if self._closed:
             raise RuntimeError("RedisBus is closed")
-        if self._reader is not None:
-            raise RuntimeError("RedisBus already started")
-        self._deliver = deliver
-        self._reader = asyncio.create_task(self._run(), name=f"RedisBus reader {self._channel}")
+        if self._reader is None:
+            self._deliver = deliver
+            self._reader = asyncio.create_task(self._run(), name=f"RedisBus reader {self._channel}")
+        elif deliver != self._deliver:
+            raise RuntimeError("RedisBus already started with another deliver callback")
+        # Started already (perhaps by a call that was cancelled while waiting here): wait again.
         try:
             await asyncio.wait_for(self._first_attempt.wait(), _START_WAIT)
         except TimeoutError:
@@ -274,6 +276,7 @@ class RedisBus:
         self._closed = True
         self._healthy = False
         self._deliver = None
+        self._first_attempt.set()  # a start() still waiting for it returns now
         tasks = [t for t in (self._reader, self._lookup_task, *self._hooks) if t is not None]
         self._reader = self._lookup_task = None
         for task in tasks:

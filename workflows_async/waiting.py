@@ -56,15 +56,22 @@ class Waiting:
         self._start_lock = asyncio.Lock()
         self._closed = False
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosedError("the Session is closed")
+
     async def start(self) -> None:
+        """Attach to the bus and start the scheduler; safe to call again, also after a call
+        that was cancelled half-way."""
+        self._check_open()
         if self._started:
             return
         async with self._start_lock:
+            self._check_open()
             if self._started:
                 return
-            if self._closed:
-                raise SessionClosedError("the Session is closed")
             await self.bus.start(self._deliver)
+            self._check_open()  # close() may have run while the bus was starting
             self.scheduler.start()
             self._started = True
 
@@ -121,6 +128,7 @@ class Waiting:
                     self.registry.resolve(
                         Completion(workflow_from_event(event), Channel.WEBHOOK, event)
                     )
+            self._check_open()  # closed meanwhile: nothing would ever resolve this future
             if not future.done():
                 self.scheduler.add(workflow_id, delay=first_poll)
             completion = await future
@@ -139,8 +147,7 @@ class Waiting:
         self.registry.fail_all(SessionClosedError("the Session was closed while waiting"))
         await self.scheduler.close()
         await self.hooks.close()
-        if self._started:
-            try:
-                await self.bus.close()
-            except (WorkflowsError, OSError) as exc:  # pragma: no cover - best effort
-                log.warning("closing the bus failed: %s", type(exc).__name__)
+        try:  # also when a start is half-way: the bus then stops what it began
+            await self.bus.close()
+        except (WorkflowsError, OSError) as exc:  # pragma: no cover - best effort
+            log.warning("closing the bus failed: %s", type(exc).__name__)

@@ -296,3 +296,13 @@ async def test_no_retry_when_asked(session: wa.Session, mocked: Any) -> None:
     with pytest.raises(errors.ServerError):
         await session._poll_workflow(WF_ID)
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_redirects_are_never_followed(session: wa.Session, mocked: Any, status: int) -> None:
+    mocked.post(BASE + "/cases", status=status, headers={"Location": "http://elsewhere.test/x"})
+    mocked.post("http://elsewhere.test/x", payload={"id": CASE_ID})
+    with pytest.raises(errors.APIError) as info:
+        await session.create_case(first_name="Ann")
+    assert info.value.status == status
+    assert ("POST", URL("http://elsewhere.test/x")) not in mocked.requests

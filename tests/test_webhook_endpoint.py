@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from stack import Stack, stack
+from aiohttp import web
+from stack import Stack, serve, stack
 
 import workflows_async as wa
 from workflows_async.testing import WorkflowDefinition, generate_signing_key, sign_webhook
@@ -261,3 +262,44 @@ async def test_a_body_arriving_in_pieces_is_read_whole() -> None:
             }
             async with http.post(s.webhook_url, data=big_pieces(), headers=big_headers) as r:
                 assert r.status == 413
+
+
+async def test_signing_keys_are_fetched_without_credentials() -> None:
+    async with stack() as s:
+        broken = wa.Session(
+            s.sim.base_url, wa.KeySecretAuth(s.sim.key, "wrong"), allow_insecure_http=True
+        )
+        async with broken:
+            app = web.Application()
+            app.add_subapp("/webhooks", broken.webhook_app())
+            runner, root = await serve(app)
+            try:
+                body = event_body("wf-1", "IN_PROGRESS")
+                signature = sign_webhook(body, s.sim.private_key, s.sim.kid)
+                assert (await post(f"{root}/webhooks/", body, signature))[0] == 200
+            finally:
+                await runner.cleanup()
+        assert s.sim.calls_by_route["POST /auth/authorize"] <= 1  # only the stack's own session
+
+
+async def test_pinned_keys_are_the_only_ones_trusted() -> None:
+    async with stack() as s:
+        pinned = wa.Session(
+            s.sim.base_url,
+            allow_insecure_http=True,
+            webhook_keys={s.sim.kid: s.sim.public_key_pem()},
+        )
+        async with pinned:
+            app = web.Application()
+            app.add_subapp("/webhooks", pinned.webhook_app())
+            runner, root = await serve(app)
+            try:
+                body = event_body("wf-1", "IN_PROGRESS")
+                good = sign_webhook(body, s.sim.private_key, s.sim.kid)
+                assert (await post(f"{root}/webhooks/", body, good))[0] == 200
+                new_kid = s.sim.rotate_key()
+                rotated = sign_webhook(body, s.sim.private_key, new_kid)
+                assert (await post(f"{root}/webhooks/", body, rotated))[0] == 401
+            finally:
+                await runner.cleanup()
+        assert s.sim.calls_by_route[KEY_ROUTE] == 0

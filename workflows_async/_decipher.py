@@ -41,8 +41,8 @@ def error_for_status(
     body: bytes,
     now: datetime | None = None,
 ) -> errors.APIError | None:
-    """The exception for a non-2xx answer, or None for a 2xx/3xx one."""
-    if status < 400:
+    """The exception for a non-2xx answer (redirects included: they are not followed), or None."""
+    if 200 <= status < 300:
         return None
     cls = _BY_STATUS.get(status)
     if cls is None:

@@ -145,7 +145,15 @@ class HttpClient:
         url = self.base_url + path
         try:
             async with client.request(
-                method, url, data=body, headers=headers, params=params, timeout=self._timeout
+                method,
+                url,
+                data=body,
+                headers=headers,
+                params=params,
+                timeout=self._timeout,
+                # Never follow: a redirect would resend credentials, bodies with personal data
+                # and key requests to wherever it points, https or not.
+                allow_redirects=False,
             ) as resp:
                 payload = await resp.read()
                 status, resp_headers = resp.status, resp.headers

@@ -88,7 +88,9 @@ class Session:
     Waiting: ``poll`` is the :class:`PollPolicy`; ``bus`` shares webhook events between
     processes (default: in this process only; see :class:`workflows_async.RedisBus`);
     ``statuses`` decides which statuses end a workflow. Webhooks are verified against the
-    API's signing keys (``webhook_keys`` pins keys up front); ``verify_webhooks=False`` is for
+    API's signing keys, fetched by kid; ``webhook_keys={kid: PEM or JWK}`` pins keys up front and
+    then only those are trusted (``fetch_webhook_keys=True`` fetches others too);
+    ``verify_webhooks=False`` is for
     local development only and is refused for a non-local API unless ``force_unverified``.
     """
 
@@ -109,6 +111,7 @@ class Session:
         verify_webhooks: bool = True,
         force_unverified: bool = False,
         webhook_keys: Mapping[str, KeyMaterial] | None = None,
+        fetch_webhook_keys: bool | None = None,
         webhook_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
         max_webhook_body: int = 1 << 20,
     ) -> None:
@@ -140,7 +143,9 @@ class Session:
             )
         self._verifier: WebhookVerifier | None = None
         if verify_webhooks:
-            keys = KeyStore(self.get_webhook_key, pinned=webhook_keys)
+            # Pinned keys mean "only these" unless fetching is asked for as well.
+            fetch = not webhook_keys if fetch_webhook_keys is None else fetch_webhook_keys
+            keys = KeyStore(self.get_webhook_key if fetch else None, pinned=webhook_keys)
             self._verifier = WebhookVerifier(keys, algorithms=webhook_algorithms)
         self._max_webhook_body = max_webhook_body
         self.poll_policy = poll or PollPolicy()
@@ -287,8 +292,11 @@ class Session:
     async def get_webhook_key(self, kid: str) -> str:
         """``GET /auth/webhooks/key/{kid}?pem=true``: the PEM public key for webhook signatures."""
         path = f"/auth/webhooks/key/{check_path_id(kid, 'kid')}"
-        # No retries: this runs while a webhook delivery waits for its answer.
-        response = await self._call(
+        # No retries (a webhook delivery waits for the answer) and no token: the key endpoint is
+        # under /auth/, and a key must be fetchable even when the credentials are in trouble.
+        if self.closed:
+            raise SessionClosedError("the Session is closed")
+        response = await self._http.request(
             "GET", path, params={"pem": "true"}, accept="text/plain, application/json", retry=False
         )
         return response.body.decode("utf-8", errors="replace")
@@ -329,7 +337,7 @@ class Session:
                 workflow = await self.run_workflow(
                     case_id, workflow_definition_id, parameters_id=parameters_id
                 )
-                workflow_id = workflow.id
+                workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
                 if self.statuses.is_terminal(workflow.status):
                     completion = Completion(workflow, Channel.RUN)
                 else:

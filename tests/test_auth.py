@@ -192,3 +192,30 @@ def test_reprs_hide_credentials() -> None:
         wa.KeySecretAuth("", "x")
     with pytest.raises(errors.ConfigurationError):
         wa.TokenAuth("")
+
+
+@pytest.mark.parametrize("expiry", [0, -5])
+async def test_implausible_lifetimes_still_give_one_token_request(
+    mocked: Any, clock: Clock, expiry: float
+) -> None:
+    auth = wa.KeySecretAuth("k", "s", clock=clock)
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1", "r1", expiry), repeat=True)
+    workflow_ok(mocked)
+    async with wa.Session(BASE, auth, retry=FAST) as session:
+        await asyncio.gather(*(session.get_workflow(WF) for _ in range(50)))
+    assert count(mocked, "POST", "/auth/authorize") == 1
+
+
+async def test_a_jwt_judged_expired_by_a_fast_local_clock_falls_back_to_expiry_duration(
+    mocked: Any, clock: Clock
+) -> None:
+    payload = base64.urlsafe_b64encode(json.dumps({"exp": 10_000 + 300}).encode()).decode()
+    jwt = f"eyJhbGciOiJIUzI1NiJ9.{payload.rstrip('=')}.sig"
+    fast_wall_clock = lambda: 10_000.0 + 600  # noqa: E731 - ten minutes ahead of the server
+    auth = wa.KeySecretAuth("k", "s", clock=clock, wall_clock=fast_wall_clock)
+    mocked.post(BASE + "/auth/authorize", payload=token_body(jwt, "r1", 300), repeat=True)
+    workflow_ok(mocked)
+    async with wa.Session(BASE, auth, retry=FAST) as session:
+        await asyncio.gather(*(session.get_workflow(WF) for _ in range(50)))
+        await session.get_workflow(WF)
+    assert count(mocked, "POST", "/auth/authorize") == 1

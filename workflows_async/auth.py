@@ -98,6 +98,7 @@ class KeySecretAuth:
         self._access: str | None = None
         self._refresh: str | None = None
         self._renew_at: float | None = None
+        self._generation = 0  # grows with every new token
         self._lock = asyncio.Lock()
         self.token_requests = 0
         """How many authorize/refresh requests were sent (for tests and monitoring)."""
@@ -114,8 +115,11 @@ class KeySecretAuth:
         if self._fresh():
             assert self._access is not None
             return self._access
+        seen = self._generation
         async with self._lock:
-            if not self._fresh():
+            # A token obtained while this call waited for the lock is used as it is, even if
+            # its stated lifetime says otherwise: one renewal serves every waiting call.
+            if self._generation == seen or self._access is None:
                 await self._renew(http)
             assert self._access is not None
             return self._access
@@ -146,13 +150,15 @@ class KeySecretAuth:
         now = self._clock()
         self._access = token.access_token
         self._refresh = token.refresh_token or self._refresh
+        self._generation += 1
+        lifetime: float | None = None
         exp = jwt_expiry(token.access_token)
         if exp is not None:
-            lifetime: float | None = exp - self._wall_clock()
-        elif token.expiry_duration is not None:
-            lifetime = float(token.expiry_duration)
-        else:
-            lifetime = None  # no stated expiry: renewed when the API answers 401
+            lifetime = exp - self._wall_clock()
+        if (lifetime is None or lifetime <= 0) and token.expiry_duration:
+            lifetime = float(token.expiry_duration)  # e.g. a local clock ahead of the server's
+        if lifetime is not None and lifetime <= 0:
+            lifetime = None  # nothing plausible: renewed when the API answers 401
         if lifetime is None:
             self._renew_at = None
         else:

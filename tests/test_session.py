@@ -306,3 +306,13 @@ async def test_redirects_are_never_followed(session: wa.Session, mocked: Any, st
         await session.create_case(first_name="Ann")
     assert info.value.status == status
     assert ("POST", URL("http://elsewhere.test/x")) not in mocked.requests
+
+
+async def test_retry_after_longer_than_the_time_left_is_not_cut_short(mocked: Any) -> None:
+    policy = wa.RetryPolicy(max_attempts=5, max_time=0.5, max_retry_after=30)
+    mocked.get(BASE + f"/workflows/{WF_ID}", status=429, headers={"Retry-After": "1"}, repeat=True)
+    async with wa.Session(BASE, wa.TokenAuth("t"), retry=policy) as session:
+        with pytest.raises(errors.RateLimitError) as info:
+            await session.get_workflow(WF_ID)
+    assert info.value.retry_after == 1
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1  # no early try a second later

@@ -42,14 +42,25 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-def _wait_gen(policy: RetryPolicy, retry: int = 0) -> Generator[float, Any, None]:
-    """A ``backoff`` wait generator: full jitter, or the server's Retry-After when it sent one.
+def _next_delay(policy: RetryPolicy, retry: int, failed: _Retry, deadline: float) -> float:
+    """The wait before the next try; raises ``failed`` when none fits before ``deadline``.
 
-    ``retry`` is the number of the first retry it times (0 unless some were done already)."""
+    A server's Retry-After is honoured in full or not at all: a try before it is over would
+    only be refused again."""
+    left = deadline - time.monotonic()
+    wait = policy.delay(retry, failed.retry_after)
+    if left <= 0 or (failed.retry_after is not None and wait > left):
+        raise failed
+    return min(wait, left)
+
+
+def _wait_gen(policy: RetryPolicy, retry: int, deadline: float) -> Generator[float, Any, None]:
+    """A ``backoff`` wait generator over :func:`_next_delay`; ``retry`` numbers the first wait."""
     sent = yield 0.0  # backoff primes the generator with send(None)
     while True:
-        retry_after = sent.retry_after if isinstance(sent, _Retry) else None
-        sent = yield policy.delay(retry, retry_after)
+        if not isinstance(sent, _Retry):  # pragma: no cover - backoff sends what it caught
+            raise TypeError("unexpected value sent to the wait generator")
+        sent = yield _next_delay(policy, retry, sent, deadline)
         retry += 1
 
 
@@ -105,27 +116,31 @@ class HttpClient:
             headers["Accept"] = accept
         if body is not None:
             headers["Content-Type"] = "application/json"
-        started = time.monotonic()
+        policy = self.retry
+        deadline = time.monotonic() + policy.max_time
         try:
             return await self._send_once(method, path, body, headers, params)
         except _Retry as failed:
-            policy = self.retry
-            if not retry or policy.max_attempts == 1 or policy.max_time <= 0:
+            if not retry or policy.max_attempts == 1:
                 raise failed.error from None
-            first_wait = min(policy.delay(0, failed.retry_after), policy.max_time)
+            try:
+                first_wait = _next_delay(policy, 0, failed, deadline)
+            except _Retry:
+                raise failed.error from None
         # Most calls succeed at once and never pay for backoff's bookkeeping (it was most of
         # the per-call cost next to raw aiohttp). After a first failure, the remaining tries
-        # run under backoff with exactly the budget it would have left had it run them all.
+        # run under backoff, within the same deadline (``max_time`` covers the whole call).
         await asyncio.sleep(first_wait)
         send = backoff.on_exception(
             _wait_gen,
             _Retry,
             max_tries=policy.max_attempts - 1,
-            max_time=policy.max_time - (time.monotonic() - started),
+            max_time=max(0.0, deadline - time.monotonic()),
             jitter=None,
             logger=None,
             policy=policy,
             retry=1,
+            deadline=deadline,
         )(self._send_once)
         try:
             response: Response = await send(method, path, body, headers, params)

@@ -98,3 +98,16 @@ def test_ttl_map_expires_and_bounds() -> None:
     clock.now = 11
     assert ttl.get("4") is None
     assert ttl.add("4", 9) and ttl.pop("4") == 9
+
+
+def test_an_envelope_id_is_the_event_not_the_workflow() -> None:
+    parsed = parse_event(
+        b'{"id": "evt-123", "data": {"workflowId": "wf-9", "status": "COMPLETED"}}'
+    )
+    assert (parsed.workflow_id, parsed.event_id, parsed.status) == ("wf-9", "evt-123", "COMPLETED")
+    delivery = parse_event(
+        b'{"status": "DELIVERED", "workflow": {"id": "wf-1", "status": "COMPLETED"}}'
+    )
+    assert (delivery.workflow_id, delivery.status) == ("wf-1", "COMPLETED")
+    flat = parse_event(b'{"id": "wf-2", "status": "AWAITING", "eventId": "e-2"}')
+    assert (flat.workflow_id, flat.event_id) == ("wf-2", "e-2")

@@ -72,13 +72,9 @@ def parse_event(raw: bytes, *, received_at: float = 0.0) -> WebhookEvent:
         raise BadEventError("body is not JSON") from None
     if not isinstance(body, dict):
         raise BadEventError("body is not a JSON object")
-    sources: list[dict[str, Any]] = [body]
-    for nest in ("workflow", "data"):
-        inner = body.get(nest)
-        if isinstance(inner, dict):
-            sources.append(inner)
+    nested = [inner for key in ("workflow", "data") if isinstance(inner := body.get(key), dict)]
 
-    def pick(*names: str) -> str | None:
+    def pick(sources: list[dict[str, Any]], *names: str) -> str | None:
         for source in sources:
             for name in names:
                 found = _text(source.get(name))
@@ -86,18 +82,23 @@ def parse_event(raw: bytes, *, received_at: float = 0.0) -> WebhookEvent:
                     return found
         return None
 
-    workflow_id = pick("workflowId", "workflow_id", "id")
-    status = pick("status", "workflowStatus")
+    # A nested workflow object speaks for the workflow; the envelope's own ``id`` and
+    # ``status`` may be those of the event or the delivery, so they come last.
+    workflow_id = pick([*nested, body], "workflowId", "workflow_id") or pick([*nested, body], "id")
+    status = pick([*nested, body], "status", "workflowStatus")
     if workflow_id is None:
         raise BadEventError("no workflow id (workflowId or id)")
     if status is None:
         raise BadEventError("no status")
+    event_id = pick([body, *nested], "eventId", "event_id")
+    if event_id is None and nested and _text(body.get("id")) not in (None, workflow_id):
+        event_id = _text(body.get("id"))  # an envelope's own id names the event
     return WebhookEvent(
         workflow_id=workflow_id,
         status=status,
-        case_id=pick("caseId", "case_id"),
-        event_type=pick("eventType", "type", "event"),
-        event_id=pick("eventId", "event_id"),
+        case_id=pick([*nested, body], "caseId", "case_id"),
+        event_type=pick([body, *nested], "eventType", "type", "event"),
+        event_id=event_id,
         raw=bytes(raw),
         received_at=received_at,
     )

@@ -124,6 +124,7 @@ class Worker:
                 "pending": self.session.pending(),
                 "dispatched": registry.dispatched,
                 "duplicates": registry.duplicates,
+                "claimed_duplicates": self.session._waiting.duplicate_deliveries,
                 "hooks": dict(self.hook_calls),
                 "bus": {
                     "healthy": self.bus.healthy,

@@ -43,6 +43,10 @@ class Bus(Protocol):
         """Atomically take ``key`` for ``ttl`` seconds: True for exactly one caller cluster-wide."""
         ...
 
+    async def release(self, key: str) -> None:
+        """Give back a claim taken with :meth:`claim` (the work it guarded did not happen)."""
+        ...
+
     async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         """The remembered terminal events of those workflows (those that have one)."""
         ...
@@ -83,6 +87,9 @@ class InMemoryBus:
 
     async def claim(self, key: str, ttl: float) -> bool:
         return self._claims.add(key, True, ttl)
+
+    async def release(self, key: str) -> None:
+        self._claims.pop(key)
 
     async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         found = (self._terminal.get(wid) for wid in workflow_ids)

@@ -213,6 +213,15 @@ class RedisBus:
             return True
         return bool(taken)
 
+    async def release(self, key: str) -> None:
+        """``DEL ns:claim:<key>``: give a claim back (best effort; it expires anyway)."""
+        if self._closed:
+            return
+        try:
+            await self._client.delete(self._claim_key(key))
+        except self._errors as exc:
+            logger.warning("RedisBus: releasing a claim failed (%s)", _describe(exc))
+
     async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         """The remembered terminal events (MGET, pipelined in chunks: one round trip).
 

@@ -24,6 +24,8 @@ __all__ = ["Waiting"]
 
 log = logging.getLogger("workflows_async.waiting")
 
+_EVENT_CLAIM_TTL = 3600.0  # seconds a published event's claim is kept (platform retries: ~30 s)
+
 
 class Waiting:
     """Joins webhook events (through the bus) and polls into one answer per workflow."""
@@ -52,6 +54,8 @@ class Waiting:
         )
         if hasattr(bus, "on_reconnect") and getattr(bus, "on_reconnect", None) is None:
             bus.on_reconnect = self.recheck  # e.g. RedisBus: catch up after an outage
+        self.duplicate_deliveries = 0
+        """Deliveries acknowledged without publishing: someone had published that event."""
         self._started = False
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -78,11 +82,21 @@ class Waiting:
     # -- events in -------------------------------------------------------------------------
 
     async def publish(self, event: WebhookEvent) -> bool:
-        """Called by the webhook receiver for each verified event."""
+        """Called by the webhook receiver for each verified event; True means "acknowledge".
+
+        The event is claimed cluster-wide first: a copy (a platform retry, or the same delivery
+        on two workers) that someone already published is acknowledged without publishing it
+        again. A claim whose publish failed is given back, so the platform's retry can try.
+        """
         await self.start()
+        claim = f"event:{event.dedup_key}"
+        if not await self.bus.claim(claim, _EVENT_CLAIM_TTL):
+            self.duplicate_deliveries += 1
+            return True
         terminal = self.statuses.is_terminal(event.status)
         if await self.bus.publish(event, terminal=terminal):
             return True
+        await self.bus.release(claim)
         # The bus is down: handle it here, and acknowledge only if someone here needed it.
         # Otherwise a 503 makes the platform retry, perhaps on a worker that can publish it.
         needed = event.workflow_id in self.registry.pending()

@@ -81,6 +81,21 @@ async def test_webhook_before_the_run_response_is_not_lost() -> None:
         assert s.polls() == 0
 
 
+async def test_final_webhook_overtaking_the_run_response_resolves_at_registration() -> None:
+    async with stack(faults=Faults(run_response_delay=0.5)) as s:
+        s.sim.define(
+            "quick", WorkflowDefinition(statuses=("IN_PROGRESS", "COMPLETED"), duration=0.01)
+        )
+        case_id = await new_case(s.session)
+        outcome = await s.session.run_and_wait(case_id, "quick", timeout=30)
+        # The run answered IN_PROGRESS half a second after COMPLETED had been delivered.
+        assert outcome.channel is wa.Channel.WEBHOOK
+        assert outcome.workflow.status == "COMPLETED"
+        assert s.polls() == 0
+        attempts = [a for a in s.sim.webhook_attempts if a.workflow_id == outcome.workflow.id]
+        assert any(a.status == "COMPLETED" and a.outcome == 200 for a in attempts)
+
+
 async def test_duplicates_and_out_of_order_events_dispatch_once() -> None:
     async with stack(faults=Faults(duplicate_webhooks=1.0, out_of_order=True)) as s:
         seen: list[wa.WebhookEvent] = []

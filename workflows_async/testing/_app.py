@@ -233,6 +233,8 @@ async def _run(request: web.Request) -> web.StreamResponse:
             await asyncio.wait({task})
     elif first.final:
         backend.dispatcher.submit(first)  # its task starts after this response is written
+    if backend.faults().run_response_delay > 0:
+        await asyncio.sleep(backend.faults().run_response_delay)
     return _json_response(workflow, status=201)
 
 

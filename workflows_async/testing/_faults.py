@@ -29,7 +29,7 @@ _SHARES = frozenset(
         "key_error_rate",
     }
 )
-_SECONDS = frozenset({"webhook_delay", "retry_after", "latency"})
+_SECONDS = frozenset({"webhook_delay", "retry_after", "latency", "run_response_delay"})
 
 
 @dataclass
@@ -50,6 +50,9 @@ class Faults:
     """Deliver the run's own status by webhook, and finish that delivery, before answering."""
     webhook_delay: float = 0.0
     """Seconds every event waits before its first delivery attempt."""
+    run_response_delay: float = 0.0
+    """Seconds ``POST /workflows/run`` holds its answer after the run took effect, so the
+    workflow's webhooks (even its final one) can overtake the run response."""
     error_rate: float = 0.0
     """Share of API calls (all but the key endpoint) answered with one of ``error_statuses``."""
     error_statuses: tuple[int, ...] = (429, 500, 502, 503)

@@ -401,15 +401,18 @@ def test_batch_all_good_exits_0_and_failures_exit_1(
     assert "3 failed" in err
 
 
-def test_batch_resumes_an_interrupted_workflow_without_rerunning(
-    capsys: pytest.CaptureFixture[str], sim: SimThread, tmp_path: Path
+@pytest.mark.parametrize(
+    "error", ["interrupted", "timeout", "GET /workflows/x/result answered 500"]
+)
+def test_batch_resumes_a_started_workflow_without_rerunning(
+    capsys: pytest.CaptureFixture[str], sim: SimThread, tmp_path: Path, error: str
 ) -> None:
     code, out, _ = cli(capsys, "run", *api(sim), "--definition", "kyc-basic", "--no-wait")
     workflow_id = json.loads(out)["id"]
     cases, output = tmp_path / "cases.csv", tmp_path / "out.jsonl"
     cases.write_text("externalId,companyName\nk-1,Acme\n")
     interrupted = {"line": 2, "caseKey": "k-1", "workflowId": workflow_id, "status": None,
-                   "channel": None, "elapsed": 0.1, "error": "interrupted"}  # fmt: skip
+                   "channel": None, "elapsed": 0.1, "error": error}  # fmt: skip
     output.write_text(json.dumps(interrupted))  # no newline: as if cut short
     count_before = sim.call(lambda: len(sim.sim.workflows))
     code, _, _ = cli(capsys, *batch(sim, cases, output))

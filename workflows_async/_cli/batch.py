@@ -39,8 +39,6 @@ from .common import (
 )
 from .rows import BadRow, Row, read_rows
 
-RESUMABLE = frozenset({"timeout", "interrupted"})
-
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     parser: CliParser = commands.add_parser(
@@ -250,7 +248,7 @@ async def _one(
     start = time.monotonic()
     workflow_id: str | None = None
     try:
-        if earlier and earlier.get("error") in RESUMABLE and earlier.get("workflowId"):
+        if earlier and earlier.get("workflowId"):  # started before: wait, never run it twice
             workflow_id = str(earlier["workflowId"])
             outcome = await session.wait(workflow_id, timeout=args.timeout, raise_on_failure=False)
             return _done(row, outcome, time.monotonic() - start)

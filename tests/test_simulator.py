@@ -930,3 +930,25 @@ def test_public_names() -> None:
     assert testing.__all__ == sorted(testing.__all__)
     for name in testing.__all__:
         assert getattr(testing, name) is not None
+
+
+def test_record_log_keeps_the_newest() -> None:
+    from workflows_async.testing._records import RecordLog
+
+    log: RecordLog[int] = RecordLog(100)
+    for i in range(1000):
+        log.append(i)
+    assert len(log) <= 125 and log[-1] == 999 and log[0] >= 875
+    unbounded: RecordLog[int] = RecordLog()
+    for i in range(1000):
+        unbounded.append(i)
+    assert len(unbounded) == 1000
+
+
+async def test_log_limit_bounds_the_request_log() -> None:
+    async with Simulator(log_limit=10) as sim, aiohttp.ClientSession() as http:
+        for _ in range(40):
+            async with http.get(f"{sim.base_url}/workflows/x") as response:
+                assert response.status == 401
+        assert 10 <= len(sim.requests) <= 12
+        assert sum(sim.calls_by_route.values()) == 40  # counters still count everything

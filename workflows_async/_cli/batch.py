@@ -2,8 +2,9 @@
 
 Invariants: each record is written and flushed the moment its row ends, so an interruption
 loses nothing already written; records hold ids, statuses and the row's key, never case data;
-a row whose key already has a finished record is skipped, and a row that was interrupted or
-timed out after its workflow started is resumed by waiting for that workflow, not run again.
+a row whose key already has a finished record is skipped, and a row whose workflow had started
+(interrupted, timed out, or failed after the run) is resumed by waiting for that workflow, never
+run again.
 """
 
 from __future__ import annotations

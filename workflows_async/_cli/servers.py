@@ -136,12 +136,16 @@ def simulate_command(args: argparse.Namespace) -> int:
         sim = Simulator(
             key=args.key, secret=args.secret, webhook_urls=args.webhook_url,
             time_scale=args.time_scale, host=args.host, port=args.port, seed=args.seed,
-            faults=faults,
+            faults=faults, log_limit=SIMULATE_LOG_LIMIT,
         )  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _check_host(args.host)
     return asyncio.run(_simulate(sim))
+
+
+SIMULATE_LOG_LIMIT = 10_000
+"""A standalone Simulator may run for days: keep only its newest request and webhook records."""
 
 
 async def _simulate(sim: Simulator) -> int:

@@ -7,9 +7,29 @@ ended, and never changed; records hold ids and statuses only, never bodies, toke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
-__all__ = ["Outcome", "RequestRecord", "WebhookAttempt"]
+__all__ = ["Outcome", "RecordLog", "RequestRecord", "WebhookAttempt"]
+
+T = TypeVar("T")
+
+
+class RecordLog(list[T]):
+    """A list of records that keeps only the newest ``limit`` (None: keeps all).
+
+    Trimmed in steps (a quarter of the limit at a time), so appending stays cheap."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        super().__init__()
+        if limit is not None and limit < 1:
+            raise ValueError("a log limit must be at least 1")
+        self.limit = limit
+
+    def append(self, record: T) -> None:
+        super().append(record)
+        if self.limit is not None and len(self) > self.limit + max(1, self.limit // 4):
+            del self[: len(self) - self.limit]
+
 
 Outcome = int | Literal["timeout", "error", "dropped"]
 """An HTTP status the receiver answered, or why there is none."""

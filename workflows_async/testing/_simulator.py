@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from ._app import Backend, build_app
 from ._faults import Dice, Faults
-from ._records import RequestRecord, WebhookAttempt
+from ._records import RecordLog, RequestRecord, WebhookAttempt
 from ._signing import KeyRing
 from ._state import (
     BUILTIN_DEFINITIONS,
@@ -41,6 +41,8 @@ class Simulator:
 
     Simulated durations (workflow ``duration``, webhook retry interval and timeout) are
     multiplied by ``time_scale``; ``token_ttl``, ``Faults`` seconds and ``Retry-After`` are not.
+    ``log_limit`` keeps only the newest records in ``requests`` and ``webhook_attempts`` (None,
+    the default, keeps all: set it for a Simulator that runs for hours).
     Choices where the vendor's docs are silent: creating POSTs answer 201; a result asked for
     before the final status is a 409 ``result_not_ready``; the key endpoint needs no token (it
     serves public keys) and wants ``?pem=true``; no webhook announces the status the run response
@@ -67,6 +69,7 @@ class Simulator:
         seed: int | None = None,
         faults: Faults | None = None,
         signing_key: RSAPrivateKey | None = None,
+        log_limit: int | None = None,
     ) -> None:
         for name, value in {
             "time_scale": time_scale,
@@ -107,8 +110,9 @@ class Simulator:
             retry_interval=webhook_retry_interval * time_scale,
             retries=webhook_retries,
             concurrency=webhook_concurrency,
+            log_limit=log_limit,
         )
-        self.requests: list[RequestRecord] = []
+        self.requests: list[RequestRecord] = RecordLog(log_limit)
         """Every request received, in the order they were answered."""
         self.calls_by_route: Counter[str] = Counter()
         """Requests per route, e.g. ``calls_by_route["POST /workflows/run"]``."""

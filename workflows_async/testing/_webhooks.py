@@ -20,7 +20,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from ._faults import Dice, Faults
-from ._records import Outcome, WebhookAttempt
+from ._records import Outcome, RecordLog, WebhookAttempt
 from ._signing import KeyRing, generate_signing_key, sign_webhook
 from ._state import Transition
 from ._wire import encode, event_type, iso8601
@@ -59,6 +59,7 @@ class WebhookDispatcher:
         retry_interval: float,
         retries: int,
         concurrency: int = 100,
+        log_limit: int | None = None,
     ) -> None:
         self._keys, self._faults, self._dice, self._urls = keys, faults, dice, urls
         self._on_change = on_change
@@ -70,7 +71,7 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: dict[str, list[_Event]] = {}
         self._rogue: RSAPrivateKey | None = None  # a key never served, made on first need
-        self.attempts: list[WebhookAttempt] = []
+        self.attempts: list[WebhookAttempt] = RecordLog(log_limit)
         self.sent = 0
         self.delivered = 0
 

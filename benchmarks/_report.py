@@ -50,12 +50,17 @@ class Mode:
     economy_naive: int  # workflows per duration for each fixed-interval loop
     e2e_runs: int
     e2e_scale: float
+    sim_workflows: int  # workflows one Simulator holds while it is loaded
+    sim_seconds: float  # seconds of load at 2,000 requests/s (per target)
 
 
 MODES = {
-    "full": Mode("full", 5000, 5, 4000, 4, (10_000, 100_000), 10_000, 3000, 0.02, 10, 3, 2000, .05),
-    "quick": Mode("quick", 1500, 3, 1200, 3, (10_000,), 10_000, 1000, 0.01, 5, 2, 300, 0.03),
-    "smoke": Mode("smoke", 200, 2, 150, 2, (1000,), 1000, 100, 0.002, 2, 1, 40, 0.01),
+    "full": Mode("full", 5000, 5, 4000, 4, (10_000, 100_000), 10_000, 3000, 0.02, 10, 3, 2000, .05,
+                 10_000, 10.0),
+    "quick": Mode("quick", 1500, 3, 1200, 3, (10_000,), 10_000, 1000, 0.01, 5, 2, 300, 0.03,
+                  10_000, 5.0),
+    "smoke": Mode("smoke", 200, 2, 150, 2, (1000,), 1000, 100, 0.002, 2, 1, 40, 0.01,
+                  500, 1.0),
 }  # fmt: skip
 LATENCY_RATE = 1000.0  # webhooks per second while latency is measured
 CONCURRENCY = 20  # concurrent get_workflow calls in the per-call overhead benchmark

@@ -7,7 +7,8 @@ in the same run, with the ratio, so the numbers mean something on a noisy machin
     .venv/bin/python benchmarks/run.py --only overhead ingest
     .venv/bin/python benchmarks/run.py --quick --profile /tmp/profiles   # needs pyinstrument
 
-Sections: overhead (1), ingest (2), waiting (3), economy (4), e2e (5). See benchmarks/README.md.
+Sections: overhead (1), ingest (2), waiting (3), economy (4), e2e (5), simulator (6).
+See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "waiting": "_waiting",
     "economy": "_economy",
     "e2e": "_e2e",
+    "simulator": "_simcap",
 }
 
 

@@ -17,6 +17,7 @@ SECTIONS = (
     "[3] waiting at scale",
     "[4] API economy",
     "[5] end to end",
+    "[6] Simulator capacity",
 )
 
 

@@ -270,3 +270,32 @@ def test_verifier_refuses_bad_algorithm_settings(algorithms: Any) -> None:
 def test_store_settings_are_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         KeyStore(None, **bad)
+
+
+async def test_fetched_keys_are_checked_again_after_their_ttl(pem: str) -> None:
+    clock = FakeClock()
+    fetch = FakeFetch({KID: pem})
+    store = KeyStore(fetch, key_ttl=100, clock=clock)
+    first = await store.get(KID)
+    clock.now += 50
+    assert await store.get(KID) is first and len(fetch.calls) == 1
+    clock.now += 60  # past the ttl: the API is asked again
+    fetch.error = TransportError("down")
+    assert await store.get(KID) is first  # the API cannot answer: the known key stays in use
+    assert len(fetch.calls) == 2
+    fetch.error = None
+    del fetch.pems[KID]  # the key was revoked
+    clock.now += 61  # the fetch budget window has moved on
+    with pytest.raises(SignatureError):
+        await store.get(KID)
+    with pytest.raises(SignatureError):
+        await store.get(KID)  # and now it is remembered as unknown
+    assert len(fetch.calls) == 3
+
+
+async def test_pinned_keys_never_expire(pem: str) -> None:
+    clock = FakeClock()
+    store = KeyStore(None, pinned={KID: pem}, key_ttl=1, clock=clock)
+    key = await store.get(KID)
+    clock.now += 10_000
+    assert await store.get(KID) is key

@@ -303,3 +303,23 @@ async def test_pinned_keys_are_the_only_ones_trusted() -> None:
             finally:
                 await runner.cleanup()
         assert s.sim.calls_by_route[KEY_ROUTE] == 0
+
+
+async def test_hook_calls_beyond_the_pending_bound_are_skipped() -> None:
+    from workflows_async.hooks import EventHooks
+
+    async def claim(key: str, ttl: float) -> bool:
+        return True
+
+    hooks = EventHooks(claim, max_concurrency=2, max_pending=5)
+    release = asyncio.Event()
+
+    async def slow(event: wa.WebhookEvent) -> None:
+        await release.wait()
+
+    hooks.add(slow)
+    for i in range(8):
+        hooks.dispatch(wa.WebhookEvent(workflow_id=f"w{i}", status="COMPLETED"))
+    assert hooks.dropped == 3
+    release.set()
+    await hooks.drain()

@@ -1,9 +1,10 @@
 """Event hooks: user callbacks for every verified webhook event, run off the acknowledgement path.
 
 Invariants: a callback never runs inside the webhook request; a slow or failing callback delays
-or breaks nothing else (each call is its own task, at most ``max_concurrency`` at once, a
-failure is logged with the workflow id only); a ``once=True`` hook runs once per event across
-every process sharing the bus.
+or breaks nothing else (each call is its own task, at most ``max_concurrency`` at once and at
+most ``max_pending`` waiting, beyond which calls are skipped and logged; a failure is logged
+with the workflow id only); a ``once=True`` hook runs at most once per event across every
+process sharing the bus.
 """
 
 from __future__ import annotations
@@ -37,14 +38,22 @@ class EventHooks:
     """Registered callbacks and the tasks running them."""
 
     def __init__(
-        self, claim: Claim, *, max_concurrency: int = 100, claim_ttl: float = 3600
+        self,
+        claim: Claim,
+        *,
+        max_concurrency: int = 100,
+        max_pending: int = 10_000,
+        claim_ttl: float = 3600,
     ) -> None:
         self._hooks: list[_Hook] = []
         self._claim = claim
         self._claim_ttl = claim_ttl
         self._slots = asyncio.Semaphore(max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._max_pending = max_pending
         self.failures = 0
+        self.dropped = 0
+        """Hook calls skipped because ``max_pending`` calls were already waiting or running."""
 
     def add(self, callback: EventCallback, *, once: bool = False, name: str | None = None) -> None:
         """Register ``callback``. A ``once`` hook's ``name`` keys its cluster-wide claim: it
@@ -69,6 +78,15 @@ class EventHooks:
         """Schedule every hook for ``event``; returns at once."""
         loop = asyncio.get_running_loop()
         for hook in self._hooks:
+            if len(self._tasks) >= self._max_pending:  # hooks far slower than the webhooks
+                self.dropped += 1
+                log.warning(
+                    "event hook %s skipped for workflow %s: %d hook calls pending",
+                    hook.name,
+                    event.workflow_id,
+                    len(self._tasks),
+                )
+                continue
             task = loop.create_task(self._run(hook, event))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -60,6 +60,7 @@ class KeyStore:
         negative_ttl: float = 300.0,
         max_fetches: int = 10,
         per_seconds: float = 60.0,
+        key_ttl: float = 86400.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if negative_ttl < 0:
@@ -68,7 +69,11 @@ class KeyStore:
             raise ConfigurationError("max_fetches must not be negative")
         if per_seconds <= 0:
             raise ConfigurationError("per_seconds must be positive")
+        if key_ttl <= 0:
+            raise ConfigurationError("key_ttl must be positive")
         self._fetch = fetch
+        self._key_ttl = key_ttl
+        self._expires: dict[str, float] = {}  # fetched keys only: pinned ones never expire
         self._negative_ttl = negative_ttl
         self._max_fetches = max_fetches
         self._per_seconds = per_seconds
@@ -97,17 +102,31 @@ class KeyStore:
         except SignatureError as exc:
             raise ConfigurationError(f"pinned key {canonical}: {exc}") from None
         self._keys[canonical] = key
+        self._expires.pop(canonical, None)  # pinned: never re-checked
         self._unknown.pop(canonical, None)
 
     async def get(self, kid: str) -> RSAPublicKey:
-        """The key for ``kid``, fetching it at most once however many callers ask together."""
+        """The key for ``kid``, fetching it at most once however many callers ask together.
+
+        A fetched key is checked again after ``key_ttl`` (a revoked key then stops being
+        trusted); while the API cannot answer that check, the key it gave before is used."""
         if isinstance(kid, str) and (known := self._keys.get(kid)) is not None:
-            return known  # kids are stored canonical, so an exact match is a canonical kid
-        canonical = check_kid(kid)
-        key = self._keys.get(canonical)
-        if key is not None:
-            return key
-        task = self._inflight.get(canonical) or self._start_fetch(canonical)
+            canonical = kid  # kids are stored canonical, so an exact match is a canonical kid
+        else:
+            canonical = check_kid(kid)
+            known = self._keys.get(canonical)
+        if known is not None:
+            expires = self._expires.get(canonical)
+            if expires is None or self._clock() < expires:
+                return known
+            try:
+                return await self._shared_fetch(canonical)
+            except KeyUnavailableError:
+                return known
+        return await self._shared_fetch(canonical)
+
+    async def _shared_fetch(self, kid: str) -> RSAPublicKey:
+        task = self._inflight.get(kid) or self._start_fetch(kid)
         # shield: a caller that is cancelled leaves the shared fetch running for the others.
         return await asyncio.shield(task)
 
@@ -141,7 +160,7 @@ class KeyStore:
         try:
             material = await fetch(kid)
         except NotFoundError:
-            self._remember_unknown(kid)
+            self._forget(kid)
             raise SignatureError("unknown signing key") from None
         except (TransportError, APIError, TimeoutError, OSError) as exc:
             reason = f"signing key could not be fetched ({type(exc).__name__})"
@@ -149,10 +168,18 @@ class KeyStore:
         try:
             key = load_public_key(material)
         except SignatureError:
-            self._remember_unknown(kid)
+            self._forget(kid)
             raise SignatureError("unusable signing key") from None
         self._keys[kid] = key
+        self._expires[kid] = self._clock() + self._key_ttl
         return key
+
+    def _forget(self, kid: str) -> None:
+        """The API does not (or no longer) serve a usable key for ``kid``."""
+        if kid in self._expires:  # a fetched key, never a pinned one
+            del self._expires[kid]
+            del self._keys[kid]
+        self._remember_unknown(kid)
 
     def _remember_unknown(self, kid: str) -> None:
         now = self._clock()

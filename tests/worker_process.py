@@ -125,6 +125,7 @@ class Worker:
                 "dispatched": registry.dispatched,
                 "duplicates": registry.duplicates,
                 "claimed_duplicates": self.session._waiting.duplicate_deliveries,
+                "deferred_duplicates": self.session._waiting.deferred_deliveries,
                 "hooks": dict(self.hook_calls),
                 "bus": {
                     "healthy": self.bus.healthy,

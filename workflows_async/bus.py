@@ -47,6 +47,10 @@ class Bus(Protocol):
         """Give back a claim taken with :meth:`claim` (the work it guarded did not happen)."""
         ...
 
+    async def is_claimed(self, key: str) -> bool:
+        """Is ``key`` claimed right now (by anyone)? False when that cannot be known."""
+        ...
+
     async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         """The remembered terminal events of those workflows (those that have one)."""
         ...
@@ -90,6 +94,9 @@ class InMemoryBus:
 
     async def release(self, key: str) -> None:
         self._claims.pop(key)
+
+    async def is_claimed(self, key: str) -> bool:
+        return self._claims.get(key) is not None
 
     async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         found = (self._terminal.get(wid) for wid in workflow_ids)

@@ -222,6 +222,16 @@ class RedisBus:
         except self._errors as exc:
             logger.warning("RedisBus: releasing a claim failed (%s)", _describe(exc))
 
+    async def is_claimed(self, key: str) -> bool:
+        """``EXISTS ns:claim:<key>``; False when Redis cannot say."""
+        if self._closed:
+            return False
+        try:
+            return bool(await self._client.exists(self._claim_key(key)))
+        except self._errors as exc:
+            logger.warning("RedisBus: checking a claim failed (%s)", _describe(exc))
+            return False
+
     async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         """The remembered terminal events (MGET, pipelined in chunks: one round trip).
 

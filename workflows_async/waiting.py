@@ -24,7 +24,8 @@ __all__ = ["Waiting"]
 
 log = logging.getLogger("workflows_async.waiting")
 
-_EVENT_CLAIM_TTL = 3600.0  # seconds a published event's claim is kept (platform retries: ~30 s)
+_PENDING_TTL = 10.0  # seconds a process may take to publish an event before others may
+_PUBLISHED_TTL = 3600.0  # seconds a published event is remembered (platform retries: ~30 s)
 
 
 class Waiting:
@@ -55,7 +56,9 @@ class Waiting:
         if hasattr(bus, "on_reconnect") and getattr(bus, "on_reconnect", None) is None:
             bus.on_reconnect = self.recheck  # e.g. RedisBus: catch up after an outage
         self.duplicate_deliveries = 0
-        """Deliveries acknowledged without publishing: someone had published that event."""
+        """Deliveries acknowledged without publishing: the event had been published."""
+        self.deferred_deliveries = 0
+        """Deliveries refused (503) because another process was publishing the same event."""
         self._started = False
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -84,19 +87,34 @@ class Waiting:
     async def publish(self, event: WebhookEvent) -> bool:
         """Called by the webhook receiver for each verified event; True means "acknowledge".
 
-        The event is claimed cluster-wide first: a copy (a platform retry, or the same delivery
-        on two workers) that someone already published is acknowledged without publishing it
-        again. A claim whose publish failed is given back, so the platform's retry can try.
+        Each event is published once for the whole bus, in two steps: a short *pending* claim
+        while this process publishes, then a long *published* mark. A copy (a platform retry,
+        or the same delivery on another worker) is acknowledged only once the mark exists;
+        while another process is still publishing it is refused, so the platform retries. A
+        pending claim is given back when the publish fails, and expires soon if even that
+        fails: an event is never acknowledged without having been published or handled here.
         """
         await self.start()
-        claim = f"event:{event.dedup_key}"
-        if not await self.bus.claim(claim, _EVENT_CLAIM_TTL):
+        pending, published = f"event:{event.dedup_key}", f"published:{event.dedup_key}"
+        if await self.bus.is_claimed(published):
             self.duplicate_deliveries += 1
             return True
+        if not await self.bus.claim(pending, _PENDING_TTL):
+            if await self.bus.is_claimed(published):
+                self.duplicate_deliveries += 1
+                return True
+            self.deferred_deliveries += 1
+            return False  # another process is publishing it right now: retry later
         terminal = self.statuses.is_terminal(event.status)
-        if await self.bus.publish(event, terminal=terminal):
+        try:
+            sent = await self.bus.publish(event, terminal=terminal)
+        except BaseException:
+            await asyncio.shield(self.bus.release(pending))
+            raise
+        if sent:
+            await self.bus.claim(published, _PUBLISHED_TTL)
             return True
-        await self.bus.release(claim)
+        await self.bus.release(pending)
         # The bus is down: handle it here, and acknowledge only if someone here needed it.
         # Otherwise a 503 makes the platform retry, perhaps on a worker that can publish it.
         needed = event.workflow_id in self.registry.pending()

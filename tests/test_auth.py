@@ -219,3 +219,19 @@ async def test_a_jwt_judged_expired_by_a_fast_local_clock_falls_back_to_expiry_d
         await asyncio.gather(*(session.get_workflow(WF) for _ in range(50)))
         await session.get_workflow(WF)
     assert count(mocked, "POST", "/auth/authorize") == 1
+
+
+async def test_a_failed_renewal_is_shared_not_repeated_by_every_waiting_call(
+    mocked: Any, clock: Clock
+) -> None:
+    auth = wa.KeySecretAuth("k", "s", clock=clock)
+    mocked.post(BASE + "/auth/authorize", status=400, body='{"message":"nope"}', repeat=True)
+    async with wa.Session(BASE, auth, retry=FAST) as session:
+        results = await asyncio.gather(
+            *(session.get_workflow(WF) for _ in range(50)), return_exceptions=True
+        )
+        assert all(isinstance(r, errors.BadRequestError) for r in results)
+        assert count(mocked, "POST", "/auth/authorize") == 1
+        with pytest.raises(errors.BadRequestError):
+            await session.get_workflow(WF)  # a later call tries again
+    assert count(mocked, "POST", "/auth/authorize") == 2

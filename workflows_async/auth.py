@@ -1,7 +1,8 @@
 """Authentication: a fixed bearer token, or key + secret with tokens that refresh themselves.
 
 Invariants: at most ONE token request is in flight per auth object, however many calls need a
-token at once; a rejected token causes at most one refresh per call (never a loop); no key,
+token at once, and the calls waiting for it share its outcome (a failure is not repeated by
+each of them); a rejected token causes at most one refresh per call (never a loop); no key,
 secret or token ever appears in a repr, a log line or an error message.
 """
 
@@ -55,6 +56,12 @@ class TokenAuth:
         return "TokenAuth(token=***)"
 
 
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a renewal's failure as seen: its callers got it, or none was left to care."""
+    if not task.cancelled():
+        task.exception()
+
+
 def jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim (Unix time) of a JWT, read without trusting it for anything else."""
     parts = token.split(".")
@@ -98,8 +105,7 @@ class KeySecretAuth:
         self._access: str | None = None
         self._refresh: str | None = None
         self._renew_at: float | None = None
-        self._generation = 0  # grows with every new token
-        self._lock = asyncio.Lock()
+        self._renewal: asyncio.Task[None] | None = None
         self.token_requests = 0
         """How many authorize/refresh requests were sent (for tests and monitoring)."""
 
@@ -115,21 +121,25 @@ class KeySecretAuth:
         if self._fresh():
             assert self._access is not None
             return self._access
-        seen = self._generation
-        async with self._lock:
-            # A token obtained while this call waited for the lock is used as it is, even if
-            # its stated lifetime says otherwise: one renewal serves every waiting call.
-            if self._generation == seen or self._access is None:
-                await self._renew(http)
-            assert self._access is not None
-            return self._access
+        return await self._renewed(http)
 
     async def on_unauthorized(self, http: HttpClient, rejected: str) -> bool:
-        async with self._lock:
-            if self._access is not None and self._access != rejected:
-                return True  # another call renewed it meanwhile
-            await self._renew(http)
-            return True
+        if self._access is not None and self._access != rejected:
+            return True  # renewed since that call was sent
+        await self._renewed(http)
+        return True
+
+    async def _renewed(self, http: HttpClient) -> str:
+        """Join the renewal in flight, or start one: every caller waiting at the same time
+        shares one token request and its outcome, success or error."""
+        task = self._renewal
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._renew(http))
+            task.add_done_callback(_retrieve)
+            self._renewal = task
+        await asyncio.shield(task)  # a caller that gives up leaves the renewal to the others
+        assert self._access is not None
+        return self._access
 
     async def _renew(self, http: HttpClient) -> None:
         if self._refresh is not None:
@@ -150,7 +160,6 @@ class KeySecretAuth:
         now = self._clock()
         self._access = token.access_token
         self._refresh = token.refresh_token or self._refresh
-        self._generation += 1
         lifetime: float | None = None
         exp = jwt_expiry(token.access_token)
         if exp is not None:

@@ -279,18 +279,31 @@ async def test_fetched_keys_are_checked_again_after_their_ttl(pem: str) -> None:
     first = await store.get(KID)
     clock.now += 50
     assert await store.get(KID) is first and len(fetch.calls) == 1
-    clock.now += 60  # past the ttl: the API is asked again
+    clock.now += 60  # past the ttl: checked again, in the background
     fetch.error = TransportError("down")
-    assert await store.get(KID) is first  # the API cannot answer: the known key stays in use
+    assert await store.get(KID) is first  # answered at once with the known key
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
     assert len(fetch.calls) == 2
+    assert await store.get(KID) is first  # the API could not answer: the known key stays
     fetch.error = None
     del fetch.pems[KID]  # the key was revoked
     clock.now += 61  # the fetch budget window has moved on
-    with pytest.raises(SignatureError):
-        await store.get(KID)
-    with pytest.raises(SignatureError):
-        await store.get(KID)  # and now it is remembered as unknown
+    assert await store.get(KID) is first  # starts the re-check
+    for _ in range(3):
+        await asyncio.sleep(0)
     assert len(fetch.calls) == 3
+    with pytest.raises(SignatureError):
+        await store.get(KID)  # the API said 404: no longer trusted
+    assert len(fetch.calls) == 3
+
+
+async def test_a_slow_key_endpoint_is_given_up_on(pem: str) -> None:
+    fetch = FakeFetch({KID: pem})
+    fetch.gate.clear()  # never answers
+    store = KeyStore(fetch, fetch_timeout=0.05)
+    with pytest.raises(KeyUnavailableError):
+        await store.get(KID)
 
 
 async def test_pinned_keys_never_expire(pem: str) -> None:

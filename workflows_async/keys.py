@@ -9,6 +9,7 @@ does not know is refused without fetching for ``negative_ttl`` seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections import deque
@@ -61,6 +62,7 @@ class KeyStore:
         max_fetches: int = 10,
         per_seconds: float = 60.0,
         key_ttl: float = 86400.0,
+        fetch_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if negative_ttl < 0:
@@ -73,6 +75,7 @@ class KeyStore:
             raise ConfigurationError("key_ttl must be positive")
         self._fetch = fetch
         self._key_ttl = key_ttl
+        self._fetch_timeout = fetch_timeout
         self._expires: dict[str, float] = {}  # fetched keys only: pinned ones never expire
         self._negative_ttl = negative_ttl
         self._max_fetches = max_fetches
@@ -108,8 +111,9 @@ class KeyStore:
     async def get(self, kid: str) -> RSAPublicKey:
         """The key for ``kid``, fetching it at most once however many callers ask together.
 
-        A fetched key is checked again after ``key_ttl`` (a revoked key then stops being
-        trusted); while the API cannot answer that check, the key it gave before is used."""
+        A fetched key is checked again in the background once ``key_ttl`` has passed (a key
+        the API no longer serves then stops being trusted); meanwhile, and while the API
+        cannot answer that check, the key it gave before is used."""
         if isinstance(kid, str) and (known := self._keys.get(kid)) is not None:
             canonical = kid  # kids are stored canonical, so an exact match is a canonical kid
         else:
@@ -117,16 +121,12 @@ class KeyStore:
             known = self._keys.get(canonical)
         if known is not None:
             expires = self._expires.get(canonical)
-            if expires is None or self._clock() < expires:
-                return known
-            try:
-                return await self._shared_fetch(canonical)
-            except KeyUnavailableError:
-                return known
-        return await self._shared_fetch(canonical)
-
-    async def _shared_fetch(self, kid: str) -> RSAPublicKey:
-        task = self._inflight.get(kid) or self._start_fetch(kid)
+            if expires is not None and self._clock() >= expires and canonical not in self._inflight:
+                # Re-check in the background: the webhook being verified does not wait for it.
+                with contextlib.suppress(SignatureError, KeyUnavailableError):
+                    self._start_fetch(canonical)
+            return known
+        task = self._inflight.get(canonical) or self._start_fetch(canonical)
         # shield: a caller that is cancelled leaves the shared fetch running for the others.
         return await asyncio.shield(task)
 
@@ -158,7 +158,8 @@ class KeyStore:
 
     async def _load(self, kid: str, fetch: KeyFetcher) -> RSAPublicKey:
         try:
-            material = await fetch(kid)
+            async with asyncio.timeout(self._fetch_timeout):  # a webhook delivery is waiting
+                material = await fetch(kid)
         except NotFoundError:
             self._forget(kid)
             raise SignatureError("unknown signing key") from None

@@ -59,6 +59,7 @@ class FakeAPI:
         self.max_in_flight = 0
         self.finish_after = finish_after
         self.rate_limit_next = 0
+        self.retry_after = 0.2
 
     async def poll(self, workflow_id: str) -> wa.Workflow:
         self.calls[workflow_id] = self.calls.get(workflow_id, 0) + 1
@@ -68,7 +69,7 @@ class FakeAPI:
             await asyncio.sleep(0.005)
             if self.rate_limit_next:
                 self.rate_limit_next -= 1
-                raise wa.RateLimitError(429, method="GET", path="/w", retry_after=0.2)
+                raise wa.RateLimitError(429, method="GET", path="/w", retry_after=self.retry_after)
             done = self.calls[workflow_id] >= self.finish_after
             return wa.Workflow(id=workflow_id, status="COMPLETED" if done else "IN_PROGRESS")
         finally:
@@ -77,7 +78,11 @@ class FakeAPI:
 
 def make(api: FakeAPI, policy: wa.PollPolicy, finished: list[wa.Workflow]) -> PollScheduler:
     return PollScheduler(
-        policy, api.poll, StatusSet().is_terminal, finished.append, lambda wid, exc: None
+        policy,
+        api.poll,
+        StatusSet().is_terminal,
+        lambda wid, workflow: finished.append(workflow),
+        lambda wid, exc: None,
     )
 
 
@@ -110,9 +115,9 @@ async def test_removed_waiters_are_not_polled() -> None:
 
 async def test_429_slows_everyone_down() -> None:
     api = FakeAPI(finish_after=1)
-    api.rate_limit_next = 1
+    api.rate_limit_next, api.retry_after = 1, 0.6
     finished: list[wa.Workflow] = []
-    policy = wa.PollPolicy(initial_delay=0.0, max_interval=0.05, rate=100, max_in_flight=1)
+    policy = wa.PollPolicy(initial_delay=0.0, max_interval=1.0, rate=100, max_in_flight=1)
     scheduler = make(api, policy, finished)
     scheduler.start()
     scheduler.add("a", delay=0)
@@ -145,7 +150,7 @@ async def test_stretched_entries_come_back_when_webhooks_stop() -> None:
         policy,
         api.poll,
         StatusSet().is_terminal,
-        finished.append,
+        lambda wid, workflow: finished.append(workflow),
         lambda wid, exc: None,
         stretch_allowed=lambda: healthy,
     )
@@ -178,7 +183,11 @@ async def test_heap_changes_while_waiting_for_a_slot_lose_no_workflow() -> None:
     done: list[wa.Workflow] = []
     policy = wa.PollPolicy(rate=1000, max_in_flight=1)
     scheduler = PollScheduler(
-        policy, poll, StatusSet().is_terminal, done.append, lambda wid, exc: None
+        policy,
+        poll,
+        StatusSet().is_terminal,
+        lambda wid, workflow: done.append(workflow),
+        lambda wid, exc: None,
     )
     scheduler.start()
     scheduler.add("slow", delay=0)  # holds the only slot
@@ -209,7 +218,7 @@ async def test_polls_that_cannot_succeed_fail_the_waiters() -> None:
         wa.PollPolicy(initial_delay=0),
         poll,
         StatusSet().is_terminal,
-        lambda workflow: None,
+        lambda wid, workflow: None,
         lambda wid, exc: errors.append((wid, exc)),
     )
     scheduler.start()
@@ -219,3 +228,48 @@ async def test_polls_that_cannot_succeed_fail_the_waiters() -> None:
     await scheduler.close()
     assert errors[0][0] == "w" and isinstance(errors[0][1], wa.AuthenticationError)
     assert len(scheduler) == 0
+
+
+def test_initial_delay_zero_still_backs_off() -> None:
+    policy = wa.PollPolicy(initial_delay=0, multiplier=2, max_interval=60, jitter=0)
+    assert policy.interval(0) == 0
+    assert [policy.interval(n) for n in range(1, 5)] == [0.2, 0.4, 0.8, 1.6]
+
+
+async def test_a_huge_retry_after_pauses_polling_for_max_interval_at_most() -> None:
+    api = FakeAPI(finish_after=2)
+    finished: list[wa.Workflow] = []
+
+    async def poll(wid: str) -> wa.Workflow:
+        if not api.calls:
+            api.calls[wid] = 1
+            raise wa.RateLimitError(429, method="GET", path="/w", retry_after=86400)
+        return await api.poll(wid)
+
+    policy = wa.PollPolicy(initial_delay=0, max_interval=0.3, jitter=0)
+    scheduler = make(api, policy, finished)
+    scheduler._poll = poll
+    scheduler.start()
+    scheduler.add("w", delay=0)
+    while not finished:
+        await asyncio.sleep(0.05)
+    await scheduler.close()
+    assert scheduler.rate_limited == 1
+
+
+async def test_a_poll_answer_with_another_spelling_of_the_id_resolves_the_waiter() -> None:
+    from workflows_async.bus import InMemoryBus
+    from workflows_async.waiting import Waiting
+
+    async def poll(wid: str) -> wa.Workflow:
+        return wa.Workflow(id=wid.upper(), status="COMPLETED")
+
+    waiting = Waiting(
+        statuses=StatusSet(),
+        policy=wa.PollPolicy(initial_delay=0),
+        bus=InMemoryBus(),
+        poll=poll,
+    )
+    completion = await asyncio.wait_for(waiting.completion("abc-def", first_poll=0), 5)
+    assert completion.channel is wa.Channel.POLL
+    await waiting.close()

@@ -34,6 +34,9 @@ __all__ = ["PollPolicy", "PollScheduler"]
 log = logging.getLogger("workflows_async.polling")
 
 
+_MIN_INTERVAL = 0.1  # seconds: the shortest interval after the first poll
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PollPolicy:
     """When and how often waiting workflows are polled (``GET /workflows/{id}``).
@@ -72,10 +75,10 @@ class PollPolicy:
             base = self.initial_delay
         else:
             try:
-                grown = self.initial_delay * self.multiplier**polls_done
+                grown = max(self.initial_delay, _MIN_INTERVAL) * self.multiplier**polls_done
             except OverflowError:  # thousands of polls: long past the cap anyway
                 grown = math.inf
-            base = max(min(self.max_interval, grown), min(self.max_interval, 0.1))
+            base = max(min(self.max_interval, grown), min(self.max_interval, _MIN_INTERVAL))
         if stretched:
             base = min(base * self.webhook_stretch, self.max_interval * self.webhook_stretch)
         return base * (1 - self.jitter + 2 * self.jitter * rand)
@@ -91,7 +94,7 @@ _FATAL = (NotFoundError, AuthenticationError, PermissionDeniedError, BadRequestE
 _RECHECK = 1.0  # seconds: the longest the scheduler sleeps without re-checking the webhook state
 
 Poll = Callable[[str], Awaitable[Workflow]]
-OnTerminal = Callable[[Workflow], None]
+OnTerminal = Callable[[str, Workflow], None]
 OnError = Callable[[str, BaseException], None]
 
 
@@ -262,8 +265,7 @@ class PollScheduler:
             self.polls_sent += 1
             workflow = await self._poll(wid)
         except RateLimitError as exc:
-            self._slow_down(exc.retry_after)
-            pause = self.policy.rate_limit_pause if exc.retry_after is None else exc.retry_after
+            pause = self._slow_down(exc.retry_after)
             self._reschedule(wid, delay=pause)
         except _FATAL as exc:  # polling again cannot help: the waiters get the error now
             self._entries.pop(wid, None)
@@ -278,17 +280,21 @@ class PollScheduler:
             self._rate = min(self.policy.rate, self._rate * 1.1)
             if self._is_terminal(workflow.status):
                 self._entries.pop(wid, None)
-                self._on_terminal(workflow)
+                self._on_terminal(wid, workflow)  # by the id polled, whatever the answer spells
             else:
                 self._reschedule(wid)
         finally:
             self._slots.release()
 
-    def _slow_down(self, retry_after: float | None) -> None:
+    def _slow_down(self, retry_after: float | None) -> float:
+        """Pause every poll (for the server's Retry-After, at most ``max_interval``: polling is
+        what finishes waits whose webhooks were lost) and halve the rate; returns the pause."""
         self.rate_limited += 1
         pause = retry_after if retry_after is not None else self.policy.rate_limit_pause
+        pause = min(pause, self.policy.max_interval)
         self._paused_until = max(self._paused_until, self._clock() + pause)
         self._rate = max(self.policy.rate / 64, self._rate / 2)
+        return pause
 
     def _reschedule(self, wid: str, *, delay: float | None = None) -> None:
         entry = self._entries.get(wid)

@@ -99,9 +99,10 @@ class Registry:
             self._early.put(event.workflow_id, event)
         return True
 
-    def resolve(self, completion: Completion) -> bool:
-        """Resolve every waiter of the workflow; False when nobody waits for it."""
-        futures = self._waiters.pop(completion.workflow.id, None)
+    def resolve(self, completion: Completion, *, workflow_id: str | None = None) -> bool:
+        """Resolve every waiter of the workflow (``workflow_id``, by default the completion's
+        own); False when nobody waits for it."""
+        futures = self._waiters.pop(workflow_id or completion.workflow.id, None)
         if not futures:
             return False
         for future in futures:

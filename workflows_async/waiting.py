@@ -131,8 +131,8 @@ class Waiting:
         if self.hooks:
             self.hooks.dispatch(event)
 
-    def _polled_terminal(self, workflow: Workflow) -> None:
-        self.registry.resolve(Completion(workflow, Channel.POLL))
+    def _polled_terminal(self, workflow_id: str, workflow: Workflow) -> None:
+        self.registry.resolve(Completion(workflow, Channel.POLL), workflow_id=workflow_id)
 
     def _poll_failed(self, workflow_id: str, error: BaseException) -> None:
         self.registry.fail(workflow_id, error)

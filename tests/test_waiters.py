@@ -111,3 +111,29 @@ def test_an_envelope_id_is_the_event_not_the_workflow() -> None:
     assert (delivery.workflow_id, delivery.status) == ("wf-1", "COMPLETED")
     flat = parse_event(b'{"id": "wf-2", "status": "AWAITING", "eventId": "e-2"}')
     assert (flat.workflow_id, flat.event_id) == ("wf-2", "e-2")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b'{"workflowId":"W1","status":"AWAITING","data":{"status":"COMPLETED"}}',
+            ("W1", "AWAITING"),
+        ),
+        (
+            b'{"workflowId":"W1","status":"IN_PROGRESS","data":{"workflowId":"W2","status":"COMPLETED"}}',
+            ("W1", "IN_PROGRESS"),
+        ),
+        (
+            b'{"id":"W1","status":"AWAITING","data":{"id":"doc-5","status":"REJECTED"}}',
+            ("W1", "AWAITING"),
+        ),
+        (b'{"data":{"id":"W3","status":"COMPLETED"}}', ("W3", "COMPLETED")),
+        (b'{"workflowId":"W4","data":{"status":"COMPLETED"}}', ("W4", "COMPLETED")),
+    ],
+)
+def test_the_top_level_speaks_for_the_workflow_when_it_names_it(
+    raw: bytes, expected: tuple[str, str]
+) -> None:
+    parsed = parse_event(raw)
+    assert (parsed.workflow_id, parsed.status) == expected

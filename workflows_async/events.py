@@ -72,32 +72,50 @@ def parse_event(raw: bytes, *, received_at: float = 0.0) -> WebhookEvent:
         raise BadEventError("body is not JSON") from None
     if not isinstance(body, dict):
         raise BadEventError("body is not a JSON object")
-    nested = [inner for key in ("workflow", "data") if isinstance(inner := body.get(key), dict)]
+    workflow = body.get("workflow")
+    data = body.get("data")
+    workflow = workflow if isinstance(workflow, dict) else None
+    data = data if isinstance(data, dict) else None
+
+    def has(source: dict[str, Any] | None, *names: str) -> bool:
+        return source is not None and any(_text(source.get(name)) for name in names)
+
+    # The object that speaks for the workflow: the top level when it names the workflow
+    # explicitly, else a nested workflow object, else a data envelope naming it, else the top
+    # level's plain ``id``. Its id and status belong together.
+    source: dict[str, Any] = body
+    if has(body, "workflowId", "workflow_id"):
+        source = body
+    elif workflow is not None and has(workflow, "workflowId", "workflow_id", "id"):
+        source = workflow
+    elif data is not None and (
+        has(data, "workflowId", "workflow_id") or (not has(body, "id") and has(data, "id"))
+    ):
+        source = data
+    others = [o for o in (body, workflow, data) if o is not None and o is not source]
 
     def pick(sources: list[dict[str, Any]], *names: str) -> str | None:
-        for source in sources:
+        for candidate in sources:
             for name in names:
-                found = _text(source.get(name))
+                found = _text(candidate.get(name))
                 if found is not None:
                     return found
         return None
 
-    # A nested workflow object speaks for the workflow; the envelope's own ``id`` and
-    # ``status`` may be those of the event or the delivery, so they come last.
-    workflow_id = pick([*nested, body], "workflowId", "workflow_id") or pick([*nested, body], "id")
-    status = pick([*nested, body], "status", "workflowStatus")
+    workflow_id = pick([source], "workflowId", "workflow_id", "id")
+    status = pick([source, *others], "status", "workflowStatus")
     if workflow_id is None:
         raise BadEventError("no workflow id (workflowId or id)")
     if status is None:
         raise BadEventError("no status")
-    event_id = pick([body, *nested], "eventId", "event_id")
-    if event_id is None and nested and _text(body.get("id")) not in (None, workflow_id):
+    event_id = pick([body], "eventId", "event_id")
+    if event_id is None and source is not body:
         event_id = _text(body.get("id"))  # an envelope's own id names the event
     return WebhookEvent(
         workflow_id=workflow_id,
         status=status,
-        case_id=pick([*nested, body], "caseId", "case_id"),
-        event_type=pick([body, *nested], "eventType", "type", "event"),
+        case_id=pick([source, *others], "caseId", "case_id"),
+        event_type=pick([body, *others], "eventType", "type", "event"),
         event_id=event_id,
         raw=bytes(raw),
         received_at=received_at,

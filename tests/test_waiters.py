@@ -137,3 +137,15 @@ def test_the_top_level_speaks_for_the_workflow_when_it_names_it(
 ) -> None:
     parsed = parse_event(raw)
     assert (parsed.workflow_id, parsed.status) == expected
+
+
+def test_rich_reprs_mask_what_repr_masks() -> None:
+    case = wa.Case(id="c1", first_name="Ann", personal_number="19121210-1234", email="a@x.io")
+    token = wa.Token(access_token="SECRET-A", refresh_token="SECRET-R")
+    params = wa.Parameters(id="p1", parameters={"ssn": "19121210-1234"})
+    event = parse_event(b'{"workflowId": "w", "status": "X", "email": "a@x.io"}')
+    for obj in (case, token, params, event):
+        shown = repr(list(obj.__rich_repr__())) + repr(obj) + str(obj)
+        for secret in ("Ann", "19121210-1234", "a@x.io", "SECRET"):
+            assert secret not in shown, (type(obj).__name__, secret)
+    assert ("id", "c1") in list(case.__rich_repr__())

@@ -45,6 +45,15 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
         decoded = json.loads(self.raw) if self.raw else {}
         return decoded if isinstance(decoded, dict) else {}
 
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """The routing fields only: the raw body may hold personal data."""
+        return [
+            ("workflow_id", self.workflow_id),
+            ("status", self.status),
+            ("event_type", self.event_type),
+            ("event_id", self.event_id),
+        ]
+
     def __repr__(self) -> str:
         return (
             f"WebhookEvent(workflow_id={self.workflow_id!r}, status={self.status!r},"

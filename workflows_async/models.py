@@ -123,12 +123,16 @@ class _CaseFields(_Response):
     company_number: str | None = None
     company_address: str | None = None
 
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{name}={'***' if name in _PERSONAL else repr(value)}"
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """Fields as rich (and msgspec's default) would show them, personal ones masked."""
+        return [
+            (name, "***" if name in _PERSONAL else value)
             for name in self.__struct_fields__
             if (value := getattr(self, name)) is not None
-        )
+        ]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.__rich_repr__())
         return f"{type(self).__name__}({shown})"
 
     __str__ = __repr__
@@ -151,12 +155,18 @@ class Parameters(_Response):
     workflow_definition_id: str | None = None
     parameters: dict[str, Any] | None = None
 
-    def __repr__(self) -> str:
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """The parameter names only: their values may hold personal data."""
         keys = sorted(self.parameters) if self.parameters else []
-        return (
-            f"Parameters(id={self.id!r}, workflow_definition_id={self.workflow_definition_id!r},"
-            f" keys={keys})"
-        )
+        return [
+            ("id", self.id),
+            ("workflow_definition_id", self.workflow_definition_id),
+            ("keys", keys),
+        ]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.__rich_repr__())
+        return f"Parameters({shown})"
 
     __str__ = __repr__
 
@@ -244,6 +254,10 @@ class Token(_Response):
     refresh_token: str | None = None
     expiry_duration: float | None = None
     token_type: str | None = None
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """Never the tokens themselves."""
+        return [("token_type", self.token_type), ("expiry_duration", self.expiry_duration)]
 
     def __repr__(self) -> str:
         return f"Token(token_type={self.token_type!r}, expiry_duration={self.expiry_duration!r})"

@@ -323,3 +323,13 @@ async def test_hook_calls_beyond_the_pending_bound_are_skipped() -> None:
     assert hooks.dropped == 3
     release.set()
     await hooks.drain()
+
+
+async def test_a_closed_session_answers_503_not_500() -> None:
+    async with stack() as s:
+        body = event_body("wf-1", "COMPLETED")
+        signature = sign_webhook(body, s.sim.private_key, s.sim.kid)
+        await s.session.close()
+        status, text = await post(s.webhook_url, body, signature)
+        assert status == 503
+        assert "SessionClosedError" in json.loads(text)["reason"]

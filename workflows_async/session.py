@@ -351,7 +351,7 @@ class Session:
                     "timed out before the API answered the run request", workflow_id=""
                 ) from None
             raise WorkflowTimeout(
-                f"workflow {workflow_id} did not finish within {timeout:g} s; "
+                f"workflow {workflow_id}: no result within {timeout:g} s; "
                 f"await session.wait({workflow_id!r}) to pick it up again",
                 workflow_id=workflow_id,
             ) from None
@@ -374,7 +374,7 @@ class Session:
             if not deadline.expired():
                 raise
             raise WorkflowTimeout(
-                f"workflow {workflow_id} did not finish within {timeout:g} s",
+                f"workflow {workflow_id}: no result within {timeout:g} s",
                 workflow_id=workflow_id,
             ) from None
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .errors import KeyUnavailableError, SignatureError
+from .errors import KeyUnavailableError, SignatureError, WorkflowsError
 from .events import BadEventError, WebhookEvent, parse_event
 from .keys import WebhookVerifier
 
@@ -77,11 +77,17 @@ class WebhookReceiver:
                 return self._reject(401, str(exc))
             except KeyUnavailableError as exc:
                 return self._reject(503, str(exc))
+            except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
+                return self._reject(503, f"event not accepted now ({type(exc).__name__})")
         try:
             event = parse_event(body, received_at=received)
         except BadEventError as exc:
             return self._reject(400, str(exc))
-        if not await self._publish(event):
+        try:
+            published = await self._publish(event)
+        except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
+            return self._reject(503, f"event not accepted now ({type(exc).__name__})")
+        if not published:
             return self._reject(503, "event could not be published; retry later")
         self.accepted += 1
         return _accepted()

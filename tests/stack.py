@@ -37,8 +37,8 @@ class Stack:
 async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()  # port 0: no window for another process
+    port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}"
 
 

@@ -126,17 +126,21 @@ async def test_failure_status_raises_with_the_workflow() -> None:
 
 async def test_timeout_carries_the_id_and_wait_finishes_it() -> None:
     async with stack(faults=Faults(drop_webhooks=1.0)) as s:
-        s.sim.define("slow", WorkflowDefinition(statuses=("IN_PROGRESS", "COMPLETED"), duration=40))
+        s.sim.define(
+            "slow", WorkflowDefinition(statuses=("IN_PROGRESS", "COMPLETED"), duration=1e6)
+        )
         case_id = await new_case(s.session)
         with pytest.raises(wa.WorkflowTimeout) as info:
-            await s.session.run_and_wait(case_id, "slow", timeout=0.3)
+            await s.session.run_and_wait(case_id, "slow", timeout=2.0)
         assert isinstance(info.value, TimeoutError)
         workflow_id = info.value.workflow_id
         assert workflow_id and workflow_id in str(info.value)
         assert s.session.pending() == []
+        await s.sim.complete(workflow_id)  # it ends later; its webhook is lost
         outcome = await s.session.wait(workflow_id, timeout=30)
         assert outcome.workflow.id == workflow_id
         assert outcome.workflow.status == "COMPLETED"
+        assert outcome.channel is wa.Channel.POLL
 
 
 async def test_wait_in_a_second_session_finishes_a_workflow_started_elsewhere() -> None:

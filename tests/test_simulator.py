@@ -679,11 +679,14 @@ async def test_out_of_order_delivers_newest_first_once_final(receiver: Receiver)
 
 
 @pytest.mark.parametrize(
-    ("definition", "status"), [("kyc-basic", "IN_PROGRESS"), ("kyc-instant", "COMPLETED")]
+    ("definition", "status"), [("kyc-slow", "IN_PROGRESS"), ("kyc-instant", "COMPLETED")]
 )
 async def test_webhook_before_response(receiver: Receiver, definition: str, status: str) -> None:
     faults = Faults(webhook_before_response=True)
     async with serve(webhook_urls=[receiver.url], faults=faults) as (sim, api):
+        # kyc-slow: 0.3 s at this time scale, so only the run's own webhook can be there yet,
+        # even on a loaded machine.
+        sim.define("kyc-slow", WorkflowDefinition(("IN_PROGRESS", "COMPLETED"), duration=30))
         workflow = await api.run(definition)
         assert [e["status"] for e in receiver.events] == [status]  # already there, no waiting
         assert receiver.events[0]["workflowId"] == workflow["id"]

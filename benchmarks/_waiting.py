@@ -7,14 +7,18 @@ from __future__ import annotations
 import logging
 import uuid
 
-import _redis
 from _ingest import signed_events, webhook_request
 from _latency import Scenario, measure
 from _proc import Child
 from _report import LATENCY_RATE, Mode, Row, Section, percentile
 
 import workflows_async as wa
-from workflows_async.testing import generate_signing_key, public_key_pem
+from workflows_async.testing import (
+    RedisServer,
+    RedisServerError,
+    generate_signing_key,
+    public_key_pem,
+)
 
 __all__ = ["run"]
 
@@ -95,20 +99,20 @@ async def run(mode: Mode) -> Section:
     _latency_rows(section, "HTTP webhook, in-process bus", lib_http,
                   "bare aiohttp handler", bare_http)  # fmt: skip
 
-    binary = _redis.find()
-    if binary is None:
+    try:
+        server = RedisServer(extra_args=("--maxclients", "20000"))
+        server.start()
+    except RedisServerError:
         section.notes.append("no redis-server found: the RedisBus figures were skipped")
         return section
-    server = _redis.RedisProcess(binary)
     try:
-        server.start()
         with _Count("workflows_async.redis_bus", "last_terminal failed") as failures:
             bus = wa.RedisBus(server.url, namespace="b1")
             redis_direct, sc = await latency("library", "direct", bus=bus)
             bus = wa.RedisBus(server.url, namespace="b2")
             redis_http, _ = await latency("library", "http", bus=bus)
     finally:
-        server.stop()
+        server.cleanup()
     n = mode.latency_pending
     section.rows += [
         Row(f"RedisBus: registering {n:,} waits at once, per wait", sc.register_seconds / n * 1e6,

@@ -29,11 +29,9 @@ import dataclasses
 import itertools
 import json
 import logging
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -43,7 +41,7 @@ from aiohttp import web
 
 import workflows_async as wa
 from workflows_async.redis_bus import mask_url
-from workflows_async.testing import Simulator
+from workflows_async.testing import RedisServer, RedisServerError, Simulator
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 log = logging.getLogger("many_workers")
@@ -209,45 +207,18 @@ async def demo(redis_url: str, *, workers: int = 3, runs: int = 6) -> int:
 # -- a throwaway redis-server -------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _pong(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @contextlib.asynccontextmanager
 async def spawned_redis() -> AsyncIterator[str]:
     """A redis-server on a free localhost port that keeps nothing on disk; its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("--spawn-redis needs redis-server on PATH")
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="many-workers-redis-") as workdir:
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", workdir]
-        process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
-        try:
-            for _ in range(500):
-                if process.returncode is not None or await asyncio.to_thread(_pong, port):
-                    break
-                await asyncio.sleep(0.01)
-            if not await asyncio.to_thread(_pong, port):
-                raise SystemExit(f"redis-server did not start on port {port}")
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            if process.returncode is None:
-                process.terminate()
-            await process.wait()
+    try:
+        server = RedisServer()
+        await asyncio.to_thread(server.start)
+    except RedisServerError as exc:
+        raise SystemExit(f"--spawn-redis: {exc}") from None
+    try:
+        yield server.url
+    finally:
+        await asyncio.to_thread(server.cleanup)
 
 
 async def main() -> int:

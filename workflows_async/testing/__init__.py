@@ -9,6 +9,7 @@ every name in ``__all__`` is public, stable and importable from ``workflows_asyn
 
 from ._faults import Faults
 from ._records import Outcome, RequestRecord, WebhookAttempt
+from ._redis_server import RedisServer, RedisServerError
 from ._signing import generate_signing_key, public_key_pem, sign_webhook
 from ._simulator import Simulator
 from ._state import BUILTIN_DEFINITIONS, WorkflowDefinition, WorkflowInfo
@@ -17,6 +18,8 @@ __all__ = [
     "BUILTIN_DEFINITIONS",
     "Faults",
     "Outcome",
+    "RedisServer",
+    "RedisServerError",
     "RequestRecord",
     "Simulator",
     "WebhookAttempt",

@@ -1,0 +1,63 @@
+"""`workflows-async listen --redis`: verified events are printed and published to Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import aiohttp
+import redis.asyncio as aioredis
+from redis_server import RedisServer
+from stack import free_port
+
+from workflows_async.testing import Simulator, sign_webhook
+
+
+async def test_listen_publishes_verified_events_to_redis(redis_server: RedisServer) -> None:
+    async with Simulator() as sim:
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workflows_async", "listen", "--port", str(port),
+            "--redis", redis_server.url, "--base-url", sim.base_url, "--insecure-http",
+            "--token", "unused",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        client = aioredis.Redis.from_url(redis_server.url)
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe("workflows_async:events")
+            body = json.dumps({"workflowId": "wf-1", "status": "COMPLETED", "eventId": "e1"})
+            signature = sign_webhook(body.encode(), sim.private_key, sim.kid)
+            url = f"http://127.0.0.1:{port}/webhooks/"
+            async with aiohttp.ClientSession() as http:
+                for _ in range(200):  # until the receiver listens
+                    try:
+                        async with http.post(
+                            url, data=body, headers={"JWS-SIGNATURE": signature}
+                        ) as response:
+                            assert response.status == 200
+                            break
+                    except aiohttp.ClientConnectorError:
+                        await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the receiver never listened")
+                forged = sign_webhook(
+                    b'{"workflowId": "x", "status": "COMPLETED"}', sim.private_key, sim.kid
+                )
+                async with http.post(url, data=body, headers={"JWS-SIGNATURE": forged}) as response:
+                    assert response.status == 401
+            message = None
+            for _ in range(50):
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                if message:
+                    break
+            assert message is not None and b"wf-1" in message["data"]
+        finally:
+            proc.terminate()
+            out, err = await proc.communicate()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await client.aclose()
+        lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+        assert [(e["workflowId"], e["status"]) for e in lines] == [("wf-1", "COMPLETED")]
+        assert b"Traceback" not in err

@@ -43,6 +43,18 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
 
 
 @asynccontextmanager
+async def receiver(session: wa.Session) -> AsyncIterator[str]:
+    """The session's webhook sub-app mounted at /webhooks and served; yields its URL."""
+    app = web.Application()
+    app.add_subapp("/webhooks", session.webhook_app())
+    runner, root = await serve(app)
+    try:
+        yield f"{root}/webhooks/"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
 async def stack(
     *,
     poll: wa.PollPolicy = FAST_POLL,
@@ -59,14 +71,8 @@ async def stack(
             poll=poll,
             **session_options,
         )
-        app = web.Application()
-        app.add_subapp("/webhooks", session.webhook_app())
-        runner, root = await serve(app)
-        url = f"{root}/webhooks/"
-        if register_webhook:
-            sim.add_webhook_url(url)
-        try:
+        async with receiver(session) as url:
+            if register_webhook:
+                sim.add_webhook_url(url)
             async with session:
                 yield Stack(sim, session, url)
-        finally:
-            await runner.cleanup()

@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
-from stack import Stack, serve, stack
+from stack import Stack, receiver, stack
 
 import workflows_async as wa
 from workflows_async.testing import WorkflowDefinition, generate_signing_key, sign_webhook
@@ -269,16 +268,10 @@ async def test_signing_keys_are_fetched_without_credentials() -> None:
         broken = wa.Session(
             s.sim.base_url, wa.KeySecretAuth(s.sim.key, "wrong"), allow_insecure_http=True
         )
-        async with broken:
-            app = web.Application()
-            app.add_subapp("/webhooks", broken.webhook_app())
-            runner, root = await serve(app)
-            try:
-                body = event_body("wf-1", "IN_PROGRESS")
-                signature = sign_webhook(body, s.sim.private_key, s.sim.kid)
-                assert (await post(f"{root}/webhooks/", body, signature))[0] == 200
-            finally:
-                await runner.cleanup()
+        async with broken, receiver(broken) as url:
+            body = event_body("wf-1", "IN_PROGRESS")
+            signature = sign_webhook(body, s.sim.private_key, s.sim.kid)
+            assert (await post(url, body, signature))[0] == 200
         assert s.sim.calls_by_route["POST /auth/authorize"] <= 1  # only the stack's own session
 
 
@@ -289,19 +282,13 @@ async def test_pinned_keys_are_the_only_ones_trusted() -> None:
             allow_insecure_http=True,
             webhook_keys={s.sim.kid: s.sim.public_key_pem()},
         )
-        async with pinned:
-            app = web.Application()
-            app.add_subapp("/webhooks", pinned.webhook_app())
-            runner, root = await serve(app)
-            try:
-                body = event_body("wf-1", "IN_PROGRESS")
-                good = sign_webhook(body, s.sim.private_key, s.sim.kid)
-                assert (await post(f"{root}/webhooks/", body, good))[0] == 200
-                new_kid = s.sim.rotate_key()
-                rotated = sign_webhook(body, s.sim.private_key, new_kid)
-                assert (await post(f"{root}/webhooks/", body, rotated))[0] == 401
-            finally:
-                await runner.cleanup()
+        async with pinned, receiver(pinned) as url:
+            body = event_body("wf-1", "IN_PROGRESS")
+            good = sign_webhook(body, s.sim.private_key, s.sim.kid)
+            assert (await post(url, body, good))[0] == 200
+            new_kid = s.sim.rotate_key()
+            rotated = sign_webhook(body, s.sim.private_key, new_kid)
+            assert (await post(url, body, rotated))[0] == 401
         assert s.sim.calls_by_route[KEY_ROUTE] == 0
 
 

@@ -20,6 +20,7 @@ _BY_STATUS: dict[int, type[errors.APIError]] = {
     401: errors.AuthenticationError,
     403: errors.PermissionDeniedError,
     404: errors.NotFoundError,
+    409: errors.ConflictError,
     415: errors.UnsupportedMediaTypeError,
     429: errors.RateLimitError,
 }

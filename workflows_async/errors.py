@@ -9,14 +9,18 @@
     │   └── RequestTimeout            (also TimeoutError)
     ├── APIError                      the API answered with an error status
     │   ├── BadRequestError           400
-    │   ├── AuthenticationError       401
+    │   ├── AuthenticationError       401 (after the renewal the client tries)
+    │   │   └── CredentialsError      the credentials themselves are refused: renewing cannot help
     │   ├── PermissionDeniedError     403
     │   ├── NotFoundError             404
+    │   ├── ConflictError             409 (e.g. result_not_ready)
     │   ├── UnsupportedMediaTypeError 415
     │   ├── RateLimitError            429 (and a Retry-After above the cap)
     │   └── ServerError               5xx
+    ├── OutcomeUnknownError           a POST may or may not have taken effect: reconcile first
     ├── DecodeError                   a 2xx body that does not match the model
     ├── WebhookError                  a webhook the receiver refuses
+    │   ├── BadEventError             a verified body that is not a usable event (events.py)
     │   ├── SignatureError            missing, malformed, forged or unverifiable signature
     │   └── KeyUnavailableError       the signing key cannot be fetched right now
     └── WaitError                     waiting for a workflow did not give a result
@@ -39,9 +43,12 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "ConflictError",
+    "CredentialsError",
     "DecodeError",
     "KeyUnavailableError",
     "NotFoundError",
+    "OutcomeUnknownError",
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTimeout",
@@ -61,7 +68,14 @@ _EXCERPT_LIMIT = 200
 
 
 class WorkflowsError(Exception):
-    """Base class of every error this library raises."""
+    """Base class of every error this library raises.
+
+    ``workflow_id`` names the workflow the error concerns when it is known: ``run_and_wait`` and
+    ``wait`` set it on every error they raise once the workflow id is known, so a caller can
+    always resume with ``await session.wait(error.workflow_id)``.
+    """
+
+    workflow_id: str | None = None
 
 
 class ConfigurationError(WorkflowsError, ValueError):
@@ -123,12 +137,23 @@ class AuthenticationError(APIError):
     """401: bad or expired credentials (after the one refresh the client tries)."""
 
 
+class CredentialsError(AuthenticationError):
+    """The credentials themselves are refused, so renewing the token cannot help: the token
+    request (``/auth/authorize`` or ``/auth/refresh``) answered 401/403, or the auth has no way
+    to renew (a fixed or organization token). A wait fails on it; a plain
+    :class:`AuthenticationError` on a poll is followed by a renewal and more polling."""
+
+
 class PermissionDeniedError(APIError):
     """403: the credentials may not do this."""
 
 
 class NotFoundError(APIError):
     """404: no such workflow, workflow definition or case."""
+
+
+class ConflictError(APIError):
+    """409: the request conflicts with the resource's state (e.g. ``result_not_ready``)."""
 
 
 class UnsupportedMediaTypeError(APIError):
@@ -141,6 +166,37 @@ class RateLimitError(APIError):
 
 class ServerError(APIError):
     """5xx: the API failed."""
+
+
+class OutcomeUnknownError(WorkflowsError):
+    """A POST that creates something (a case, a parameter set, a workflow run) may or may not
+    have taken effect: the server answered 5xx, the connection broke after the request was
+    sent, or a 2xx body could not be read. The API has no idempotency key, so the library never
+    resends such a POST: sending it again could start a second paid check. Reconcile first (see
+    the README's "Failure semantics"). ``status`` is the HTTP status when there was one; the
+    ids are what is known of the request (and ``workflow_id`` when the answer carried one).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        path: str,
+        status: int | None = None,
+        workflow_id: str | None = None,
+        case_id: str | None = None,
+        record_id: str | None = None,
+        workflow_definition_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.method = method
+        self.path = path
+        self.status = status
+        self.workflow_id = workflow_id
+        self.case_id = case_id
+        self.record_id = record_id
+        self.workflow_definition_id = workflow_definition_id
 
 
 class DecodeError(WorkflowsError):

@@ -2,7 +2,7 @@
 
 from ._retry import RetryPolicy
 from ._version import __version__
-from .auth import Auth, KeySecretAuth, TokenAuth
+from .auth import Auth, KeySecretAuth, OrganizationTokenAuth, TokenAuth
 from .bus import Bus, InMemoryBus
 from .errors import (
     APIError,
@@ -63,6 +63,7 @@ __all__ = [
     "KeyStore",
     "KeyUnavailableError",
     "NotFoundError",
+    "OrganizationTokenAuth",
     "OutcomeUnknownError",
     "Parameters",
     "PermissionDeniedError",

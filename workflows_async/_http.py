@@ -104,6 +104,7 @@ class HttpClient:
         *,
         body: bytes | None = None,
         bearer: str | None = None,
+        authorization: str | None = None,
         params: Mapping[str, str] | None = None,
         accept: str | None = None,
         retry: bool = True,
@@ -112,6 +113,8 @@ class HttpClient:
         headers = dict(self._headers)
         if bearer is not None:
             headers["Authorization"] = f"Bearer {bearer}"
+        if authorization is not None:
+            headers["Authorization"] = authorization  # e.g. an organization token, as it is
         if accept is not None:
             headers["Accept"] = accept
         if body is not None:

@@ -23,11 +23,12 @@ from ._http import HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
 from ._retry import RetryPolicy
 from ._version import __version__
-from .auth import Auth, KeySecretAuth, TokenAuth
+from .auth import Auth, auth_from_env
 from .bus import Bus, InMemoryBus
 from .errors import (
     AuthenticationError,
     ConfigurationError,
+    CredentialsError,
     DecodeError,
     SessionClosedError,
     WorkflowFailed,
@@ -158,27 +159,18 @@ class Session:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Session:
-        """A Session configured from ``WORKFLOWS_BASE_URL``, ``WORKFLOWS_API_KEY`` +
-        ``WORKFLOWS_API_SECRET`` (or ``WORKFLOWS_TOKEN``) and ``WORKFLOWS_API_VERSION``.
+        """A Session configured from ``WORKFLOWS_BASE_URL``, the credentials and
+        ``WORKFLOWS_API_VERSION``.
 
-        Keyword ``options`` are passed on to the constructor and win over the environment.
+        Credentials, first found wins: an organization token in ``WORKFLOWS_ORG_TOKEN`` (or a
+        ``tot_...`` value in ``WORKFLOWS_TOKEN``), then (legacy) ``WORKFLOWS_API_KEY`` +
+        ``WORKFLOWS_API_SECRET``, then a JWT access token in ``WORKFLOWS_TOKEN``. Keyword
+        ``options`` are passed on to the constructor and win over the environment.
         """
         source = os.environ if env is None else env
         base_url = options.pop("base_url", None) or source.get("WORKFLOWS_BASE_URL", "")
         if "auth" not in options:
-            key, secret = source.get("WORKFLOWS_API_KEY"), source.get("WORKFLOWS_API_SECRET")
-            token = source.get("WORKFLOWS_TOKEN")
-            if key and secret:
-                options["auth"] = KeySecretAuth(key, secret)
-            elif token:
-                options["auth"] = TokenAuth(token)
-            elif key or secret:
-                raise ConfigurationError("set both WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET")
-            else:
-                raise ConfigurationError(
-                    "no credentials: set WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET, "
-                    "or WORKFLOWS_TOKEN"
-                )
+            options["auth"] = auth_from_env(source)
         version = source.get("WORKFLOWS_API_VERSION")
         if version and "api_version" not in options:
             if not version.isdigit():
@@ -481,12 +473,40 @@ class Session:
         token = await auth.token(self._http) if auth is not None else None
         try:
             return await self._http.request(
-                method, path, body=body, bearer=token, params=params, accept=accept, retry=retry
-            )
-        except AuthenticationError:
-            if auth is None or token is None or not await auth.on_unauthorized(self._http, token):
+                method, path, body=body, params=params, accept=accept, retry=retry,
+                **_authorization(auth, token),
+            )  # fmt: skip
+        except AuthenticationError as exc:
+            if auth is None or token is None:
                 raise
+            if not await auth.on_unauthorized(self._http, token):
+                raise _refused(auth, exc) from None
         token = await auth.token(self._http)
         return await self._http.request(
-            method, path, body=body, bearer=token, params=params, accept=accept, retry=retry
-        )
+            method, path, body=body, params=params, accept=accept, retry=retry,
+            **_authorization(auth, token),
+        )  # fmt: skip
+
+
+def _authorization(auth: Auth | None, token: str | None) -> dict[str, str]:
+    """The Authorization header argument: ``Bearer <jwt>``, or an organization token as it is."""
+    if token is None:
+        return {}
+    if getattr(auth, "bearer", True):
+        return {"bearer": token}
+    return {"authorization": token}
+
+
+def _refused(auth: Auth, exc: AuthenticationError) -> CredentialsError:
+    """A 401 the auth cannot renew its way out of: final, and says why."""
+    detail = getattr(auth, "refused_detail", "the token was refused and cannot be renewed")
+    error = CredentialsError(
+        exc.status,
+        method=exc.method,
+        path=exc.path,
+        body_excerpt=exc.body_excerpt,
+        request_id=exc.request_id,
+        detail=str(detail),
+    )
+    error.workflow_id = exc.workflow_id
+    return error

@@ -23,7 +23,7 @@ WF_ID = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"
 
 @pytest.fixture
 async def session() -> AsyncIterator[wa.Session]:
-    async with wa.Session(BASE, wa.TokenAuth("tok-123"), api_version=2, retry=FAST) as s:
+    async with wa.Session(BASE, wa.TokenAuth("tok-123"), api_version=1, retry=FAST) as s:
         yield s
 
 
@@ -48,7 +48,7 @@ async def test_create_case_sends_camel_case_and_headers(session: wa.Session, moc
     }
     headers = call.kwargs["headers"]
     assert headers["Authorization"] == "Bearer tok-123"
-    assert headers["Accept"] == "application/json;version=2"
+    assert headers["Accept"] == "application/json;version=1"
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"] == f"workflows-async/{wa.__version__}"
     assert "1990" not in repr(case) and "Ann" not in repr(case)

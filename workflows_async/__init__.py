@@ -30,6 +30,7 @@ from .errors import (
     WorkflowTimeout,
 )
 from .events import WebhookEvent
+from .executions import Execution, ExecutionOutcome
 from .keys import KeyStore, WebhookVerifier
 from .models import (
     Case,
@@ -43,6 +44,7 @@ from .models import (
     WorkflowStatus,
 )
 from .polling import PollPolicy
+from .records import Record
 from .redis_bus import RedisBus
 from .session import Session
 
@@ -58,6 +60,8 @@ __all__ = [
     "ConflictError",
     "CredentialsError",
     "DecodeError",
+    "Execution",
+    "ExecutionOutcome",
     "InMemoryBus",
     "KeySecretAuth",
     "KeyStore",
@@ -69,6 +73,7 @@ __all__ = [
     "PermissionDeniedError",
     "PollPolicy",
     "RateLimitError",
+    "Record",
     "RedisBus",
     "RequestTimeout",
     "RetryPolicy",

@@ -11,7 +11,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
@@ -22,6 +23,7 @@ from aiohttp import web
 from ._http import HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
 from ._retry import RetryPolicy
+from ._v2_calls import V2Calls, run_request
 from ._version import __version__
 from .auth import Auth, auth_from_env
 from .bus import Bus, InMemoryBus
@@ -34,6 +36,7 @@ from .errors import (
     WorkflowFailed,
     WorkflowTimeout,
 )
+from .executions import Execution, ExecutionOutcome
 from .hooks import EventCallback
 from .jws import DEFAULT_ALGORITHMS
 from .keys import KeyMaterial, KeyStore, WebhookVerifier
@@ -43,7 +46,6 @@ from .models import (
     Channel,
     Parameters,
     ParametersRequest,
-    RunRequest,
     StatusSet,
     Workflow,
     WorkflowOutcome,
@@ -64,6 +66,7 @@ DEFAULT_WAIT_TIMEOUT = 900.0
 _CASE = msgspec.json.Decoder(Case)
 _PARAMETERS = msgspec.json.Decoder(Parameters)
 _WORKFLOW = msgspec.json.Decoder(Workflow)
+_EXECUTION = msgspec.json.Decoder(Execution)
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
 _ENCODE = msgspec.json.Encoder().encode
 
@@ -77,7 +80,7 @@ def _accept(api_version: int | None) -> str:
     return f"application/json;version={api_version}"
 
 
-class Session:
+class Session(V2Calls):
     """An async client of the Workflows API. Use ``async with Session(...) as session:``.
 
     ``base_url`` must be ``https://`` unless ``allow_insecure_http=True`` (a local Simulator).
@@ -255,17 +258,24 @@ class Session:
         return await self._call_json("POST", "/parameters", _PARAMETERS, body=encoded)
 
     async def run_workflow(
-        self, case_id: str, workflow_definition_id: str, *, parameters_id: str | None = None
+        self,
+        case_id: str | None = None,
+        workflow_definition_id: str | None = None,
+        *,
+        record_id: str | None = None,
+        parameters_id: str | None = None,
     ) -> Workflow:
-        """``POST /workflows/run``: start a workflow; its status may already be terminal."""
-        check_path_id(case_id, "case_id")
-        if not isinstance(workflow_definition_id, str) or not workflow_definition_id:
-            raise ConfigurationError("workflow_definition_id must be a non-empty string")
-        if parameters_id is not None:
-            check_path_id(parameters_id, "parameters_id")
-        body = RunRequest(
-            case_id=case_id,
-            workflow_definition_id=workflow_definition_id,
+        """``POST /workflows/run``: start a workflow; its status may already be terminal.
+
+        API version 1 (the default) runs it for ``case_id``; with ``api_version=2`` pass the
+        optional ``record_id`` instead (records replace cases). The wrong one for the Session's
+        version is a :class:`ConfigurationError`, raised before anything is sent.
+        """
+        body = run_request(
+            self.api_version,
+            case_id,
+            workflow_definition_id,
+            record_id=record_id,
             parameters_id=parameters_id,
         )
         return await self._call_json("POST", "/workflows/run", _WORKFLOW, body=_ENCODE(body))
@@ -301,9 +311,10 @@ class Session:
 
     async def run_and_wait(
         self,
-        case_id: str,
-        workflow_definition_id: str,
+        case_id: str | None = None,
+        workflow_definition_id: str | None = None,
         *,
+        record_id: str | None = None,
         parameters_id: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
@@ -311,6 +322,7 @@ class Session:
     ) -> WorkflowOutcome:
         """Run a workflow and wait for its result, by webhook or polling, whichever is first.
 
+        ``case_id`` (API version 1) or ``record_id`` (version 2) as for :meth:`run_workflow`.
         ``parameters`` creates a parameter set first (or pass ``parameters_id``). One
         ``timeout`` covers everything; on expiry :class:`WorkflowTimeout` (also a
         ``TimeoutError``) carries the workflow id for a later ``wait(workflow_id)``. A failure
@@ -319,28 +331,89 @@ class Session:
         """
         if parameters is not None and parameters_id is not None:
             raise ConfigurationError("pass parameters or parameters_id, not both")
-        start = time.monotonic()
+        run_request(  # every check before anything is sent
+            self.api_version,
+            case_id,
+            workflow_definition_id,
+            record_id=record_id,
+            parameters_id=parameters_id,
+        )
+        assert workflow_definition_id is not None  # checked by run_request
+
+        async def start() -> Workflow:
+            pid = parameters_id
+            if parameters is not None:
+                pid = (await self.create_parameters(workflow_definition_id, parameters)).id
+            return await self.run_workflow(
+                case_id, workflow_definition_id, record_id=record_id, parameters_id=pid
+            )
+
+        return await self._start_and_wait(
+            start, "the run request", timeout=timeout, raise_on_failure=raise_on_failure
+        )
+
+    async def execute_and_wait(
+        self,
+        workflow_definition_id: str,
+        *,
+        locale: str,
+        parameters: Mapping[str, Any],
+        expires_at: datetime | None = None,
+        record_id: str | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool = True,
+    ) -> ExecutionOutcome:
+        """Start an execution (:meth:`start_execution`) and wait for its result, with exactly
+        the guarantees of :meth:`run_and_wait`: one deadline, webhook or poll, whichever is
+        first; :class:`WorkflowTimeout` carries the execution id for ``wait(id)``;
+        :class:`WorkflowFailed` on a failure status unless ``raise_on_failure=False``.
+
+        The outcome also holds the started ``execution``. A UI execution waits for its end user:
+        to hand them ``execution.link`` first, call ``start_execution`` and then ``wait(id)``.
+        """
+        body = self._execution_body(
+            workflow_definition_id, locale, parameters, expires_at, record_id
+        )
+        started: list[Execution] = []
+
+        async def start() -> Workflow:
+            execution = await self._call_json("POST", "/workflows", _EXECUTION, body=body)
+            started.append(execution)
+            return Workflow(id=execution.id, record_id=execution.record_id, status=execution.status)
+
+        outcome = await self._start_and_wait(
+            start, "the execution request", timeout=timeout, raise_on_failure=raise_on_failure
+        )
+        return ExecutionOutcome(**msgspec.structs.asdict(outcome), execution=started[0])
+
+    async def _start_and_wait(
+        self,
+        start: Callable[[], Awaitable[Workflow]],
+        what: str,
+        *,
+        timeout: float,
+        raise_on_failure: bool,
+    ) -> WorkflowOutcome:
+        """The one waiting engine of every start-and-wait: ``start()`` sends the request that
+        starts the workflow (run or execution) and returns its answer; then the same deadline,
+        webhook-or-poll wait, result and errors, whatever started it."""
+        begin = time.monotonic()
         workflow_id: str | None = None
         try:
             async with asyncio.timeout(timeout) as deadline:
-                if parameters is not None:
-                    created = await self.create_parameters(workflow_definition_id, parameters)
-                    parameters_id = created.id
-                workflow = await self.run_workflow(
-                    case_id, workflow_definition_id, parameters_id=parameters_id
-                )
+                workflow = await start()
                 workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
                 if self.statuses.is_terminal(workflow.status):
                     completion = Completion(workflow, Channel.RUN)
                 else:
                     completion = await self._waiting.completion(workflow.id, first_poll=None)
-                return await self._outcome(completion, start, raise_on_failure)
+                return await self._outcome(completion, begin, raise_on_failure)
         except TimeoutError:
             if not deadline.expired():
                 raise
             if workflow_id is None:
                 raise WorkflowTimeout(
-                    "timed out before the API answered the run request", workflow_id=""
+                    f"timed out before the API answered {what}", workflow_id=""
                 ) from None
             raise WorkflowTimeout(
                 f"workflow {workflow_id}: no result within {timeout:g} s; "

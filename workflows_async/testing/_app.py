@@ -13,12 +13,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import hdrs, web
 
+from . import _executions, _records_api
 from ._faults import Dice, Faults
+from ._org_tokens import PRINCIPAL, OrgTokenStore, authenticate, require
 from ._records import Fault, RequestRecord
 from ._signing import KeyRing
 from ._state import SimState
@@ -31,7 +33,6 @@ from ._wire import (
     encode,
     error_body,
     negotiate_version,
-    parse_bearer,
     required_str,
 )
 
@@ -59,9 +60,13 @@ class Backend:
     """Tell the scheduler a transition is due at this ``time.monotonic()`` time."""
     requests: list[RequestRecord]
     calls_by_route: Counter[str]
+    org_tokens: OrgTokenStore = field(default_factory=OrgTokenStore)
+    tables: _records_api.RecordTables = field(default_factory=_records_api.RecordTables)
 
 
 BACKEND = web.AppKey("workflows_simulator_backend", Backend)
+VERSION = "workflows_simulator.version"
+"""The request key under which the middleware keeps the negotiated API version."""
 
 
 def build_app(
@@ -80,6 +85,8 @@ def build_app(
     app.router.add_post("/workflows/run", _run)
     app.router.add_get("/workflows/{id}", _workflow, allow_head=False)
     app.router.add_get("/workflows/{id}/result", _result, allow_head=False)
+    _records_api.add_routes(app, lambda request: request.app[BACKEND].tables, _json)
+    _executions.add_routes(app, lambda request: request.app[BACKEND], _json)
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     return app
@@ -106,13 +113,15 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
                 raise _injected(503, faults)
             response = await handler(request)
         else:
-            version = negotiate_version(request.headers.get(hdrs.ACCEPT))
+            version = request[VERSION] = negotiate_version(request.headers.get(hdrs.ACCEPT))
             injected = dice.pick(faults.error_statuses) if dice.chance(faults.error_rate) else 0
             if injected and not faults.error_after_effect:
                 fault = "error"
                 raise _injected(injected, faults)
             if not template.startswith("/auth/"):
-                backend.tokens.check_access(parse_bearer(request.headers.get(hdrs.AUTHORIZATION)))
+                request[PRINCIPAL] = authenticate(
+                    request.headers.get(hdrs.AUTHORIZATION), backend.tokens, backend.org_tokens
+                )
             response = await handler(request)
             if injected:  # the call took effect; its answer is lost
                 fault = "error_after_effect"
@@ -158,7 +167,7 @@ def _error(reject: Reject) -> web.Response:
     headers = dict(reject.headers)
     if reject.status == 401 and reject.error in _TOKEN_ERRORS:
         headers[hdrs.WWW_AUTHENTICATE] = f'Bearer error="{reject.error}"'
-    body = error_body(reject.status, reject.message, reject.error)
+    body = error_body(reject.status, reject.message, reject.error, reject.extra)
     return web.Response(
         status=reject.status, body=body, content_type="application/json", headers=headers
     )
@@ -219,12 +228,16 @@ async def _create_case(request: web.Request) -> web.StreamResponse:
 
 async def _create_parameters(request: web.Request) -> web.StreamResponse:
     backend, body = request.app[BACKEND], await _json(request)
+    require(request, "can_run", str(body.get("workflowDefinitionId")))
     return _json_response(backend.state.create_parameters(body), status=201)
 
 
 async def _run(request: web.Request) -> web.StreamResponse:
     backend, body = request.app[BACKEND], await _json(request)
-    workflow, first, due = backend.state.run(body)
+    require(request, "can_run", str(body.get("workflowDefinitionId")))
+    workflow, first, due = backend.state.run(
+        body, version=request.get(VERSION, 1), records=backend.tables
+    )
     if due is not None:
         backend.scheduled(due)
     if backend.faults().webhook_before_response:
@@ -240,11 +253,13 @@ async def _run(request: web.Request) -> web.StreamResponse:
 
 async def _workflow(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND]
+    require(request, "can_view_workspace")
     backend.advance()
-    return _json_response(backend.state.get(request.match_info["id"]))
+    return _json_response(backend.state.get(request.match_info["id"], request.get(VERSION, 1)))
 
 
 async def _result(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND]
+    require(request, "can_view_workspace")
     backend.advance()
     return _json_response(backend.state.result(request.match_info["id"]))

@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Self
 
@@ -132,6 +132,7 @@ class Simulator:
             requests=self.requests,
             calls_by_route=self.calls_by_route,
         )
+        self._org_tokens, self._tables = backend.org_tokens, backend.tables
         self._app = build_app(backend, self._lifecycle, self._on_shutdown)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -257,6 +258,23 @@ class Simulator:
         if not isinstance(definition, WorkflowDefinition) or not definition_id:
             raise TypeError("define(definition_id: str, definition: WorkflowDefinition)")
         self._state.definitions[definition_id] = definition
+
+    def organization_token(self, scopes: Iterable[str] | None = None) -> str:
+        """Mint an organization token (``tot_...``), sent as the whole Authorization header.
+
+        ``scopes``: None for every permission; else names such as ``"can_run"`` (on every
+        definition) or ``"can_run:kyc-basic"`` (on one); the permissions checked are
+        ``can_run`` (definition), ``can_view_workspace``, ``can_create_records`` and
+        ``can_view_records`` (table). A missing one is a 403 naming it."""
+        return self._org_tokens.mint(scopes)
+
+    def revoke_organization_token(self, token: str) -> None:
+        """From now on ``token`` is refused with 401."""
+        self._org_tokens.revoke(token)
+
+    def define_table(self, table_id: str, fields: Iterable[str] | None = None) -> None:
+        """Add a records table (``customers`` is built in); ``fields`` None accepts any field."""
+        self._tables.define(table_id, fields)
 
     @property
     def webhook_urls(self) -> tuple[str, ...]:

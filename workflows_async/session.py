@@ -8,6 +8,7 @@ one deadline covers a whole wait, and a timeout always names the workflow it was
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -406,7 +407,9 @@ class Session(V2Calls):
                 if self.statuses.is_terminal(workflow.status):
                     completion = Completion(workflow, Channel.RUN)
                 else:
-                    completion = await self._waiting.completion(workflow.id, first_poll=None)
+                    completion = _known_ids(
+                        await self._waiting.completion(workflow.id, first_poll=None), workflow
+                    )
                 return await self._outcome(completion, begin, raise_on_failure)
         except TimeoutError:
             if not deadline.expired():
@@ -559,6 +562,18 @@ class Session(V2Calls):
             method, path, body=body, params=params, accept=accept, retry=retry,
             **_authorization(auth, token),
         )  # fmt: skip
+
+
+def _known_ids(completion: Completion, started: Workflow) -> Completion:
+    """The final state with the case or record id the start answer named, when the event or
+    poll that ended the wait did not carry it (e.g. a webhook without ``recordId``)."""
+    final = completion.workflow
+    case_id = final.case_id or started.case_id
+    record_id = final.record_id or started.record_id
+    if (case_id, record_id) == (final.case_id, final.record_id):
+        return completion
+    workflow = msgspec.structs.replace(final, case_id=case_id, record_id=record_id)
+    return dataclasses.replace(completion, workflow=workflow)
 
 
 def _authorization(auth: Auth | None, token: str | None) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """Session: the API calls, ``run_and_wait``/``wait``, and the webhook sub-app.
 
 Invariants: a closed Session refuses every call with :class:`SessionClosedError`; every id is
-checked before it goes into a path; a 401 leads to at most one token renewal and one resend;
-one deadline covers a whole wait, and a timeout always names the workflow it was waiting for.
+checked before it goes into a path; a POST that may have taken effect is never resent (the
+HTTP client raises :class:`OutcomeUnknownError`, completed here with the ids known); an id in a
+2xx run answer is never thrown away; one deadline covers a whole wait, and a timeout always
+names the workflow it was waiting for.
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ class Session:
     then only those are trusted (``fetch_webhook_keys=True`` fetches others too);
     ``verify_webhooks=False`` is for
     local development only and is refused for a non-local API unless ``force_unverified``.
+
+    ``max_response_body`` (bytes, default 16 MiB) caps every answer's body: a larger one is not
+    read and raises :class:`ResponseTooLargeError`. Signing keys are fetched through a small
+    connection pool of their own, so slow API calls never hold up a webhook's verification.
     """
 
     def __init__(

@@ -23,6 +23,7 @@ from workflows_async.testing import Faults, Simulator, WorkflowDefinition
 class Env:
     sim: Simulator
     session: wa.Session
+    token: str
 
     def polls(self) -> int:
         return self.sim.calls_by_route["GET /workflows/{id}"]
@@ -39,9 +40,10 @@ async def today(
     async with Simulator(time_scale=0.02, seed=5, faults=faults) as sim:
         sim.define("slow", WorkflowDefinition(duration=100_000.0))
         sim.define("kyc-ui", WorkflowDefinition(execution_type="UI"))
+        token = sim.organization_token(scopes)
         session = wa.Session(
             sim.base_url,
-            wa.OrganizationTokenAuth(sim.organization_token(scopes)),
+            wa.OrganizationTokenAuth(token),
             allow_insecure_http=True,
             api_version=api_version,
             poll=FAST_POLL,
@@ -51,7 +53,7 @@ async def today(
             if webhooks:
                 sim.add_webhook_url(url)
             async with session:
-                yield Env(sim, session)
+                yield Env(sim, session, token)
 
 
 async def raw(sim: Simulator, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
@@ -83,7 +85,7 @@ async def test_simulator_takes_organization_tokens_as_they_are_and_jwts_with_bea
 
 async def test_revoked_organization_token_is_a_final_credentials_error() -> None:
     async with today() as env:
-        env.sim.revoke_organization_token(env.session.auth._token)  # type: ignore[union-attr]
+        env.sim.revoke_organization_token(env.token)
         with pytest.raises(wa.CredentialsError, match="cannot be renewed"):
             await env.session.create_record("customers", {"name": "x"})
         assert env.sim.calls_by_route["POST /tables/{table}/records"] == 1

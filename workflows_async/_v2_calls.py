@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._ids import check_path_id
-from .errors import ConfigurationError
+from .errors import ConfigurationError, OutcomeUnknownError
 from .executions import Execution, ExecutionRequest, check_expires_at, wire_time
 from .models import RunRequest
 from .records import RECORD_META_FIELDS, Record
@@ -25,6 +25,7 @@ __all__ = ["V2Calls", "run_request"]
 T = TypeVar("T")
 
 _EXECUTION = msgspec.json.Decoder(Execution)
+_ANY = msgspec.json.Decoder()
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
 _ENCODE = msgspec.json.Encoder().encode
 
@@ -99,6 +100,7 @@ class V2Calls:
         *,
         body: bytes | None = None,
         retry: bool = True,
+        known: Mapping[str, str] | None = None,
     ) -> T:  # pragma: no cover - Session's implementation is used
         raise NotImplementedError
 
@@ -169,7 +171,38 @@ class V2Calls:
         body = self._execution_body(
             workflow_definition_id, locale, parameters, expires_at, record_id
         )
-        return await self._call_json("POST", "/workflows", _EXECUTION, body=body)
+        return await self._post_execution(body, workflow_definition_id, record_id)
+
+    async def _post_execution(
+        self, body: bytes, workflow_definition_id: str, record_id: str | None
+    ) -> Execution:
+        """Send ``POST /workflows`` once. The answer is read leniently: an id the server sent
+        is never thrown away; without one the execution may have started all the same, so
+        :class:`OutcomeUnknownError` (never a resend)."""
+        known = {"workflow_definition_id": workflow_definition_id}
+        if record_id is not None:
+            known["record_id"] = record_id
+        data: Any = await self._call_json("POST", "/workflows", _ANY, body=body, known=known)
+        try:
+            return msgspec.convert(data, Execution)
+        except msgspec.ValidationError:
+            pass
+        fields: dict[str, Any] = data if isinstance(data, dict) else {}
+        found, status = fields.get("id"), fields.get("status")
+        if isinstance(found, int) and not isinstance(found, bool):
+            found = str(found)
+        try:
+            execution_id = check_path_id(found, "execution id")
+        except ConfigurationError:
+            raise OutcomeUnknownError(
+                "POST /workflows was answered 2xx but it holds no usable execution id; it was "
+                "not resent: check before sending it again",
+                method="POST",
+                path="/workflows",
+                record_id=record_id,
+                workflow_definition_id=workflow_definition_id,
+            ) from None
+        return Execution(id=execution_id, status=status if isinstance(status, str) else "")
 
     async def get_execution(self, execution_id: str) -> Execution:
         """``GET /workflows/{id}`` read as an :class:`Execution`."""

@@ -226,3 +226,81 @@ async def test_a_claim_ttl_that_cannot_be_kept_is_refused(make_bus: MakeBus, ttl
 def test_bad_load_settings(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         RedisBus("redis://127.0.0.1:1/0", **options)
+
+
+class CuttingProxy:
+    """A TCP relay to Redis that, once, lets a command containing ``needle`` reach the server and
+    then cuts the connection before the reply comes back: the client's retry sends it again."""
+
+    def __init__(self, redis_port: int, needle: bytes) -> None:
+        self.redis_port = redis_port
+        self.needle = needle
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.redis_port)
+        cut = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if self.cuts == 0 and self.needle in data:
+                    self.cuts += 1
+                    cut.set()  # no reply goes back from here on
+                    server_w.write(data)
+                    await server_w.drain()
+                    await asyncio.sleep(5)  # the reply, read and dropped, ends the relay
+                    return
+                server_w.write(data)
+                await server_w.drain()
+
+        async def downstream() -> None:
+            while (data := await server_r.read(65536)) and not cut.is_set():
+                client_w.write(data)
+                await client_w.drain()
+
+        try:
+            await asyncio.wait(
+                [asyncio.create_task(upstream()), asyncio.create_task(downstream())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for writer in (client_w, server_w):
+                writer.close()
+
+
+async def test_a_claim_whose_reply_was_lost_and_retried_is_still_won(
+    redis_server: RedisServer, make_bus: MakeBus, raw: aioredis.Redis
+) -> None:
+    """SET NX reached Redis, the reply did not come back, redis-py sent it again: the second try
+    finds the key set (by us). The claim must still be ours, or nobody runs the work."""
+    proxy = CuttingProxy(redis_server.port, b"claim:hook:h:id:e-9")
+    async with proxy as url:
+        bus = make_bus(url)
+        async with asyncio.timeout(10):
+            assert await bus.claim("hook:h:id:e-9", 60.0) is True
+    assert proxy.cuts == 1
+    assert await raw.exists(f"{NS}:claim:hook:h:id:e-9") == 1
+    assert await make_bus().claim("hook:h:id:e-9", 60.0) is False
+
+
+async def test_claims_through_a_decode_responses_client(
+    redis_server: RedisServer, make_bus: MakeBus
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        bus = make_bus(client)
+        answers = await asyncio.gather(*(bus.claim("k", 60.0) for _ in range(20)))
+        assert answers.count(True) == 1
+    finally:
+        await client.aclose()

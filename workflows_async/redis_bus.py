@@ -8,9 +8,9 @@ the subscription ``reconnects`` grows and ``on_reconnect`` runs, so waiters re-r
 
 Layout in Redis, under a namespace ``ns``: every event is published on ``ns:events``; a terminal
 event is also kept at ``ns:terminal:<workflow id>`` for ``terminal_ttl`` seconds; claims are
-``ns:claim:<key>`` set with ``NX`` and an expiry. Messages are the event as msgspec JSON (the raw
-body travels base64-encoded, byte for byte), so they also pass through a client that was made
-with ``decode_responses=True``.
+``ns:claim:<key>`` set with ``NX`` and an expiry (the value: a token of the claiming call).
+Messages are the event as msgspec JSON (the raw body travels base64-encoded, byte for byte), so
+they also pass through a client that was made with ``decode_responses=True``.
 
 When Redis cannot be reached:
 
@@ -37,6 +37,7 @@ import asyncio
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -254,25 +255,37 @@ class RedisBus:
         return terminal or (isinstance(receivers, int) and receivers > 0)
 
     async def claim(self, key: str, ttl: float) -> bool:
-        """``SET ns:claim:<key> 1 NX PX <ttl>``: True for the one caller that set it.
+        """``SET ns:claim:<key> <token> NX PX <ttl>``: True for the one caller that set it.
 
         ``ttl`` is kept as given (seconds, > 0, finite). Fails open when Redis is unreachable:
         True (better a duplicate than a lost dispatch). Fails closed when no connection was
-        free in time: False (Redis was not asked; the caller's work waits for a retry)."""
+        free in time: False (Redis was not asked; the caller's work waits for a retry).
+
+        The value is a token of this call and a GET follows in the same round trip: when
+        redis-py resends the SET because the first reply was lost, the second SET finds the
+        key set by the first, and the token still says the claim is ours."""
         millis = _ttl_ms("claim ttl", ttl)
         if self._closed:
             return True
+        name, token = self._claim_key(key), secrets.token_hex(8)
+
+        async def send() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(name, token, nx=True, px=millis)
+                pipe.get(name)
+                replies: list[Any] = await pipe.execute()
+                return replies
+
         try:
-            taken = await self._call(
-                lambda: self._client.set(self._claim_key(key), b"1", nx=True, px=millis)
-            )
+            replies = await self._call(send)
         except _LocalLimit as exc:
             self._note_overload("claim", exc)
             return False
         except self._errors as exc:
             logger.warning("RedisBus: claim failed (%s); failing open", _describe(exc))
             return True
-        return bool(taken)
+        holder = replies[1]
+        return bool(replies[0]) or holder in (token, token.encode())
 
     async def release(self, key: str) -> None:
         """``DEL ns:claim:<key>``: give a claim back (best effort; it expires anyway)."""

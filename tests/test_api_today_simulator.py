@@ -244,3 +244,44 @@ async def test_simulator_refuses_expiry_out_of_bounds() -> None:
                 expires_at=datetime.now(UTC) + timedelta(minutes=20),
             )
         assert "30 minutes" in json.loads(caught.value.body_excerpt)["message"]
+
+
+async def test_accept_header_chooses_the_answer_shape_of_a_workflow() -> None:
+    async with today() as env:
+        record = await env.session.create_record("customers", {"name": "x"})
+        workflow = await env.session.run_workflow(
+            workflow_definition_id="slow", record_id=record.id
+        )
+        headers = {"Authorization": env.token}
+        path = f"/workflows/{workflow.id}"
+        _, v2 = await raw(
+            env.sim, "GET", path, headers={**headers, "Accept": "application/json;version=2"}
+        )
+        _, v1 = await raw(env.sim, "GET", path, headers={**headers, "Accept": "application/json"})
+        assert v2 == {"id": workflow.id, "recordId": record.id, "status": "IN_PROGRESS"}
+        assert v1 == {"id": workflow.id, "caseId": None, "status": "IN_PROGRESS"}
+        status, body = await raw(
+            env.sim, "GET", path, headers={**headers, "Accept": "application/json;version=9"}
+        )
+        assert status == 406 and body["error"] == "not_acceptable"
+
+
+async def test_webhooks_of_a_record_run_and_of_an_execution_carry_the_record_id() -> None:
+    async with today() as env:
+        seen: list[dict[str, Any]] = []
+        env.session.on_event(lambda event: seen.append(event.payload))
+        record = await env.session.create_record("customers", {"name": "x"})
+        run = await env.session.run_and_wait(
+            workflow_definition_id="kyc-basic", record_id=record.id, timeout=30
+        )
+        execution = await env.session.execute_and_wait(
+            "kyc-basic", locale="en", parameters={}, record_id=record.id, timeout=30
+        )
+        async with asyncio.timeout(10):
+            while len(seen) < 2:
+                await asyncio.sleep(0.01)
+        by_id = {payload["workflowId"]: payload for payload in seen}
+        for workflow_id in (run.workflow.id, execution.workflow.id):
+            assert by_id[workflow_id]["recordId"] == record.id
+            assert "caseId" not in by_id[workflow_id]
+        assert execution.workflow.record_id == record.id

@@ -49,6 +49,12 @@ class Simulator:
     already carries (unless ``Faults.webhook_before_response``), except a ``terminal_on_run``
     final status, announced right after the response. The README's "Testing with the
     Simulator" section has the rest.
+
+    Today's API: `organization_token` mints ``tot_...`` tokens (sent without ``Bearer``; access
+    tokens from ``/auth/authorize`` only with it), optionally limited to scopes (a missing one is
+    a 403 naming it); ``Accept: ...;version=2`` runs workflows for records (`define_table`;
+    ``customers`` is built in), an unsupported version is a 406; ``POST /workflows`` starts an
+    execution (``RUNNING``, then the definition's later statuses, with the same webhooks).
     """
 
     def __init__(

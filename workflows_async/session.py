@@ -379,21 +379,20 @@ class Session(V2Calls):
         """
         if parameters is not None and parameters_id is not None:
             raise ConfigurationError("pass parameters or parameters_id, not both")
-        run_request(  # every check before anything is sent
+        definition = run_request(  # every check before anything is sent
             self.api_version,
             case_id,
             workflow_definition_id,
             record_id=record_id,
             parameters_id=parameters_id,
-        )
-        assert workflow_definition_id is not None  # checked by run_request
+        ).workflow_definition_id
 
         async def start() -> Workflow:
             pid = parameters_id
             if parameters is not None:
-                pid = (await self.create_parameters(workflow_definition_id, parameters)).id
+                pid = (await self.create_parameters(definition, parameters)).id
             return await self.run_workflow(
-                case_id, workflow_definition_id, record_id=record_id, parameters_id=pid
+                case_id, definition, record_id=record_id, parameters_id=pid
             )
 
         return await self._start_and_wait(

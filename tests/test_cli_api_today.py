@@ -107,3 +107,14 @@ def test_org_token_from_the_environment_and_403_named(
     line = one_error_line(err)
     assert code == 1 and line.startswith(ERROR) and "missing permission can_run" in line
     assert token not in err
+
+
+def test_execute_timeout_names_the_wait_command(
+    sim: SimThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(capsys, "execute", "--definition", "kyc-slow", "--locale", "en",
+                         "--timeout", "0.3", *api(sim))  # fmt: skip
+    assert code == 4 and out == ""
+    line = one_error_line(err)
+    execution_id = line.split("workflows-async wait ")[1].strip()
+    assert sim.call(lambda: sim.sim.workflows[execution_id].status) == "RUNNING"

@@ -121,14 +121,14 @@ def _finish(outcome: WorkflowOutcome) -> int:
     return EXIT_FAILED
 
 
-def _timed_out(exc: WorkflowTimeout, timeout: float) -> int:
+def _timed_out(exc: WorkflowTimeout, timeout: float, what: str = "the run request") -> int:
     if exc.workflow_id:
         warn(
             f"error: workflow {exc.workflow_id} did not finish within {timeout:g} s; "
             f"pick it up later with: {PROG} wait {exc.workflow_id}"
         )
     else:
-        warn(f"error: timed out after {timeout:g} s before the API answered the run request")
+        warn(f"error: timed out after {timeout:g} s before the API answered {what}")
     return EXIT_TIMEOUT
 
 

@@ -100,5 +100,5 @@ async def _execute(args: argparse.Namespace, parameters: dict[str, Any]) -> int:
                 args.definition, timeout=args.timeout, raise_on_failure=False, **options
             )
         except WorkflowTimeout as exc:
-            return _timed_out(exc, args.timeout)
+            return _timed_out(exc, args.timeout, "the execution request")
         return _finish(outcome)

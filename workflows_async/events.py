@@ -14,7 +14,11 @@ import msgspec
 
 from .errors import WebhookError
 
-__all__ = ["BadEventError", "WebhookEvent", "parse_event"]
+__all__ = ["REPLAY_WINDOW", "BadEventError", "WebhookEvent", "event_size", "parse_event"]
+
+REPLAY_WINDOW = 7 * 86400.0
+"""Seconds a dispatched event (and a terminal workflow) is remembered, so that a replay of a
+captured webhook is harmless: the platform signs no timestamp, a copy verifies forever."""
 
 
 class BadEventError(WebhookError):
@@ -59,6 +63,12 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
             f"WebhookEvent(workflow_id={self.workflow_id!r}, status={self.status!r},"
             f" event_type={self.event_type!r}, event_id={self.event_id!r})"
         )
+
+
+def event_size(event: WebhookEvent) -> int:
+    """What keeping ``event`` in memory costs, roughly: its raw body and its fields."""
+    fields = (event.workflow_id, event.status, event.case_id, event.event_type, event.event_id)
+    return len(event.raw) + sum(len(f) for f in fields if f) + 200
 
 
 _MAX_FIELD = 256

@@ -38,6 +38,7 @@ from .errors import (
 from .jws import (
     DEFAULT_ALGORITHMS,
     SUPPORTED_ALGORITHMS,
+    DetachedSignature,
     ProtectedHeader,
     check_kid,
     load_public_key,
@@ -252,12 +253,17 @@ class WebhookVerifier:
     def algorithms(self) -> frozenset[str]:
         return self._algorithms
 
+    def parse(self, signature_header: str | None) -> DetachedSignature:
+        """Check the header alone (present, well-formed, allowed alg, kid a UUID): pure, so a
+        receiver can refuse a request before reading its body. ``SignatureError`` otherwise."""
+        if not signature_header:
+            raise SignatureError("missing JWS-SIGNATURE header")
+        return parse_signature(signature_header, algorithms=self._algorithms, require_kid=True)
+
     async def verify(self, signature_header: str | None, body: bytes) -> ProtectedHeader:
         """Return the protected header when the signature holds; raise ``SignatureError`` or
         ``KeyUnavailableError`` otherwise. The header is fully checked before any key lookup."""
-        if not signature_header:
-            raise SignatureError("missing JWS-SIGNATURE header")
-        sig = parse_signature(signature_header, algorithms=self._algorithms, require_kid=True)
+        sig = self.parse(signature_header)
         if sig.header.kid is None:  # parse_signature guarantees it; keeps the types honest
             raise SignatureError("header has no kid")
         key = await self._keys.get(sig.header.kid)

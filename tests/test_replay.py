@@ -184,3 +184,32 @@ async def test_bus_remembered_events_are_bounded_by_bytes() -> None:
     assert bus._terminal.bytes <= 1 << 20
     assert await bus.last_terminal(["wf-0"]) == []
     assert len(await bus.last_terminal(["wf-199"])) == 1
+
+
+async def test_a_copy_racing_the_pending_release_is_not_published_again() -> None:
+    """A copy that looked before the mark was set and claims after the pending claim was
+    dropped must still be recognised as a copy."""
+    clock = Clock()
+
+    class RacyBus(InMemoryBus):
+        published = 0
+        first_look = True
+
+        async def publish(self, event: wa.WebhookEvent, *, terminal: bool) -> bool:
+            self.published += 1
+            return await super().publish(event, terminal=terminal)
+
+        async def is_claimed(self, key: str) -> bool:
+            if self.first_look and key.startswith("published:"):
+                self.first_look = False
+                return False  # the copy's first look, just before the mark is set
+            return await super().is_claimed(key)
+
+    bus = RacyBus(clock=clock)
+    w = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
+    ev = event("wf-1", "COMPLETED", "e-1")
+    await bus.start(w._deliver)
+    await bus.claim("published:id:e-1", _PUBLISHED_TTL)  # the other process's publish, done
+    assert await w.publish(ev) is True
+    assert bus.published == 0 and w.duplicate_deliveries == 1
+    await w.close()

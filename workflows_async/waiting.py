@@ -109,6 +109,13 @@ class Waiting:
                 return True
             self.deferred_deliveries += 1
             return False  # another process is publishing it right now: retry later
+        if await self.bus.is_claimed(published):
+            # Published between our first look and our claim (its publisher then dropped its
+            # pending claim, which let ours through): a copy, not a new event.
+            with contextlib.suppress(WorkflowsError, OSError):
+                await self.bus.release(pending)
+            self.duplicate_deliveries += 1
+            return True
         terminal = self.statuses.is_terminal(event.status)
         try:
             sent = await self.bus.publish(event, terminal=terminal)

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import json
 import socket
+import struct
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from multidict import CIMultiDictProxy
 
 __all__ = ["Call", "FakeAPI", "FirstConnectRefused", "first_connect_refused_session"]
 
-Action = Literal["answer", "hang", "disconnect"]
+Action = Literal["answer", "hang", "disconnect", "reset", "truncate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,9 @@ class FakeAPI:
         action: Action = "answer",
     ) -> None:
         """Script one answer: ``payload`` is sent as JSON, else ``body`` as it is. ``action``
-        ``"hang"`` never answers (until close), ``"disconnect"`` drops the connection."""
+        ``"hang"`` never answers (until close), ``"disconnect"`` drops the connection,
+        ``"reset"`` drops it with a TCP reset, ``"truncate"`` sends the headers and half the
+        body, then drops it."""
         all_headers = dict(headers or {})
         if payload is not None:
             body = json.dumps(payload)
@@ -104,9 +107,20 @@ class FakeAPI:
         reply = queue[0] if queue[0].repeat else queue.pop(0)
         if reply.action == "hang":
             await self._release.wait()
-        elif reply.action == "disconnect":
+        elif reply.action in ("disconnect", "reset"):
+            assert request.transport is not None
+            if reply.action == "reset":
+                sock = request.transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.transport.close()
+        elif reply.action == "truncate":
+            response = web.StreamResponse(status=reply.status, headers=reply.headers)
+            response.content_length = len(reply.body) or 100
+            await response.prepare(request)
+            await response.write(reply.body[: len(reply.body) // 2])
             assert request.transport is not None
             request.transport.close()
+            return response
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
 
     async def __aenter__(self) -> FakeAPI:
@@ -134,16 +148,19 @@ def closed_port() -> int:
 
 
 class FirstConnectRefused(AbstractResolver):
-    """Resolves every name to 127.0.0.1: the first lookup to a closed port (so the connection
-    is refused before anything is sent), later ones to ``port``."""
+    """Resolves every name to 127.0.0.1: the first ``refusals`` lookups to a closed port (so
+    the connection is refused before anything is sent), later ones to ``port``; ``lookups``
+    counts them (one per connection attempt)."""
 
-    def __init__(self, port: int) -> None:
-        self._ports = [closed_port()]
+    def __init__(self, port: int, refusals: int = 1) -> None:
+        self._ports = [closed_port()] * refusals
         self._port = port
+        self.lookups = 0
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        self.lookups += 1
         target = self._ports.pop() if self._ports else self._port
         result: ResolveResult = {
             "hostname": host,
@@ -159,7 +176,11 @@ class FirstConnectRefused(AbstractResolver):
         pass
 
 
-def first_connect_refused_session(port: int) -> aiohttp.ClientSession:
-    """An aiohttp session whose first connection is refused and later ones reach ``port``."""
-    connector = aiohttp.TCPConnector(resolver=FirstConnectRefused(port), use_dns_cache=False)
+def first_connect_refused_session(
+    port: int, resolver: FirstConnectRefused | None = None
+) -> aiohttp.ClientSession:
+    """An aiohttp session whose first connection (or as many as ``resolver`` says) is refused
+    and later ones reach ``port``."""
+    resolver = resolver or FirstConnectRefused(port)
+    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
     return aiohttp.ClientSession(connector=connector)

@@ -58,11 +58,14 @@ class Scenario:
     """Before effect: the API did nothing."""
     retry_after: float = 0.2
     token_ttl: float = 3.0
-    revoke_tokens_rate: float = 0.0
+    revoke_tokens_every: float = 0.0
+    """Mean real seconds between revocations of every token, at random times (0: never)."""
     rotate_key: bool = False
     """Rotate the signing key once half the runs were sent."""
     key_publish_delay: float = 1.0
     webhook_retry_interval: float = 0.5
+    """Real seconds between the platform's delivery attempts (the real platform: 5 s). The
+    rotation needs a realistic value: the receiver re-checks a kid not served yet after 3 s."""
     after_effect_rate: float = 0.0
     """Share of runs whose ``POST /workflows/run`` takes effect and is answered 503: counted
     apart (an OutcomeUnknownError is then the documented answer)."""
@@ -79,7 +82,8 @@ class Scenario:
     @classmethod
     def full(cls, **changes: Any) -> Scenario:
         """Everything at once: the base chaos plus revoked tokens and a mid-run key rotation."""
-        return dataclasses.replace(cls(revoke_tokens_rate=0.005, rotate_key=True), **changes)
+        full = cls(revoke_tokens_every=3.0, rotate_key=True, webhook_retry_interval=5.0)
+        return dataclasses.replace(full, **changes)
 
 
 @dataclasses.dataclass
@@ -216,7 +220,7 @@ def _faults(s: Scenario) -> Faults:
         error_statuses=s.get_error_statuses,
         post_error_statuses=s.post_error_statuses,
         retry_after=s.retry_after,
-        revoke_tokens_rate=s.revoke_tokens_rate,
+        revoke_tokens_every=s.revoke_tokens_every,
         key_publish_delay=s.key_publish_delay,
     )
 

@@ -1,38 +1,41 @@
-"""Organization tokens (sent as they are), legacy JWT bearer tokens, 401/403 at the HTTP seam."""
+"""Organization tokens (sent as they are), legacy JWT bearer tokens, 401/403 at the HTTP seam
+(a scripted localhost API, tests/fake_api.py)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aioresponses import aioresponses
-from yarl import URL
+from fake_api import FakeAPI
 
 import workflows_async as wa
 from workflows_async import errors
 from workflows_async._decipher import permission_from_body
 from workflows_async.auth import auth_from_env
 
-BASE = "https://api.example.test"
 WF_ID = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"
 ORG = "tot_0123456789abcdefSECRET"
 NO_RETRY = wa.RetryPolicy(max_attempts=1)
 
 
 @pytest.fixture
-def mocked() -> Iterator[Any]:
-    with aioresponses() as m:
-        yield m
+async def mocked() -> AsyncIterator[FakeAPI]:
+    async with FakeAPI() as api:
+        yield api
 
 
-def sent_headers(mocked: Any, method: str, path: str) -> list[dict[str, str]]:
-    return [call.kwargs["headers"] for call in mocked.requests.get((method, URL(BASE + path)), [])]
+def local(api: FakeAPI, auth: wa.Auth | None, **kwargs: Any) -> wa.Session:
+    return wa.Session(api.base_url, auth, allow_insecure_http=True, **kwargs)
 
 
-def answer(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "RUNNING"})
+def sent_headers(mocked: FakeAPI, method: str, path: str) -> list[Any]:
+    return [call.headers for call in mocked.calls(method, path)]
+
+
+def answer(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "RUNNING"})
 
 
 @pytest.mark.parametrize(
@@ -43,19 +46,19 @@ def answer(mocked: Any) -> None:
     ],
 )
 async def test_exact_authorization_header_per_auth_kind(
-    mocked: Any, auth: wa.Auth, expected: str
+    mocked: FakeAPI, auth: wa.Auth, expected: str
 ) -> None:
     answer(mocked)
-    async with wa.Session(BASE, auth) as session:
+    async with local(mocked, auth) as session:
         await session.get_workflow(WF_ID)
     (headers,) = sent_headers(mocked, "GET", f"/workflows/{WF_ID}")
     assert headers["Authorization"] == expected
 
 
-async def test_key_secret_sends_bearer_of_the_authorized_jwt(mocked: Any) -> None:
-    mocked.post(BASE + "/auth/authorize", payload={"accessToken": "acc-1", "expiryDuration": 60})
+async def test_key_secret_sends_bearer_of_the_authorized_jwt(mocked: FakeAPI) -> None:
+    mocked.post("/auth/authorize", payload={"accessToken": "acc-1", "expiryDuration": 60})
     answer(mocked)
-    async with wa.Session(BASE, wa.KeySecretAuth("k", "s")) as session:
+    async with local(mocked, wa.KeySecretAuth("k", "s")) as session:
         await session.get_workflow(WF_ID)
     (headers,) = sent_headers(mocked, "GET", f"/workflows/{WF_ID}")
     assert headers["Authorization"] == "Bearer acc-1"
@@ -76,11 +79,11 @@ def test_from_env_picks_the_organization_token_first(env: dict[str, str], kind: 
     assert isinstance(auth_from_env(env), kind)
 
 
-async def test_from_env_sends_a_tot_token_without_bearer(mocked: Any) -> None:
+async def test_from_env_sends_a_tot_token_without_bearer(mocked: FakeAPI) -> None:
     """Failed before organization tokens were known: WORKFLOWS_TOKEN=tot_... went as Bearer."""
     answer(mocked)
-    env = {"WORKFLOWS_BASE_URL": BASE, "WORKFLOWS_TOKEN": ORG}
-    async with wa.Session.from_env(env) as session:
+    env = {"WORKFLOWS_BASE_URL": mocked.base_url, "WORKFLOWS_TOKEN": ORG}
+    async with wa.Session.from_env(env, allow_insecure_http=True) as session:
         await session.get_workflow(WF_ID)
     (headers,) = sent_headers(mocked, "GET", f"/workflows/{WF_ID}")
     assert headers["Authorization"] == ORG
@@ -107,13 +110,13 @@ def test_token_auth_refuses_an_organization_token_and_says_what_to_use() -> None
 def test_reprs_never_show_the_token() -> None:
     auth = wa.OrganizationTokenAuth(ORG)
     assert ORG not in repr(auth) and "SECRET" not in str(auth)
-    session = wa.Session(BASE, auth)
+    session = wa.Session("https://api.example.test", auth)
     assert "SECRET" not in repr(session)
 
 
-async def test_401_with_an_organization_token_is_final(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=401, payload={"error": "invalid_token"})
-    async with wa.Session(BASE, wa.OrganizationTokenAuth(ORG), retry=NO_RETRY) as session:
+async def test_401_with_an_organization_token_is_final(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", status=401, payload={"error": "invalid_token"})
+    async with local(mocked, wa.OrganizationTokenAuth(ORG), retry=NO_RETRY) as session:
         with pytest.raises(errors.CredentialsError) as caught:
             await session.get_workflow(WF_ID)
     assert len(sent_headers(mocked, "GET", f"/workflows/{WF_ID}")) == 1
@@ -143,10 +146,10 @@ def test_permission_from_body_is_tolerant_and_short(body: bytes, permission: str
     assert permission_from_body(body) == permission
 
 
-async def test_403_names_the_call_and_the_permission_only(mocked: Any) -> None:
+async def test_403_names_the_call_and_the_permission_only(mocked: FakeAPI) -> None:
     body = {"error": "forbidden", "message": "Alice 19900101 may not", "permission": "can_run"}
-    mocked.post(BASE + "/workflows/run", status=403, body=json.dumps(body))
-    async with wa.Session(BASE, wa.OrganizationTokenAuth(ORG), retry=NO_RETRY) as session:
+    mocked.post("/workflows/run", status=403, body=json.dumps(body))
+    async with local(mocked, wa.OrganizationTokenAuth(ORG), retry=NO_RETRY) as session:
         with pytest.raises(errors.PermissionDeniedError) as caught:
             await session.run_workflow("c1", "kyc")
     error = caught.value
@@ -155,9 +158,9 @@ async def test_403_names_the_call_and_the_permission_only(mocked: Any) -> None:
     assert "Alice" not in str(error)
 
 
-async def test_403_without_a_named_permission(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=403, body="nope")
-    async with wa.Session(BASE, wa.OrganizationTokenAuth(ORG), retry=NO_RETRY) as session:
+async def test_403_without_a_named_permission(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", status=403, body="nope")
+    async with local(mocked, wa.OrganizationTokenAuth(ORG), retry=NO_RETRY) as session:
         with pytest.raises(errors.PermissionDeniedError) as caught:
             await session.get_workflow(WF_ID)
     assert caught.value.permission is None

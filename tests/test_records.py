@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aioresponses import aioresponses
-from yarl import URL
+from fake_api import Call, FakeAPI
 
 import workflows_async as wa
 
-BASE = "https://api.example.test"
 CASE_ID = "6f1c9a52-0b7e-4c8e-9a51-3f2d6f0e8a11"
 REC_ID = "0c5e2a9b-7d41-4f0e-b2a3-5c6d7e8f9a0b"
 WF_ID = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"
@@ -20,45 +17,49 @@ ORG = wa.OrganizationTokenAuth("tot_test")
 
 
 @pytest.fixture
-def mocked() -> Iterator[Any]:
-    with aioresponses() as m:
-        yield m
+async def mocked() -> AsyncIterator[FakeAPI]:
+    async with FakeAPI() as api:
+        yield api
 
 
-def sent(mocked: Any, method: str, path: str) -> list[Any]:
-    return list(mocked.requests.get((method, URL(BASE + path)), []))
+def local(api: FakeAPI, **kwargs: Any) -> wa.Session:
+    return wa.Session(api.base_url, ORG, allow_insecure_http=True, **kwargs)
 
 
-async def test_v1_run_sends_case_id_and_reads_case_id(mocked: Any) -> None:
-    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "caseId": CASE_ID, "status": "X"})
-    async with wa.Session(BASE, ORG) as session:
+def sent(mocked: FakeAPI, method: str, path: str) -> list[Call]:
+    return mocked.calls(method, path)
+
+
+async def test_v1_run_sends_case_id_and_reads_case_id(mocked: FakeAPI) -> None:
+    mocked.post("/workflows/run", payload={"id": WF_ID, "caseId": CASE_ID, "status": "X"})
+    async with local(mocked) as session:
         workflow = await session.run_workflow(CASE_ID, "kyc")
     (call,) = sent(mocked, "POST", "/workflows/run")
-    assert json.loads(call.kwargs["data"]) == {"caseId": CASE_ID, "workflowDefinitionId": "kyc"}
-    assert call.kwargs["headers"]["Accept"] == "application/json"
+    assert call.json() == {"caseId": CASE_ID, "workflowDefinitionId": "kyc"}
+    assert call.headers["Accept"] == "application/json"
     assert workflow.case_id == CASE_ID and workflow.record_id is None
 
 
-async def test_v2_run_sends_record_id_and_reads_record_id(mocked: Any) -> None:
+async def test_v2_run_sends_record_id_and_reads_record_id(mocked: FakeAPI) -> None:
     answer = {"id": WF_ID, "recordId": REC_ID, "status": "RUNNING"}
-    mocked.post(BASE + "/workflows/run", payload=answer)
-    mocked.get(BASE + f"/workflows/{WF_ID}", payload=answer)
-    async with wa.Session(BASE, ORG, api_version=2) as session:
+    mocked.post("/workflows/run", payload=answer)
+    mocked.get(f"/workflows/{WF_ID}", payload=answer)
+    async with local(mocked, api_version=2) as session:
         workflow = await session.run_workflow(workflow_definition_id="kyc", record_id=REC_ID)
         polled = await session.get_workflow(WF_ID)
     (call,) = sent(mocked, "POST", "/workflows/run")
-    assert json.loads(call.kwargs["data"]) == {"recordId": REC_ID, "workflowDefinitionId": "kyc"}
-    assert call.kwargs["headers"]["Accept"] == "application/json;version=2"
+    assert call.json() == {"recordId": REC_ID, "workflowDefinitionId": "kyc"}
+    assert call.headers["Accept"] == "application/json;version=2"
     assert workflow.record_id == REC_ID and workflow.case_id is None
     assert polled.record_id == REC_ID and not polled.is_terminal
 
 
-async def test_v2_run_without_a_record(mocked: Any) -> None:
-    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": "RUNNING"})
-    async with wa.Session(BASE, ORG, api_version=2) as session:
+async def test_v2_run_without_a_record(mocked: FakeAPI) -> None:
+    mocked.post("/workflows/run", payload={"id": WF_ID, "status": "RUNNING"})
+    async with local(mocked, api_version=2) as session:
         await session.run_workflow(workflow_definition_id="kyc")
     (call,) = sent(mocked, "POST", "/workflows/run")
-    assert json.loads(call.kwargs["data"]) == {"workflowDefinitionId": "kyc"}
+    assert call.json() == {"workflowDefinitionId": "kyc"}
 
 
 @pytest.mark.parametrize(
@@ -72,9 +73,9 @@ async def test_v2_run_without_a_record(mocked: Any) -> None:
     ],
 )
 async def test_version_mismatches_are_refused_before_sending(
-    mocked: Any, version: int | None, kwargs: dict[str, Any], match: str
+    mocked: FakeAPI, version: int | None, kwargs: dict[str, Any], match: str
 ) -> None:
-    async with wa.Session(BASE, ORG, api_version=version) as session:
+    async with local(mocked, api_version=version) as session:
         with pytest.raises(wa.ConfigurationError, match=match):
             await session.run_workflow(workflow_definition_id="kyc", **kwargs)
         with pytest.raises(wa.ConfigurationError, match=match):
@@ -82,7 +83,7 @@ async def test_version_mismatches_are_refused_before_sending(
     assert not mocked.requests  # nothing was sent, not even the parameter set
 
 
-async def test_create_and_get_record_keep_every_field(mocked: Any) -> None:
+async def test_create_and_get_record_keep_every_field(mocked: FakeAPI) -> None:
     answer = {
         "id": REC_ID,
         "version": 1,
@@ -92,14 +93,14 @@ async def test_create_and_get_record_keep_every_field(mocked: Any) -> None:
         "personalNumber": "18151210-0000",
         "score": 7,
     }
-    mocked.post(BASE + "/tables/people/records", status=201, payload=answer)
-    mocked.get(BASE + f"/tables/people/records/{REC_ID}", payload=answer)
-    async with wa.Session(BASE, ORG, api_version=2) as session:
+    mocked.post("/tables/people/records", status=201, payload=answer)
+    mocked.get(f"/tables/people/records/{REC_ID}", payload=answer)
+    async with local(mocked, api_version=2) as session:
         fields = {"email": "ada@example.test", "personalNumber": "18151210-0000", "score": 7}
         record = await session.create_record("people", fields)
         again = await session.get_record("people", REC_ID)
     (call,) = sent(mocked, "POST", "/tables/people/records")
-    assert json.loads(call.kwargs["data"]) == fields
+    assert call.json() == fields
     assert record == again
     assert record.id == REC_ID and record.version == 1
     assert record.created_at == "2026-05-01T12:00:00.000Z" and record.updated_at
@@ -118,9 +119,9 @@ async def test_create_and_get_record_keep_every_field(mocked: Any) -> None:
     ],
 )
 async def test_bad_record_arguments_are_refused_before_sending(
-    mocked: Any, table: str, fields: Any, match: str
+    mocked: FakeAPI, table: str, fields: Any, match: str
 ) -> None:
-    async with wa.Session(BASE, ORG, api_version=2) as session:
+    async with local(mocked, api_version=2) as session:
         with pytest.raises(wa.ConfigurationError, match=match):
             await session.create_record(table, fields)
         with pytest.raises(wa.ConfigurationError):

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkflowTimeout
-from ..executions import Execution
 from .api import _finish, _timed_out, _timeout
 from .common import (
     EXIT_OK,
@@ -26,6 +25,9 @@ from .common import (
     positive_float,
     print_json,
 )
+
+if TYPE_CHECKING:  # imported where used, so that parsing the command line stays cheap
+    from ..executions import Execution
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:

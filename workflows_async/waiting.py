@@ -2,7 +2,8 @@
 
 Invariants: a workflow is polled only while a local waiter waits for it and the bus has not
 already told us its end; every exit from a wait (result, failure, timeout, cancellation) removes
-the waiter and, when it was the last one, the poll entry; closing fails every pending wait.
+the waiter and, when it was the last one, the poll entry; closing fails every pending wait; an
+error a waiter gets names its workflow (``workflow_id``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ log = logging.getLogger("workflows_async.waiting")
 
 _PENDING_TTL = 10.0  # seconds a process may take to publish an event before others may
 _PUBLISHED_TTL = 3600.0  # seconds a published event is remembered (platform retries: ~30 s)
+
+
+def _closed_while_waiting(workflow_id: str) -> SessionClosedError:
+    error = SessionClosedError(f"the Session was closed while waiting for workflow {workflow_id}")
+    error.workflow_id = workflow_id
+    return error
 
 
 class Waiting:
@@ -135,6 +142,8 @@ class Waiting:
         self.registry.resolve(Completion(workflow, Channel.POLL), workflow_id=workflow_id)
 
     def _poll_failed(self, workflow_id: str, error: BaseException) -> None:
+        if isinstance(error, WorkflowsError) and error.workflow_id is None:
+            error.workflow_id = workflow_id  # the caller can resume with wait(workflow_id)
         self.registry.fail(workflow_id, error)
 
     async def recheck(self) -> None:
@@ -176,7 +185,7 @@ class Waiting:
         if self._closed:
             return
         self._closed = True
-        self.registry.fail_all(SessionClosedError("the Session was closed while waiting"))
+        self.registry.fail_all(_closed_while_waiting)
         await self.scheduler.close()
         await self.hooks.close()
         try:  # also when a start is half-way: the bus then stops what it began

@@ -5,6 +5,7 @@ wait (CredentialsError, 403, 400, a 404 past the grace) carry the workflow id.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -395,3 +396,39 @@ async def test_end_to_end_a_webhook_resolves_while_polls_get_401() -> None:
         async with asyncio.timeout(10):
             outcome = await task
     assert outcome.channel is wa.Channel.WEBHOOK and outcome.result is not None
+
+
+async def test_a_stray_cancelled_error_from_a_poll_does_not_stall_the_entry() -> None:
+    poll = Script(asyncio.CancelledError(), "COMPLETED")  # e.g. leaked by a library below
+    async with scheduler(poll) as (sched, rec):
+        sched.add(WF, delay=0)
+        await rec.settled()
+    assert len(rec.done) == 1 and poll.calls == 2
+
+
+async def test_a_dead_scheduler_task_is_restarted_by_the_next_wait() -> None:
+    async with engine(Script("COMPLETED")) as waiting:
+        await waiting.start()
+        task = waiting.scheduler._task
+        assert task is not None
+        task.cancel()  # whatever killed it, waits must not hang
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(10):
+            completion = await waiting.completion(WF, first_poll=0)
+    assert completion.channel is wa.Channel.POLL
+
+
+class FlakyBus(InMemoryBus):
+    async def last_terminal(self, workflow_ids: list[str]) -> list[wa.WebhookEvent]:
+        raise ConnectionResetError("the bus is down")
+
+
+async def test_a_bus_lookup_failure_leaves_the_wait_to_polling() -> None:
+    waiting = Waiting(statuses=StatusSet(), policy=QUICK, bus=FlakyBus(), poll=Script("COMPLETED"))
+    try:
+        async with asyncio.timeout(10):
+            completion = await waiting.completion(WF, first_poll=0)
+    finally:
+        await waiting.close()
+    assert completion.channel is wa.Channel.POLL

@@ -345,6 +345,12 @@ class PollScheduler:
                 self._entries.pop(wid, None)
             else:
                 self._reschedule(wid)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # close(): this poll is being cancelled
+            log.warning("poll of %s raised a stray CancelledError; polling again", wid)
+            self._reschedule(wid)
         except Exception as exc:
             try:
                 self._failed(wid, exc)

@@ -165,18 +165,27 @@ class Waiting:
         future = self.registry.register(workflow_id)
         try:
             if not future.done():
-                for event in await self.bus.last_terminal([workflow_id]):
+                for event in await self._remembered(workflow_id):
                     self.registry.resolve(
                         Completion(workflow_from_event(event), Channel.WEBHOOK, event)
                     )
             self._check_open()  # closed meanwhile: nothing would ever resolve this future
             if not future.done():
+                self.scheduler.start()  # restarts a scheduler task that died, else no-op
                 self.scheduler.add(workflow_id, delay=first_poll)
             completion = await future
         finally:
             if self.registry.unregister(workflow_id, future):
                 self.scheduler.remove(workflow_id)
         return completion
+
+    async def _remembered(self, workflow_id: str) -> list[WebhookEvent]:
+        """The bus's remembered terminal event, if any; a bus fault leaves it to polling."""
+        try:
+            return await self.bus.last_terminal([workflow_id])
+        except Exception as exc:  # any bus's fault: polling is the truth anyway
+            log.warning("bus lookup for %s failed (%s); polling", workflow_id, type(exc).__name__)
+            return []
 
     def pending(self) -> list[str]:
         return self.registry.pending()

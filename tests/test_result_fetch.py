@@ -4,21 +4,13 @@ still come round; and every error out of run_and_wait/wait names the workflow.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aioresponses import aioresponses
+from test_wait_faults import WF, FakeAPI, fake_api
 
 import workflows_async as wa
 from workflows_async._result_fetch import MAX_DELAY, fetch_with_retries, result_retry_delay
-
-BASE = "https://api.example.test"
-CASE_ID = "6f1c9a52-0b7e-4c8e-9a51-3f2d6f0e8a11"
-WF_ID = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"
-RESULT = f"{BASE}/workflows/{WF_ID}/result"
-STATUS = f"{BASE}/workflows/{WF_ID}"
-NOW = {"Retry-After": "0"}  # the server says "again at once" (floored at MIN_DELAY)
 
 
 def err(cls: type[wa.APIError], status: int, retry_after: float | None = None) -> wa.APIError:
@@ -104,118 +96,78 @@ async def test_the_loop_raises_what_cannot_heal_without_sleeping() -> None:
     assert slept == []
 
 
-# -- through the Session, at the HTTP seam ----------------------------------------------------
+# -- through the Session, against a tiny fake API on a localhost socket ----------------------
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[wa.Session]:
-    async with wa.Session(
-        BASE,
-        wa.TokenAuth("tok"),
-        retry=wa.RetryPolicy.none(),
-        poll=wa.PollPolicy(initial_delay=0, max_interval=0.05, jitter=0),
-    ) as s:
-        yield s
+async def test_result_not_ready_and_5xx_after_the_end_are_fetched_again() -> None:
+    api = FakeAPI(polls=["COMPLETED"], results=[409, 404, 502, 429, 200], run="COMPLETED")
+    async with fake_api(api) as session, asyncio.timeout(10):
+        outcome = await session.run_and_wait("c", "kyc", timeout=5)
+    assert outcome.result is not None and outcome.result["score"] == 1
+    assert api.count("result") == 5
 
 
-@pytest.fixture
-def mocked() -> Any:
-    with aioresponses() as m:
-        yield m
-
-
-def run_answers(mocked: Any, status: str) -> None:
-    mocked.post(f"{BASE}/workflows/run", payload={"id": WF_ID, "caseId": CASE_ID, "status": status})
-
-
-def result_calls(mocked: Any) -> int:
-    return sum(len(v) for (method, url), v in mocked.requests.items() if str(url) == RESULT)
-
-
-async def test_result_not_ready_and_5xx_after_the_end_are_fetched_again(
-    session: wa.Session, mocked: Any
-) -> None:
-    run_answers(mocked, "COMPLETED")
-    mocked.get(RESULT, status=409, payload={"error": "result_not_ready"}, headers=NOW)
-    mocked.get(RESULT, status=404, payload={}, headers=NOW)
-    mocked.get(RESULT, status=502, payload={}, headers=NOW)
-    mocked.get(RESULT, status=429, payload={}, headers=NOW)
-    mocked.get(RESULT, payload={"caseId": CASE_ID, "score": 7})
-    async with asyncio.timeout(10):
-        outcome = await session.run_and_wait(CASE_ID, "kyc", timeout=5)
-    assert outcome.result is not None and outcome.result["score"] == 7
-    assert result_calls(mocked) == 5
-
-
-async def test_one_deadline_covers_the_result_fetch(session: wa.Session, mocked: Any) -> None:
-    run_answers(mocked, "COMPLETED")
-    mocked.get(RESULT, status=409, payload={}, headers=NOW, repeat=True)
-    async with asyncio.timeout(10):
+async def test_one_deadline_covers_the_result_fetch() -> None:
+    api = FakeAPI(polls=["COMPLETED"], results=[409], run="COMPLETED")
+    async with fake_api(api) as session, asyncio.timeout(10):
         with pytest.raises(wa.WorkflowTimeout) as info:
-            await session.run_and_wait(CASE_ID, "kyc", timeout=0.5)
-    assert info.value.workflow_id == WF_ID and WF_ID in str(info.value)
-    assert result_calls(mocked) > 1
+            await session.run_and_wait("c", "kyc", timeout=0.5)
+    assert info.value.workflow_id == WF and WF in str(info.value)
+    assert api.count("result") > 1
 
 
-async def test_a_result_fetch_refused_for_good_raises_at_once_with_the_id(
-    session: wa.Session, mocked: Any
-) -> None:
-    run_answers(mocked, "COMPLETED")
-    mocked.get(RESULT, status=403, payload={}, repeat=True)
-    async with asyncio.timeout(10):
+async def test_a_result_fetch_refused_for_good_raises_at_once_with_the_id() -> None:
+    api = FakeAPI(polls=["COMPLETED"], results=[403], run="COMPLETED")
+    async with fake_api(api) as session, asyncio.timeout(10):
         with pytest.raises(wa.PermissionDeniedError) as info:
-            await session.run_and_wait(CASE_ID, "kyc", timeout=30)
-    assert info.value.workflow_id == WF_ID
-    assert result_calls(mocked) == 1
+            await session.run_and_wait("c", "kyc", timeout=30)
+    assert info.value.workflow_id == WF
+    assert api.count("result") == 1
 
 
-async def test_wait_result_fetch_error_carries_the_id(session: wa.Session, mocked: Any) -> None:
-    mocked.get(STATUS, payload={"id": WF_ID, "status": "COMPLETED"})
-    mocked.get(RESULT, status=400, payload={})
-    async with asyncio.timeout(10):
+async def test_wait_result_fetch_error_carries_the_id() -> None:
+    api = FakeAPI(polls=["COMPLETED"], results=[400])
+    async with fake_api(api) as session, asyncio.timeout(10):
         with pytest.raises(wa.BadRequestError) as info:
-            await session.wait(WF_ID, timeout=30)
-    assert info.value.workflow_id == WF_ID
+            await session.wait(WF, timeout=30)
+    assert info.value.workflow_id == WF
 
 
 @pytest.mark.parametrize("method", ["run_and_wait", "wait"])
-async def test_a_poll_error_that_ends_the_wait_carries_the_id(
-    session: wa.Session, mocked: Any, method: str
-) -> None:
-    run_answers(mocked, "IN_PROGRESS")
-    mocked.get(STATUS, status=403, payload={}, repeat=True)
-    if method == "wait":
-        waited = session.wait(WF_ID, timeout=30)
-    else:
-        waited = session.run_and_wait(CASE_ID, "kyc", timeout=30)
-    async with asyncio.timeout(10):
-        with pytest.raises(wa.PermissionDeniedError) as info:
-            await waited
-    assert info.value.workflow_id == WF_ID
-    assert session.pending() == []
+async def test_a_poll_error_that_ends_the_wait_carries_the_id(method: str) -> None:
+    api = FakeAPI(polls=[403], results=[200])
+    async with fake_api(api) as session:
+        if method == "wait":
+            waited = session.wait(WF, timeout=30)
+        else:
+            waited = session.run_and_wait("c", "kyc", timeout=30)
+        async with asyncio.timeout(10):
+            with pytest.raises(wa.PermissionDeniedError) as info:
+                await waited
+        assert session.pending() == []
+    assert info.value.workflow_id == WF
 
 
 @pytest.mark.parametrize("method", ["run_and_wait", "wait"])
-async def test_closing_the_session_while_waiting_names_the_workflow(
-    session: wa.Session, mocked: Any, method: str
-) -> None:
-    run_answers(mocked, "IN_PROGRESS")
-    mocked.get(STATUS, payload={"id": WF_ID, "status": "IN_PROGRESS"}, repeat=True)
-    if method == "wait":
-        task = asyncio.create_task(session.wait(WF_ID, timeout=30))
-    else:
-        task = asyncio.create_task(session.run_and_wait(CASE_ID, "kyc", timeout=30))
-    async with asyncio.timeout(10):
-        while not session.pending():
-            await asyncio.sleep(0.01)
-        await session.close()
-        with pytest.raises(wa.SessionClosedError) as info:
-            await task
-    assert info.value.workflow_id == WF_ID
+async def test_closing_the_session_while_waiting_names_the_workflow(method: str) -> None:
+    api = FakeAPI(polls=["IN_PROGRESS"], results=[200])
+    async with fake_api(api) as session:
+        if method == "wait":
+            task = asyncio.create_task(session.wait(WF, timeout=30))
+        else:
+            task = asyncio.create_task(session.run_and_wait("c", "kyc", timeout=30))
+        async with asyncio.timeout(10):
+            while not session.pending():
+                await asyncio.sleep(0.01)
+            await session.close()
+            with pytest.raises(wa.SessionClosedError) as info:
+                await task
+    assert info.value.workflow_id == WF
 
 
-async def test_an_error_before_the_run_answered_has_no_id(session: wa.Session, mocked: Any) -> None:
-    mocked.post(f"{BASE}/workflows/run", status=400, payload={})
-    with pytest.raises(wa.BadRequestError) as info:
-        await session.run_and_wait(CASE_ID, "kyc", timeout=30)
+async def test_an_error_before_the_run_answered_has_no_id() -> None:
+    api = FakeAPI(polls=["COMPLETED"], results=[200], run=400)
+    async with fake_api(api) as session, asyncio.timeout(10):
+        with pytest.raises(wa.BadRequestError) as info:
+            await session.run_and_wait("c", "kyc", timeout=30)
     assert info.value.workflow_id is None

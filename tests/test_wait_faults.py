@@ -314,12 +314,22 @@ async def test_closing_fails_each_wait_with_its_own_workflow_id() -> None:
 # -- end to end: a tiny fake API on a localhost socket ---------------------------------------
 
 
+AGAIN_NOW = {"Retry-After": "0"}
+
+
 class FakeAPI:
     """Tokens revoked on demand; scripted statuses for polls and for the result."""
 
-    def __init__(self, polls: list[int | str], results: list[int]) -> None:
+    def __init__(
+        self,
+        polls: list[int | str],
+        results: list[int],
+        *,
+        run: int | str = "IN_PROGRESS",
+    ) -> None:
         self.polls = polls
         self.results = results
+        self.run_answer = run
         self.authorizations = 0
         self.seen: list[tuple[str, int]] = []
 
@@ -340,20 +350,27 @@ class FakeAPI:
         return web.json_response({"accessToken": token, "refreshToken": "r", "expiryDuration": 600})
 
     async def run(self, request: web.Request) -> web.Response:
-        return web.json_response({"id": WF, "caseId": "c", "status": "IN_PROGRESS"}, status=201)
+        if isinstance(self.run_answer, int):
+            return web.json_response({"error": "nope"}, status=self.run_answer)
+        return web.json_response({"id": WF, "caseId": "c", "status": self.run_answer}, status=201)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for seen, _ in self.seen if seen == kind)
 
     async def get(self, request: web.Request) -> web.Response:
         answer = self._next(self.polls)
         self.seen.append(("poll", answer if isinstance(answer, int) else 200))
         if isinstance(answer, int):
-            return web.json_response({"error": "nope"}, status=answer)
+            return web.json_response({"error": "nope"}, status=answer, headers=AGAIN_NOW)
         return web.json_response({"id": request.match_info["id"], "status": answer})
 
     async def result(self, request: web.Request) -> web.Response:
         status = self._next(self.results)
         self.seen.append(("result", status))
         if status != 200:
-            return web.json_response({"error": "result_not_ready"}, status=status)
+            return web.json_response(
+                {"error": "result_not_ready"}, status=status, headers=AGAIN_NOW
+            )
         return web.json_response({"workflowId": request.match_info["id"], "score": 1})
 
 

@@ -285,3 +285,20 @@ async def test_webhooks_of_a_record_run_and_of_an_execution_carry_the_record_id(
             assert by_id[workflow_id]["recordId"] == record.id
             assert "caseId" not in by_id[workflow_id]
         assert execution.workflow.record_id == record.id
+
+
+async def test_execute_and_wait_shares_the_result_fetch_retries_of_run_and_wait() -> None:
+    async with today(faults=Faults(result_delay=0.3)) as env:
+        outcome = await env.session.execute_and_wait(
+            "kyc-basic", locale="en", parameters={}, timeout=30
+        )
+        assert outcome.succeeded and outcome.result is not None
+        assert env.sim.calls_by_route["GET /workflows/{id}/result"] > 1  # a 409 was retried
+
+
+async def test_every_error_after_the_start_names_the_execution() -> None:
+    async with today(scopes=["can_run"]) as env:  # may start, may not read the result
+        with pytest.raises(wa.PermissionDeniedError) as caught:
+            await env.session.execute_and_wait("kyc-basic", locale="en", parameters={}, timeout=30)
+        assert caught.value.permission == "can_view_workspace"
+        assert caught.value.workflow_id in env.sim.workflows

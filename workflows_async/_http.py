@@ -6,7 +6,9 @@ retries follow :class:`RetryPolicy`: a request that is not replayable (a POST ot
 request) is resent only when it surely did not reach the server (never connected, or 429), and
 any other failure of it whose outcome is unknown raises :class:`OutcomeUnknownError`; a 401 leads
 to at most two resends (with a newer value, then with a renewed one) and never a loop; no body
-larger than ``max_response_body`` is read into memory.
+larger than ``max_response_body`` is read into memory; at most as many requests are in flight
+as the connection pool has connections, and a request's Authorization value is taken only once
+it holds one of those slots (a value taken earlier could expire while the request queues).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 import aiohttp
@@ -44,6 +46,8 @@ DEFAULT_MAX_RESPONSE_BODY = 16 << 20
 _ERROR_BODY_LIMIT = 64 << 10
 _FIXED_TOKEN_REFUSED = "a fixed token cannot be renewed; supply a new one"  # noqa: S105
 _TOKEN_PATHS = frozenset({"/auth/authorize", "/auth/refresh"})
+_AIOHTTP_DEFAULT_LIMIT = 100  # aiohttp.TCPConnector's own default
+Authorization = Callable[[], Awaitable[str]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -134,6 +138,13 @@ class HttpClient:
         self._session = session
         self._owns_session = session is None
         self._closed = False
+        # Requests wait here, not in aiohttp's pool: there the request timeout would already be
+        # running, and the Authorization value already taken (see _send_once).
+        if session is None:
+            limit = connection_limit or _AIOHTTP_DEFAULT_LIMIT
+        else:
+            limit = session.connector.limit if session.connector is not None else 0
+        self._slots = asyncio.Semaphore(limit) if limit > 0 else None
 
     @property
     def closed(self) -> bool:
@@ -165,6 +176,7 @@ class HttpClient:
         retry: bool = True,
         authorize: bool = True,
         replayable: bool | None = None,
+        gated: bool = True,
     ) -> Response:
         """Send one request (with retries unless ``retry=False``); return its 2xx answer.
 
@@ -173,6 +185,8 @@ class HttpClient:
         differs from the refused one, and if that is refused too (or there was none newer),
         renew (one renewal shared by every caller) and resend once more. ``replayable`` says
         that sending the request twice cannot duplicate an effect (default: by method).
+        ``gated=False`` skips the wait for a slot: for the token request that the requests
+        holding slots may be waiting for.
         """
         headers = dict(self._headers)
         if accept is not None:
@@ -181,21 +195,34 @@ class HttpClient:
             headers["Content-Type"] = "application/json"
         if replayable is None:
             replayable = method.upper() in IDEMPOTENT_METHODS
-        send = functools.partial(self._send, method, path, body, params, retry, replayable)
+        send = functools.partial(
+            self._send, method, path, body, params, retry, replayable, gated, headers
+        )
         auth = self.auth if authorize else None
         if auth is None:
-            return await send(headers)
-        used = await auth.authorization(self._token_request)
+            return await send(None)
+        used = ""
+
+        async def current() -> str:
+            """The auth's value now, remembered as the one this call used."""
+            nonlocal used
+            assert auth is not None
+            used = await auth.authorization(self._token_request)
+            return used
+
         try:
-            return await send({**headers, "Authorization": used})
+            return await send(current)
+        except CredentialsError:
+            raise  # the token request itself was refused: nothing to resend with
         except AuthenticationError as refused:
             first = refused
-        current = await auth.authorization(self._token_request)
-        if current != used:  # another call renewed meanwhile: that value may do
-            try:
-                return await send({**headers, "Authorization": current})
+        if await auth.authorization(self._token_request) != used:
+            try:  # another call renewed meanwhile: that value may do
+                return await send(current)
+            except CredentialsError:
+                raise
             except AuthenticationError:
-                used = current
+                pass
         renewed = await auth.renew(self._token_request, used)
         if renewed is None:
             raise CredentialsError(
@@ -208,11 +235,14 @@ class HttpClient:
             ) from None
         # A 401 now, after a renewal, is a plain AuthenticationError: the token is new, so the
         # next call renews again (e.g. tokens revoked in the meantime), never in a loop here.
-        return await send({**headers, "Authorization": renewed})
+        # (``current`` gives the renewed value, unless it expired by the clock while queued.)
+        return await send(current)
 
     async def _token_request(self, path: str, body: bytes) -> bytes:
         """The auth's way to ask for a token: no Authorization header, retried like a GET."""
-        response = await self.request("POST", path, body=body, authorize=False, replayable=True)
+        response = await self.request(
+            "POST", path, body=body, authorize=False, replayable=True, gated=False
+        )
         return response.body
 
     async def _send(
@@ -223,12 +253,14 @@ class HttpClient:
         params: Mapping[str, str] | None,
         retry: bool,
         replayable: bool,
+        gated: bool,
         headers: dict[str, str],
+        authorization: Authorization | None,
     ) -> Response:
         """One request with the retries the policy allows, under one deadline."""
         policy = self.retry
         deadline = time.monotonic() + policy.max_time
-        args = (method, path, body, headers, params, replayable)
+        args = (method, path, body, headers, params, replayable, gated, authorization)
         try:
             return await self._send_once(*args)
         except _Retry as failed:
@@ -267,8 +299,28 @@ class HttpClient:
         headers: dict[str, str],
         params: Mapping[str, str] | None,
         replayable: bool,
+        gated: bool,
+        authorization: Authorization | None,
     ) -> Response:
-        client = self._client()
+        args = (self._client(), method, path, body, headers, params, replayable, authorization)
+        if gated and self._slots is not None:
+            async with self._slots:
+                return await self._attempt(*args)
+        return await self._attempt(*args)
+
+    async def _attempt(
+        self,
+        client: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        params: Mapping[str, str] | None,
+        replayable: bool,
+        authorization: Authorization | None,
+    ) -> Response:
+        if authorization is not None:  # taken now, when the request is about to go out
+            headers = {**headers, "Authorization": await authorization()}
         url = self.base_url + path
         try:
             async with client.request(

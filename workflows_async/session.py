@@ -25,6 +25,7 @@ from aiohttp import web
 
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
+from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
 from ._v2_calls import V2Calls, run_request
 from ._version import __version__
@@ -36,6 +37,7 @@ from .errors import (
     OutcomeUnknownError,
     SessionClosedError,
     WorkflowFailed,
+    WorkflowsError,
     WorkflowTimeout,
 )
 from .executions import Execution, ExecutionOutcome
@@ -78,6 +80,50 @@ _ENCODE = msgspec.json.Encoder().encode
 
 
 _RECEIVER = web.AppKey("workflows_async.receiver", WebhookReceiver)
+
+
+class _WaitScope:
+    """One wait's deadline and its errors: on expiry :class:`WorkflowTimeout`; once the
+    workflow id is known, every :class:`WorkflowsError` leaving the scope carries it."""
+
+    def __init__(
+        self, timeout: float, workflow_id: str | None = None, *, before: str = "the run request"
+    ) -> None:
+        self.timeout = timeout
+        self.workflow_id = workflow_id
+        self._before = before  # what the API had not answered when no id is known yet
+        self._deadline = asyncio.timeout(timeout)
+
+    async def __aenter__(self) -> Self:
+        await self._deadline.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._deadline.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            if not self._deadline.expired():
+                raise
+            raise self._timed_out() from None
+        if isinstance(exc, WorkflowsError) and exc.workflow_id is None and self.workflow_id:
+            exc.workflow_id = self.workflow_id  # then re-raised as it is
+
+    def _timed_out(self) -> WorkflowTimeout:
+        wid = self.workflow_id
+        if wid is None:
+            return WorkflowTimeout(
+                f"timed out before the API answered {self._before}", workflow_id=""
+            )
+        return WorkflowTimeout(
+            f"workflow {wid}: no result within {self.timeout:g} s; "
+            f"await session.wait({wid!r}) to pick it up again",
+            workflow_id=wid,
+        )
 
 
 def _accept(api_version: int | None) -> str:
@@ -372,10 +418,12 @@ class Session(V2Calls):
 
         ``case_id`` (API version 1) or ``record_id`` (version 2) as for :meth:`run_workflow`.
         ``parameters`` creates a parameter set first (or pass ``parameters_id``). One
-        ``timeout`` covers everything; on expiry :class:`WorkflowTimeout` (also a
-        ``TimeoutError``) carries the workflow id for a later ``wait(workflow_id)``. A failure
-        status raises :class:`WorkflowFailed` unless ``raise_on_failure=False``. Cancelling the
-        call cancels only this local wait: the workflow goes on at the API.
+        ``timeout`` covers everything, the result fetch included; on expiry
+        :class:`WorkflowTimeout` (also a ``TimeoutError``) carries the workflow id for a later
+        ``wait(workflow_id)``. Once the run has answered, every error raised carries
+        ``workflow_id``. A failure status raises :class:`WorkflowFailed` unless
+        ``raise_on_failure=False``. Cancelling the call cancels only this local wait: the
+        workflow goes on at the API.
         """
         if parameters is not None and parameters_id is not None:
             raise ConfigurationError("pass parameters or parameters_id, not both")
@@ -445,30 +493,17 @@ class Session(V2Calls):
         starts the workflow (run or execution) and returns its answer; then the same deadline,
         webhook-or-poll wait, result and errors, whatever started it."""
         begin = time.monotonic()
-        workflow_id: str | None = None
-        try:
-            async with asyncio.timeout(timeout) as deadline:
-                workflow = await start()
-                workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
-                if self.statuses.is_terminal(workflow.status):
-                    completion = Completion(workflow, Channel.RUN)
-                else:
-                    completion = _known_ids(
-                        await self._waiting.completion(workflow.id, first_poll=None), workflow
-                    )
-                return await self._outcome(completion, begin, raise_on_failure)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            if workflow_id is None:
-                raise WorkflowTimeout(
-                    f"timed out before the API answered {what}", workflow_id=""
-                ) from None
-            raise WorkflowTimeout(
-                f"workflow {workflow_id}: no result within {timeout:g} s; "
-                f"await session.wait({workflow_id!r}) to pick it up again",
-                workflow_id=workflow_id,
-            ) from None
+        scope = _WaitScope(timeout, before=what)
+        async with scope:
+            workflow = await start()
+            scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
+            if self.statuses.is_terminal(workflow.status):
+                completion = Completion(workflow, Channel.RUN)
+            else:
+                completion = _known_ids(
+                    await self._waiting.completion(workflow.id, first_poll=None), workflow
+                )
+            return await self._outcome(completion, begin, raise_on_failure)
 
     async def wait(
         self,
@@ -480,17 +515,9 @@ class Session(V2Calls):
         """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``)."""
         check_path_id(workflow_id, "workflow_id")
         start = time.monotonic()
-        try:
-            async with asyncio.timeout(timeout) as deadline:
-                completion = await self._waiting.completion(workflow_id, first_poll=0.0)
-                return await self._outcome(completion, start, raise_on_failure)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise WorkflowTimeout(
-                f"workflow {workflow_id}: no result within {timeout:g} s",
-                workflow_id=workflow_id,
-            ) from None
+        async with _WaitScope(timeout, workflow_id):
+            completion = await self._waiting.completion(workflow_id, first_poll=0.0)
+            return await self._outcome(completion, start, raise_on_failure)
 
     async def _outcome(
         self, completion: Completion, start: float, raise_on_failure: bool
@@ -501,7 +528,9 @@ class Session(V2Calls):
             if raise_on_failure:
                 raise WorkflowFailed(workflow)
         else:
-            result = await self.get_result(workflow.id)
+            # The end is known, the result may lag (409 result_not_ready, a 404, a 5xx): fetch
+            # again with backoff; the wait's deadline bounds it.
+            result = await fetch_with_retries(lambda: self.get_result(workflow.id))
         return WorkflowOutcome(
             workflow=workflow,
             result=result,

@@ -170,3 +170,4 @@ async def test_execute_and_wait_finished_in_the_answer(
     assert outcome.channel == wa.Channel.RUN and outcome.result is not None
     assert outcome.result["score"] == 1 and outcome.execution.id == EX_ID
     assert outcome.workflow.id == EX_ID and outcome.succeeded
+    assert "18151210" not in repr(outcome) and "personalNumber" in repr(outcome)

@@ -118,3 +118,11 @@ def test_execute_timeout_names_the_wait_command(
     line = one_error_line(err)
     execution_id = line.split("workflows-async wait ")[1].strip()
     assert sim.call(lambda: sim.sim.workflows[execution_id].status) == "RUNNING"
+
+
+def test_token_and_key_flags_together_are_a_usage_error(
+    sim: SimThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli(capsys, "wait", "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f", *api(sim),
+                       "--api-key", "k", "--api-secret", "s")  # fmt: skip
+    assert code == 2 and "not both" in one_error_line(err)

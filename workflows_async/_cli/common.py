@@ -167,6 +167,8 @@ def _auth_from_flags(args: argparse.Namespace) -> Auth | None:
     from ..auth import KeySecretAuth, OrganizationTokenAuth, TokenAuth, is_organization_token
 
     key, secret, token = args.api_key, args.api_secret, args.token
+    if token and (key or secret):
+        raise UsageError("pass --token or --api-key and --api-secret, not both")
     if key or secret:
         if not (key and secret):
             raise UsageError("pass both --api-key and --api-secret")

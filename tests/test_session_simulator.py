@@ -69,12 +69,12 @@ async def test_expired_tokens_are_refreshed() -> None:
 
 
 async def test_tokens_expired_early_get_one_renewal_then_a_clear_error() -> None:
-    faults = Faults(expire_tokens_early=True)
+    faults = Faults(issue_expired_tokens=True)
     async with Simulator(seed=1, faults=faults) as sim, client(sim) as session:
         with pytest.raises(wa.AuthenticationError):
             await session.create_case()
         assert sim.calls_by_route["POST /cases"] == 2  # the call and its one resend
-        sim.faults.expire_tokens_early = False
+        sim.faults.issue_expired_tokens = False
         assert (await session.create_case()).id
 
 

@@ -31,7 +31,7 @@ async def client(
 
 
 async def test_full_flow_case_parameters_run_status_result() -> None:
-    async with Simulator(time_scale=0.01, seed=1) as sim, client(sim, api_version=2) as session:
+    async with Simulator(time_scale=0.01, seed=1) as sim, client(sim, api_version=1) as session:
         case = await session.create_case(
             first_name="Ada", last_name="Lovelace", personal_number="18151210-0000"
         )
@@ -44,7 +44,7 @@ async def test_full_flow_case_parameters_run_status_result() -> None:
         assert result.case_id == case.id and result.party_id and result.created_date
         assert result["parameters"] == {"country": "GB", "level": 2}
         assert result["case"]["firstName"] == "Ada"
-        assert {r.api_version for r in sim.requests if not r.path.startswith("/auth")} == {2}
+        assert {r.api_version for r in sim.requests if not r.path.startswith("/auth")} == {1}
 
 
 async def test_unknown_things_are_not_found() -> None:

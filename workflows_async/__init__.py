@@ -14,7 +14,9 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
+    from .asgi import WebhookASGIApp
     from .auth import Auth, KeySecretAuth, OrganizationTokenAuth, TokenAuth
+    from .blocking import BlockingWebhookReceiver
     from .bus import Bus, InMemoryBus
     from .errors import (
         APIError,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
         WorkflowFailed,
         WorkflowsError,
         WorkflowTimeout,
+        WrongEventLoopError,
     )
     from .events import WebhookEvent
     from .executions import Execution, ExecutionOutcome
@@ -60,12 +63,14 @@ if TYPE_CHECKING:
     from .records import Record
     from .redis_bus import RedisBus
     from .session import Session
+    from .webhooks import WebhookAnswer, WebhookCore
 
 __all__ = [
     "APIError",
     "Auth",
     "AuthenticationError",
     "BadRequestError",
+    "BlockingWebhookReceiver",
     "Bus",
     "Case",
     "Channel",
@@ -101,6 +106,9 @@ __all__ = [
     "TransportError",
     "UnsupportedMediaTypeError",
     "WaitError",
+    "WebhookASGIApp",
+    "WebhookAnswer",
+    "WebhookCore",
     "WebhookError",
     "WebhookEvent",
     "WebhookVerifier",
@@ -111,6 +119,7 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowTimeout",
     "WorkflowsError",
+    "WrongEventLoopError",
     "__version__",
 ]
 
@@ -119,6 +128,7 @@ _SOURCES: dict[str, str] = {
     "Auth": ".auth",
     "AuthenticationError": ".errors",
     "BadRequestError": ".errors",
+    "BlockingWebhookReceiver": ".blocking",
     "Bus": ".bus",
     "Case": ".models",
     "Channel": ".models",
@@ -154,6 +164,9 @@ _SOURCES: dict[str, str] = {
     "TransportError": ".errors",
     "UnsupportedMediaTypeError": ".errors",
     "WaitError": ".errors",
+    "WebhookASGIApp": ".asgi",
+    "WebhookAnswer": ".webhooks",
+    "WebhookCore": ".webhooks",
     "WebhookError": ".errors",
     "WebhookEvent": ".events",
     "WebhookVerifier": ".keys",
@@ -164,6 +177,7 @@ _SOURCES: dict[str, str] = {
     "WorkflowStatus": ".models",
     "WorkflowTimeout": ".errors",
     "WorkflowsError": ".errors",
+    "WrongEventLoopError": ".errors",
 }
 """Where each public name lives (besides ``__version__``)."""
 

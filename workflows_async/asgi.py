@@ -60,17 +60,16 @@ class WebhookASGIApp:
             for name, value in scope.get("headers", ())
         }  # ASGI names are lower-case; a repeated header keeps its last value
         answer = await self.core.receive(scope.get("method", ""), headers, _body(receive))
+        body = answer.body
+        response_headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in answer.headers.items()
+        ]
+        response_headers.append((b"content-length", str(len(body)).encode()))
         await send(
-            {
-                "type": "http.response.start",
-                "status": answer.status,
-                "headers": [
-                    (name.lower().encode("latin-1"), value.encode("latin-1"))
-                    for name, value in answer.headers.items()
-                ],
-            }
+            {"type": "http.response.start", "status": answer.status, "headers": response_headers}
         )
-        await send({"type": "http.response.body", "body": answer.body})
+        await send({"type": "http.response.body", "body": body})
 
     # aiohttp looks for these when the app is handed to add_subapp: fail loudly there.
     @property

@@ -45,6 +45,7 @@ from .models import (
 from .polling import PollPolicy
 from .redis_bus import RedisBus
 from .session import Session
+from .stats import CallStats, PollStats, Stats, WaitStats, WebhookStats
 
 __all__ = [
     "APIError",
@@ -52,6 +53,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Bus",
+    "CallStats",
     "Case",
     "Channel",
     "ConfigurationError",
@@ -67,6 +69,7 @@ __all__ = [
     "Parameters",
     "PermissionDeniedError",
     "PollPolicy",
+    "PollStats",
     "RateLimitError",
     "RedisBus",
     "RequestTimeout",
@@ -75,14 +78,17 @@ __all__ = [
     "Session",
     "SessionClosedError",
     "SignatureError",
+    "Stats",
     "StatusSet",
     "Token",
     "TokenAuth",
     "TransportError",
     "UnsupportedMediaTypeError",
     "WaitError",
+    "WaitStats",
     "WebhookError",
     "WebhookEvent",
+    "WebhookStats",
     "WebhookVerifier",
     "Workflow",
     "WorkflowFailed",

@@ -1,4 +1,4 @@
-"""Benchmark 6: one Simulator holding 10,000 workflows under 2,000 requests/s (issue 3).
+"""Benchmark 6: one Simulator holding 10,000 workflows under 2,000 requests/s.
 
 Three processes. The Simulator runs alone in a helper process (role ``simcap``). A second
 helper (role ``bare``) is a bare aiohttp app that answers the same routes with fixed JSON (the

@@ -1,6 +1,6 @@
 """Benchmark 3: waiting at scale. Memory and tasks per pending wait (``_memory.py``, in fresh
 helper processes), then webhook-to-waiter latency at a steady webhook rate (``_latency.py``)
-with the in-process bus and with ``RedisBus`` on a throw-away redis-server (issue 5)."""
+with the in-process bus and with ``RedisBus`` on a throw-away redis-server."""
 
 from __future__ import annotations
 

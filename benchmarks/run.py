@@ -1,4 +1,4 @@
-"""Benchmarks of workflows_async (issue 7). Every figure is printed next to a baseline measured
+"""Benchmarks of workflows_async. Every figure is printed next to a baseline measured
 in the same run, with the ratio, so the numbers mean something on a noisy machine.
 
     .venv/bin/python benchmarks/run.py            # full: the README figures (a few minutes)

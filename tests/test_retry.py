@@ -25,7 +25,7 @@ def test_no_retry_on_client_errors(status: int) -> None:
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [(429, True), (503, True), (500, False), (502, False), (504, False), (408, False)],
+    [(429, True), (503, False), (500, False), (502, False), (504, False), (408, False)],
 )
 def test_post_retried_only_when_surely_not_applied(status: int, expected: bool) -> None:
     assert RetryPolicy().retry_status("POST", status) is expected
@@ -84,7 +84,7 @@ def test_parse_retry_after_both_forms() -> None:
         (500, errors.ServerError),
         (502, errors.ServerError),
         (503, errors.ServerError),
-        (409, errors.APIError),
+        (409, errors.ConflictError),
     ],
 )
 def test_every_error_status_maps_to_its_exception(status: int, cls: type[errors.APIError]) -> None:

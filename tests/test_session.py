@@ -155,22 +155,23 @@ async def test_get_gives_up_after_max_attempts(session: wa.Session, mocked: Any)
 
 async def test_post_not_retried_on_500(session: wa.Session, mocked: Any) -> None:
     mocked.post(BASE + "/workflows/run", status=500, repeat=True)
-    with pytest.raises(errors.ServerError):
+    with pytest.raises(errors.OutcomeUnknownError) as info:
         await session.run_workflow(CASE_ID, "kyc")
+    assert info.value.status == 500 and isinstance(info.value.__cause__, errors.ServerError)
     assert len(calls(mocked, "POST", "/workflows/run")) == 1
 
 
 async def test_post_not_retried_on_read_timeout(session: wa.Session, mocked: Any) -> None:
     mocked.post(BASE + "/cases", exception=TimeoutError(), repeat=True)
-    with pytest.raises(errors.RequestTimeout) as info:
+    with pytest.raises(errors.OutcomeUnknownError) as info:
         await session.create_case(first_name="Ann")
-    assert isinstance(info.value, TimeoutError)
+    assert info.value.status is None and "timed out" in str(info.value)
     assert len(calls(mocked, "POST", "/cases")) == 1
 
 
 async def test_post_not_retried_on_disconnect(session: wa.Session, mocked: Any) -> None:
     mocked.post(BASE + "/cases", exception=aiohttp.ServerDisconnectedError(), repeat=True)
-    with pytest.raises(errors.TransportError):
+    with pytest.raises(errors.OutcomeUnknownError):
         await session.create_case()
     assert len(calls(mocked, "POST", "/cases")) == 1
 
@@ -186,11 +187,8 @@ async def test_post_retried_when_never_connected(session: wa.Session, mocked: An
     assert len(calls(mocked, "POST", "/cases")) == 2
 
 
-@pytest.mark.parametrize("status", [429, 503])
-async def test_post_retried_on_429_and_503_honouring_retry_after(
-    session: wa.Session, mocked: Any, status: int
-) -> None:
-    mocked.post(BASE + "/workflows/run", status=status, headers={"Retry-After": "0"})
+async def test_post_retried_on_429_honouring_retry_after(session: wa.Session, mocked: Any) -> None:
+    mocked.post(BASE + "/workflows/run", status=429, headers={"Retry-After": "0"})
     mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
     assert (await session.run_workflow(CASE_ID, "kyc")).id == WF_ID
     assert len(calls(mocked, "POST", "/workflows/run")) == 2

@@ -1,14 +1,19 @@
-"""The one place that touches ``aiohttp.ClientSession``: send, retry (with ``backoff``), answer.
+"""The one place that touches ``aiohttp.ClientSession``: send, authorize, retry, answer.
 
 Invariants: every request goes through :meth:`HttpClient.request`; it returns a 2xx
-:class:`Response` or raises a :mod:`workflows_async.errors` exception, never an aiohttp one;
-retries follow :class:`RetryPolicy` (a POST is resent only when it surely did not take effect).
+:class:`Response` or raises a :mod:`workflows_async.errors` exception, never another one;
+retries follow :class:`RetryPolicy`: a request that is not replayable (a POST other than a token
+request) is resent only when it surely did not reach the server (never connected, or 429), and
+any other failure of it whose outcome is unknown raises :class:`OutcomeUnknownError`; a 401 leads
+to at most two resends (with a newer value, then with a renewed one) and never a loop; no body
+larger than ``max_response_body`` is read into memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Generator, Mapping
 from typing import Any
@@ -18,10 +23,26 @@ import backoff
 from multidict import CIMultiDictProxy
 
 from ._decipher import error_for_status
-from ._retry import RetryPolicy
-from .errors import APIError, RateLimitError, RequestTimeout, SessionClosedError, TransportError
+from ._retry import IDEMPOTENT_METHODS, RetryPolicy
+from .auth import Auth
+from .errors import (
+    APIError,
+    AuthenticationError,
+    CredentialsError,
+    OutcomeUnknownError,
+    RateLimitError,
+    RequestTimeout,
+    ResponseTooLargeError,
+    SessionClosedError,
+    TransportError,
+)
 
-__all__ = ["HttpClient", "Response"]
+__all__ = ["DEFAULT_MAX_RESPONSE_BODY", "HttpClient", "Response"]
+
+DEFAULT_MAX_RESPONSE_BODY = 16 << 20
+# An error answer is read only this far: its excerpt is all that is kept of it.
+_ERROR_BODY_LIMIT = 64 << 10
+_TOKEN_PATHS = frozenset({"/auth/authorize", "/auth/refresh"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -31,6 +52,29 @@ class Response:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+
+
+class _TooLarge(Exception):
+    """Internal: a body passed the size limit."""
+
+
+async def _read(resp: aiohttp.ClientResponse, limit: int, *, truncate: bool) -> bytes:
+    """The body, read in chunks up to ``limit`` bytes (decompressed size): checked against
+    Content-Length first, then while reading. Beyond the limit: the part read when
+    ``truncate``, else :class:`_TooLarge`."""
+    if not truncate and resp.content_length is not None and resp.content_length > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            if not truncate:
+                raise _TooLarge
+            chunks.append(chunk[: len(chunk) - (size - limit)])
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _Retry(Exception):
@@ -75,11 +119,17 @@ class HttpClient:
         timeout: float,
         retry: RetryPolicy,
         session: aiohttp.ClientSession | None = None,
+        auth: Auth | None = None,
+        max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
+        connection_limit: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers)
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
         self.retry = retry
+        self.auth = auth
+        self.max_response_body = max_response_body
+        self._connection_limit = connection_limit
         self._session = session
         self._owns_session = session is None
         self._closed = False
@@ -92,8 +142,14 @@ class HttpClient:
         if self._closed:
             raise SessionClosedError("the Session is closed")
         if self._session is None:
+            connector = None
+            if self._connection_limit is not None:
+                connector = aiohttp.TCPConnector(limit=self._connection_limit)
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, raise_for_status=False, auto_decompress=True
+                connector=connector,
+                timeout=self._timeout,
+                raise_for_status=False,
+                auto_decompress=True,
             )
         return self._session
 
@@ -103,23 +159,77 @@ class HttpClient:
         path: str,
         *,
         body: bytes | None = None,
-        bearer: str | None = None,
         params: Mapping[str, str] | None = None,
         accept: str | None = None,
         retry: bool = True,
+        authorize: bool = True,
+        replayable: bool | None = None,
     ) -> Response:
-        """Send one request (with retries unless ``retry=False``); return its 2xx answer."""
+        """Send one request (with retries unless ``retry=False``); return its 2xx answer.
+
+        With ``authorize`` (and an auth), the request carries the auth's Authorization value;
+        a 401 is answered as the auth flow says: resend once with the current value if it
+        differs from the refused one, and if that is refused too (or there was none newer),
+        renew (one renewal shared by every caller) and resend once more. ``replayable`` says
+        that sending the request twice cannot duplicate an effect (default: by method).
+        """
         headers = dict(self._headers)
-        if bearer is not None:
-            headers["Authorization"] = f"Bearer {bearer}"
         if accept is not None:
             headers["Accept"] = accept
         if body is not None:
             headers["Content-Type"] = "application/json"
+        if replayable is None:
+            replayable = method.upper() in IDEMPOTENT_METHODS
+        send = functools.partial(self._send, method, path, body, params, retry, replayable)
+        auth = self.auth if authorize else None
+        if auth is None:
+            return await send(headers)
+        used = await auth.authorization(self._token_request)
+        try:
+            return await send({**headers, "Authorization": used})
+        except AuthenticationError as refused:
+            first = refused
+        current = await auth.authorization(self._token_request)
+        if current != used:  # another call renewed meanwhile: that value may do
+            try:
+                return await send({**headers, "Authorization": current})
+            except AuthenticationError:
+                used = current
+        renewed = await auth.renew(self._token_request, used)
+        if renewed is None:
+            raise CredentialsError(
+                first.status,
+                method=first.method,
+                path=first.path,
+                body_excerpt=first.body_excerpt,
+                request_id=first.request_id,
+                detail="a fixed token cannot be renewed; supply a new one",
+            ) from None
+        # A 401 now, after a renewal, is a plain AuthenticationError: the token is new, so the
+        # next call renews again (e.g. tokens revoked in the meantime), never in a loop here.
+        return await send({**headers, "Authorization": renewed})
+
+    async def _token_request(self, path: str, body: bytes) -> bytes:
+        """The auth's way to ask for a token: no Authorization header, retried like a GET."""
+        response = await self.request("POST", path, body=body, authorize=False, replayable=True)
+        return response.body
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+        retry: bool,
+        replayable: bool,
+        headers: dict[str, str],
+    ) -> Response:
+        """One request with the retries the policy allows, under one deadline."""
         policy = self.retry
         deadline = time.monotonic() + policy.max_time
+        args = (method, path, body, headers, params, replayable)
         try:
-            return await self._send_once(method, path, body, headers, params)
+            return await self._send_once(*args)
         except _Retry as failed:
             if not retry or policy.max_attempts == 1:
                 raise failed.error from None
@@ -143,7 +253,7 @@ class HttpClient:
             deadline=deadline,
         )(self._send_once)
         try:
-            response: Response = await send(method, path, body, headers, params)
+            response: Response = await send(*args)
         except _Retry as exhausted:
             raise exhausted.error from None
         return response
@@ -155,6 +265,7 @@ class HttpClient:
         body: bytes | None,
         headers: dict[str, str],
         params: Mapping[str, str] | None,
+        replayable: bool,
     ) -> Response:
         client = self._client()
         url = self.base_url + path
@@ -170,22 +281,41 @@ class HttpClient:
                 # and key requests to wherever it points, https or not.
                 allow_redirects=False,
             ) as resp:
-                payload = await resp.read()
                 status, resp_headers = resp.status, resp.headers
+                limit = self.max_response_body
+                if not 200 <= status < 300:
+                    limit = min(limit, _ERROR_BODY_LIMIT)  # only an excerpt is kept
+                    payload = await _read(resp, limit, truncate=True)
+                else:
+                    payload = await _read(resp, limit, truncate=False)
+        except _TooLarge:
+            too_large = ResponseTooLargeError(
+                method=method, path=path, limit=self.max_response_body, status=status
+            )
+            if replayable:
+                raise too_large from None
+            why = "its answer was too large to read"
+            raise self._unknown(method, path, why, status) from too_large
         except aiohttp.ClientConnectorError as exc:
-            raise self._transport(method, path, f"cannot connect ({exc.os_error})", False) from None
+            reason = f"cannot connect ({exc.os_error})"
+            raise self._transport(method, path, reason, False, replayable) from None
         except aiohttp.ConnectionTimeoutError:
-            raise self._transport(method, path, "connection timed out", False) from None
+            raise self._transport(method, path, "connection timed out", False, replayable) from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise self._transport(method, path, "timed out", True, timeout=True) from None
-        except aiohttp.ClientError as exc:
-            raise self._transport(method, path, type(exc).__name__, True) from None
+            raise self._transport(
+                method, path, "timed out", True, replayable, timeout=True
+            ) from None
+        except (aiohttp.ClientError, ValueError, LookupError) as exc:
+            # ValueError/LookupError: e.g. a header or URL aiohttp or yarl cannot take.
+            raise self._transport(method, path, type(exc).__name__, True, replayable) from None
         error = error_for_status(
             status, method=method, path=path, headers=resp_headers, body=payload
         )
         if error is None:
             return Response(status, resp_headers, payload)
-        if not self.retry.retry_status(method, status):
+        if not self.retry.retry_status(method, status, replayable=replayable):
+            if not replayable and self.retry.outcome_unknown(status):
+                raise self._unknown(method, path, f"it was answered {status}", status) from error
             raise error
         if not self.retry.retry_after_allowed(error.retry_after):
             raise RateLimitError(
@@ -198,13 +328,32 @@ class HttpClient:
             ) from None
         raise _Retry(error, error.retry_after)
 
+    @staticmethod
+    def _unknown(method: str, path: str, why: str, status: int | None) -> OutcomeUnknownError:
+        return OutcomeUnknownError(
+            f"{method} {path} may or may not have taken effect ({why}); it was not resent: "
+            "check before sending it again",
+            method=method,
+            path=path,
+            status=status,
+        )
+
     def _transport(
-        self, method: str, path: str, reason: str, connected: bool, *, timeout: bool = False
+        self,
+        method: str,
+        path: str,
+        reason: str,
+        connected: bool,
+        replayable: bool,
+        *,
+        timeout: bool = False,
     ) -> Exception:
         cls = RequestTimeout if timeout else TransportError
         error = cls(f"{method} {path} failed: {reason}", method=method, path=path)
-        if self.retry.retry_transport(method, connected=connected):
+        if self.retry.retry_transport(method, connected=connected, replayable=replayable):
             return _Retry(error, None)
+        if connected and not replayable:
+            return self._unknown(method, path, f"{reason} after it was sent", None)
         return error
 
     async def close(self) -> None:

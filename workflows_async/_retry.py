@@ -1,15 +1,17 @@
 """When to retry a request, and how long to wait: pure decisions, no I/O, no clock reads.
 
 Invariants: a request that may have taken effect (a POST that reached the server and was not
-answered 429 or 503) is never retried; a Retry-After above the policy's cap is never slept on;
-a delay is never negative.
+answered 429) is never retried; a Retry-After above the policy's cap is never slept on; a delay
+is never negative; parsing a header never raises.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import email.utils
+import math
 import random
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -19,7 +21,9 @@ __all__ = ["RetryPolicy", "parse_retry_after"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Statuses that prove the server did not act on the request, so even a POST may be resent.
-NOT_APPLIED_STATUSES = frozenset({429, 503})
+# Not 503: a gateway may answer 503 after it forwarded the request.
+NOT_APPLIED_STATUSES = frozenset({429})
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # ASCII digits only, unlike str.isdigit
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,19 +54,37 @@ class RetryPolicy:
         """A policy that never retries."""
         return cls(max_attempts=1)
 
-    def retry_status(self, method: str, status: int) -> bool:
-        """May a request answered with ``status`` be sent again?"""
+    def retry_status(self, method: str, status: int, *, replayable: bool | None = None) -> bool:
+        """May a request answered with ``status`` be sent again?
+
+        ``replayable`` says that sending the request twice has no effect to duplicate (a GET,
+        or a token request); by default it follows the method.
+        """
         if status not in self.retry_statuses:
             return False
-        return method.upper() in IDEMPOTENT_METHODS or status in NOT_APPLIED_STATUSES
+        if replayable is None:
+            replayable = method.upper() in IDEMPOTENT_METHODS
+        return replayable or status in NOT_APPLIED_STATUSES
 
-    def retry_transport(self, method: str, *, connected: bool) -> bool:
+    def retry_transport(
+        self, method: str, *, connected: bool, replayable: bool | None = None
+    ) -> bool:
         """May a request that got no answer be sent again?
 
         ``connected`` is False only when the connection was never established, the one case in
         which a POST surely did not reach the server.
         """
-        return method.upper() in IDEMPOTENT_METHODS or not connected
+        if replayable is None:
+            replayable = method.upper() in IDEMPOTENT_METHODS
+        return replayable or not connected
+
+    @staticmethod
+    def outcome_unknown(status: int) -> bool:
+        """Does ``status``, answered to a request that is not replayable, leave its effect
+        unknown? A 5xx may come from a gateway after it forwarded the request. A 408 is
+        counted too: it may come from any hop, and one that is not the API cannot vouch that
+        the API never got the request. Every other status is the server's own answer."""
+        return status >= 500 or status == 408
 
     def retry_after_allowed(self, retry_after: float | None) -> bool:
         """Is a server-requested wait short enough to sleep on?"""
@@ -85,20 +107,24 @@ class RetryPolicy:
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
 
-    Returns None when the header is absent or unreadable; a date in the past gives 0.
+    Delta-seconds may be fractional (``0.01``); only ASCII digits count. Returns None when the
+    header is absent or unreadable (garbage, NaN, infinity, a negative number); a date in the
+    past gives 0. Never raises, whatever the server sent.
     """
-    if value is None:
+    if not isinstance(value, str):
         return None
-    text = value.strip()
+    text = value.strip(" \t")
     if not text:
         return None
-    if text.isdigit():
-        return float(text)
+    if _DELTA_SECONDS.fullmatch(text):
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        current = now if now is not None else datetime.now(UTC)
+        seconds = (when - current).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now if now is not None else datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
+    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -1,9 +1,13 @@
-"""Authentication: a fixed bearer token, or key + secret with tokens that refresh themselves.
+"""Authentication: a fixed bearer token, or key + secret with tokens that renew themselves.
+
+An auth does no HTTP of its own: it gives the ``Authorization`` header value to send, and when
+the API refused one with 401 it gives the value to resend with (renewing through the
+``TokenRequest`` it is handed), in the manner of httpx's auth flow. ``_http.py`` does the sending.
 
 Invariants: at most ONE token request is in flight per auth object, however many calls need a
 token at once, and the calls waiting for it share its outcome (a failure is not repeated by
-each of them); a rejected token causes at most one refresh per call (never a loop); no key,
-secret or token ever appears in a repr, a log line or an error message.
+each of them); a renewal happens only for a value the API refused that is still the current one;
+no key, secret or token ever appears in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -12,45 +16,63 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import msgspec
 
-from ._http import HttpClient
-from .errors import APIError, ConfigurationError, DecodeError
+from .errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    CredentialsError,
+    DecodeError,
+    PermissionDeniedError,
+)
 from .models import Token
 
-__all__ = ["Auth", "KeySecretAuth", "TokenAuth"]
+__all__ = ["Auth", "KeySecretAuth", "TokenAuth", "TokenRequest"]
 
 _TOKEN_DECODER = msgspec.json.Decoder(Token)
 
+TokenRequest = Callable[[str, bytes], Awaitable[bytes]]
+"""How an auth asks the API for a token: ``await send(path, json_body)`` POSTs the body to
+``path`` without an Authorization header (retried on 5xx, 429 and connection errors, like a
+GET: a token request has no effect to duplicate) and returns the 2xx body, or raises a
+:class:`~workflows_async.errors.WorkflowsError`."""
+
 
 class Auth(Protocol):
-    """What a Session needs from an authentication method."""
+    """What the HTTP client needs from an authentication method."""
 
-    async def token(self, http: HttpClient) -> str:
-        """A bearer token to send now."""
+    async def authorization(self, send: TokenRequest) -> str:
+        """The ``Authorization`` header value to send now, e.g. ``"Bearer <token>"``."""
         ...
 
-    async def on_unauthorized(self, http: HttpClient, rejected: str) -> bool:
-        """The API refused ``rejected`` with 401: renew it; True when a retry may succeed."""
+    async def renew(self, send: TokenRequest, rejected: str) -> str | None:
+        """The API answered 401 to a request sent with ``rejected`` (a value this auth gave).
+
+        Return the value to resend with: the current one if it differs from ``rejected``
+        (renewed meanwhile), otherwise a renewed one (joining a renewal in flight). None when
+        this auth cannot renew: the 401 is then final.
+        """
         ...
 
 
 class TokenAuth:
-    """A fixed bearer token (obtained elsewhere). A 401 is final."""
+    """A fixed bearer token (obtained elsewhere), sent as ``Bearer <token>``. It cannot be
+    renewed: a 401 raises :class:`~workflows_async.errors.CredentialsError`."""
 
     def __init__(self, token: str) -> None:
         if not token or not isinstance(token, str):
             raise ConfigurationError("TokenAuth needs a non-empty token")
-        self._token = token
+        self._value = f"Bearer {token}"
 
-    async def token(self, http: HttpClient) -> str:
-        return self._token
+    async def authorization(self, send: TokenRequest) -> str:
+        return self._value
 
-    async def on_unauthorized(self, http: HttpClient, rejected: str) -> bool:
-        return False
+    async def renew(self, send: TokenRequest, rejected: str) -> str | None:
+        return None
 
     def __repr__(self) -> str:
         return "TokenAuth(token=***)"
@@ -117,44 +139,55 @@ class KeySecretAuth:
             return False
         return self._renew_at is None or self._clock() < self._renew_at
 
-    async def token(self, http: HttpClient) -> str:
-        if self._fresh():
-            assert self._access is not None
-            return self._access
-        return await self._renewed(http)
+    def _current(self) -> str:
+        assert self._access is not None
+        return f"Bearer {self._access}"
 
-    async def on_unauthorized(self, http: HttpClient, rejected: str) -> bool:
-        if self._access is not None and self._access != rejected:
-            return True  # renewed since that call was sent
-        await self._renewed(http)
-        return True
+    async def authorization(self, send: TokenRequest) -> str:
+        if not self._fresh():
+            await self._renewed(send)
+        return self._current()
 
-    async def _renewed(self, http: HttpClient) -> str:
+    async def renew(self, send: TokenRequest, rejected: str) -> str | None:
+        if self._access is not None and self._current() != rejected:
+            return self._current()  # renewed since that call was sent
+        await self._renewed(send)
+        return self._current()
+
+    async def _renewed(self, send: TokenRequest) -> None:
         """Join the renewal in flight, or start one: every caller waiting at the same time
         shares one token request and its outcome, success or error."""
         task = self._renewal
         if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(self._renew(http))
+            task = asyncio.get_running_loop().create_task(self._renew(send))
             task.add_done_callback(_retrieve)
             self._renewal = task
         await asyncio.shield(task)  # a caller that gives up leaves the renewal to the others
-        assert self._access is not None
-        return self._access
 
-    async def _renew(self, http: HttpClient) -> None:
+    async def _renew(self, send: TokenRequest) -> None:
         if self._refresh is not None:
             try:
-                await self._request(http, "/auth/refresh", {"refreshToken": self._refresh})
+                await self._request(send, "/auth/refresh", {"refreshToken": self._refresh})
                 return
             except (APIError, DecodeError):
                 self._refresh = None  # refused or unreadable: start over with the key
-        await self._request(http, "/auth/authorize", {"key": self._key, "secret": self._secret})
-
-    async def _request(self, http: HttpClient, path: str, payload: dict[str, str]) -> None:
-        self.token_requests += 1
-        response = await http.request("POST", path, body=msgspec.json.encode(payload))
         try:
-            token = _TOKEN_DECODER.decode(response.body)
+            await self._request(send, "/auth/authorize", {"key": self._key, "secret": self._secret})
+        except (AuthenticationError, PermissionDeniedError) as refused:
+            raise CredentialsError(
+                refused.status,
+                method=refused.method,
+                path=refused.path,
+                body_excerpt=refused.body_excerpt,
+                request_id=refused.request_id,
+                detail="the key and secret were refused",
+            ) from None
+
+    async def _request(self, send: TokenRequest, path: str, payload: dict[str, str]) -> None:
+        self.token_requests += 1
+        body = await send(path, msgspec.json.encode(payload))
+        try:
+            token = _TOKEN_DECODER.decode(body)
         except msgspec.DecodeError:
             raise DecodeError(f"POST {path} answered a body that is not a token") from None
         now = self._clock()

@@ -19,6 +19,7 @@
     │   └── ServerError               5xx
     ├── OutcomeUnknownError           a POST may or may not have taken effect: reconcile first
     ├── DecodeError                   a 2xx body that does not match the model
+    │   └── ResponseTooLargeError     a body above ``max_response_body`` (not read, not retried)
     ├── WebhookError                  a webhook the receiver refuses
     │   ├── BadEventError             a verified body that is not a usable event (events.py)
     │   ├── SignatureError            missing, malformed, forged or unverifiable signature
@@ -52,6 +53,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTimeout",
+    "ResponseTooLargeError",
     "ServerError",
     "SessionClosedError",
     "SignatureError",
@@ -116,6 +118,7 @@ class APIError(WorkflowsError):
         body_excerpt: str = "",
         request_id: str | None = None,
         retry_after: float | None = None,
+        detail: str = "",
     ) -> None:
         self.status = status
         self.method = method
@@ -126,6 +129,8 @@ class APIError(WorkflowsError):
         text = f"{method} {path} answered {status}"
         if request_id:
             text += f" (request id {request_id})"
+        if detail:
+            text += f": {detail}"
         super().__init__(text)
 
 
@@ -201,6 +206,22 @@ class OutcomeUnknownError(WorkflowsError):
 
 class DecodeError(WorkflowsError):
     """A successful answer whose body does not have the documented shape."""
+
+
+class ResponseTooLargeError(DecodeError):
+    """An answer's body is larger than the Session's ``max_response_body``: it was not read.
+
+    A subclass of :class:`DecodeError` because the server did answer; its body is unusable, and
+    asking again would bring the same body, so it is not retried. (For a POST that creates
+    something the caller gets :class:`OutcomeUnknownError` instead, caused by this error.)
+    """
+
+    def __init__(self, *, method: str, path: str, limit: int, status: int) -> None:
+        super().__init__(f"{method} {path}: the answer ({status}) is larger than {limit} bytes")
+        self.method = method
+        self.path = path
+        self.limit = limit
+        self.status = status
 
 
 class WebhookError(WorkflowsError):

@@ -2,13 +2,15 @@
 
 Invariants: ``healthy`` is True only while Redis has confirmed the subscription; after any gap in
 the subscription ``reconnects`` grows and ``on_reconnect`` runs, so waiters re-read
-``last_terminal``. No Redis failure escapes ``publish``, ``claim`` or ``last_terminal``.
+``last_terminal``. No Redis failure escapes ``publish``, ``claim`` or ``last_terminal``. At most
+``max_connections`` commands of the bus are in flight at once; a command waits for a connection
+(up to ``pool_timeout``) and a local lack of connections is never taken for "Redis is down".
 
 Layout in Redis, under a namespace ``ns``: every event is published on ``ns:events``; a terminal
 event is also kept at ``ns:terminal:<workflow id>`` for ``terminal_ttl`` seconds; claims are
-``ns:claim:<key>`` set with ``NX`` and an expiry. Messages are the event as msgspec JSON (the raw
-body travels base64-encoded, byte for byte), so they also pass through a client that was made
-with ``decode_responses=True``.
+``ns:claim:<key>`` set with ``NX`` and an expiry (the value: a token of the claiming call).
+Messages are the event as msgspec JSON (the raw body travels base64-encoded, byte for byte), so
+they also pass through a client that was made with ``decode_responses=True``.
 
 When Redis cannot be reached:
 
@@ -16,6 +18,14 @@ When Redis cannot be reached:
   caller decides (it answers 503 so the platform retries, unless it resolved the waiter itself).
 - ``claim`` returns True (fails open): a duplicate dispatch is better than a lost one.
 - ``last_terminal`` returns ``[]``: waiters then finish by polling.
+
+"Unreachable" means the server itself failed us: connection refused or reset, a timeout on the
+socket, an error reply. When instead this process has no free connection within
+``pool_timeout`` (the bus's own limit, or the pool of a caller's client: ``MaxConnectionsError``,
+or a ``BlockingConnectionPool`` that gave up waiting), nothing reached Redis and Redis may well
+be fine, so nothing fails open: ``claim`` returns False (fails closed: the engine then answers
+503 and the platform retries, rather than dispatching twice), ``publish`` returns False,
+``last_terminal`` returns ``[]``, and ``overloaded`` grows.
 
 The ``redis`` package is imported only when a RedisBus is made, so ``import workflows_async``
 works without it (``pip install 'workflows-async[redis]'``).
@@ -27,9 +37,10 @@ import asyncio
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
@@ -47,6 +58,7 @@ __all__ = ["RedisBus", "mask_url"]
 logger = logging.getLogger(__name__)
 
 OnReconnect = Callable[[], Awaitable[None]]
+_T = TypeVar("_T")
 
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(WebhookEvent)
@@ -54,6 +66,13 @@ _decoder = msgspec.json.Decoder(WebhookEvent)
 _MGET_CHUNK = 1000  # keys per MGET; every chunk still goes in one pipelined round trip
 _BACKOFF_BASE = 0.05  # first reconnect delay, doubled per failed attempt up to the cap
 _START_WAIT = 5.0  # start() waits at most this long for the first subscription attempt
+_POOL_RETRY = 0.01  # pause before asking an exhausted pool (of a caller's client) again
+_MAX_TTL = 100 * 365 * 24 * 3600.0  # a century: Redis refuses expiry times far beyond it
+_WEEK = 7 * 24 * 3600.0
+# What redis-py says when its pool has no connection to give (the server was never asked):
+# ``MaxConnectionsError`` (older versions: a ConnectionError with the first text), or a
+# BlockingConnectionPool that waited in vain.
+_POOL_LIMIT_TEXTS = frozenset({"Too many connections", "No connection available."})
 _UNSUBSCRIBE_WAIT = 0.5
 _MISSING = "RedisBus needs the redis extra: pip install 'workflows-async[redis]'"
 
@@ -76,12 +95,22 @@ def mask_url(url: str) -> str:
         return "<unparseable redis url>"
 
 
+class _LocalLimit(Exception):
+    """No connection could be had within ``pool_timeout``; Redis was not asked."""
+
+
 class RedisBus:
     """A bus shared by every process attached to one Redis (see the module docstring).
 
     Give it a URL (the bus then owns the client and closes it) or a ``redis.asyncio.Redis``
     (left open on :meth:`close`). ``on_reconnect`` is awaited, in its own task, after every gap
     in the subscription during which events may have been missed.
+
+    ``max_connections`` bounds the bus's commands in flight (the subscription takes one more
+    connection); the rest wait, up to ``pool_timeout`` seconds, for a free one. With a URL the
+    bus makes a blocking pool of that size; with a client the caller's pool stays as it is and
+    only the bus's own use is bounded. ``terminal_ttl`` (default: 7 days) is how long the last
+    terminal event of a workflow is remembered.
     """
 
     def __init__(
@@ -89,7 +118,9 @@ class RedisBus:
         url_or_client: str | Redis,
         *,
         namespace: str = "workflows_async",
-        terminal_ttl: float = 3600.0,
+        terminal_ttl: float = _WEEK,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
         reconnect_max_delay: float = 5.0,
         ping_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -99,31 +130,43 @@ class RedisBus:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialWithJitterBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
             from redis.exceptions import RedisError
         except ImportError:
             raise ConfigurationError(_MISSING) from None
         if not namespace or not isinstance(namespace, str):
             raise ConfigurationError("namespace must be a non-empty string")
+        _check_ttl("terminal_ttl", terminal_ttl)
         for name, value in (
-            ("terminal_ttl", terminal_ttl),
+            ("pool_timeout", pool_timeout),
             ("reconnect_max_delay", reconnect_max_delay),
             ("ping_interval", ping_interval),
         ):
             if not value > 0:
                 raise ConfigurationError(f"{name} must be > 0, not {value!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise ConfigurationError(f"max_connections must be an int, not {max_connections!r}")
+        if max_connections < 1:
+            raise ConfigurationError(f"max_connections must be >= 1, not {max_connections!r}")
 
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+        self._connection_error: type[BaseException] = RedisConnectionError
         if isinstance(url_or_client, str):
             self._where = mask_url(url_or_client)
             try:
-                # A short retry: one quick second try covers a pooled connection that went
-                # stale when Redis restarted; anything longer belongs to the caller's budget.
-                self._client: Redis = aioredis.Redis.from_url(
+                # Blocking: a command waits for a free connection instead of failing. Room for
+                # the subscription and one spare, so the bus's own commands never exhaust it.
+                pool = aioredis.BlockingConnectionPool.from_url(
                     url_or_client,
+                    max_connections=max_connections + 2,
+                    timeout=pool_timeout,
                     socket_connect_timeout=2.0,
                     socket_timeout=3.0,
+                    # A short retry: one quick second try covers a pooled connection that went
+                    # stale when Redis restarted; anything longer belongs to the caller's budget.
                     retry=Retry(ExponentialWithJitterBackoff(cap=0.05, base=0.01), 1),
                 )
+                self._client: Redis = aioredis.Redis.from_pool(pool)
             except ValueError as exc:
                 raise ConfigurationError(f"bad Redis URL {self._where}: {exc}") from None
             self._owns_client = True
@@ -136,6 +179,8 @@ class RedisBus:
 
         self.namespace = namespace
         self.terminal_ttl = terminal_ttl
+        self.max_connections = max_connections
+        self.pool_timeout = pool_timeout
         self.reconnect_max_delay = reconnect_max_delay
         self.ping_interval = ping_interval
         self.on_reconnect = on_reconnect
@@ -146,6 +191,7 @@ class RedisBus:
         self.delivered = 0  # events handed to ``deliver``
         self.skipped = 0  # messages on the channel that did not decode
         self.reconnects = 0  # subscriptions re-established after a gap
+        self.overloaded = 0  # commands given up for want of a local connection (not Redis's fault)
 
         self._deliver: Deliver | None = None
         self._healthy = False
@@ -155,6 +201,7 @@ class RedisBus:
         self._first_attempt = asyncio.Event()
         self._lookups: list[tuple[list[str], asyncio.Future[list[WebhookEvent]]]] = []
         self._lookup_task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(max_connections)
 
     # -- the Bus protocol ----------------------------------------------------------------------
 
@@ -182,16 +229,24 @@ class RedisBus:
         """PUBLISH the event (and, when ``terminal``, SET it with the TTL) in one transaction.
 
         True when the event went somewhere: some subscriber got it, or it was remembered.
-        False when Redis is unreachable (never raises for that)."""
+        False when Redis is unreachable or no connection was free in time (never raises)."""
         if self._closed:
             return False
         data = _encode(event)
-        try:
+
+        async def send() -> list[Any]:
             async with self._client.pipeline(transaction=True) as pipe:
                 if terminal:
                     pipe.set(self._terminal_key(event.workflow_id), data, px=self._ttl_ms())
                 pipe.publish(self._channel, data)
                 replies: list[Any] = await pipe.execute()
+                return replies
+
+        try:
+            replies = await self._call(send)
+        except _LocalLimit as exc:
+            self._note_overload("publish", exc)
+            return False
         except self._errors as exc:
             logger.warning("RedisBus: publish to %s failed: %s", self._where, _describe(exc))
             return False
@@ -200,25 +255,46 @@ class RedisBus:
         return terminal or (isinstance(receivers, int) and receivers > 0)
 
     async def claim(self, key: str, ttl: float) -> bool:
-        """``SET ns:claim:<key> 1 NX PX <ttl>``: True for the one caller that set it.
+        """``SET ns:claim:<key> <token> NX PX <ttl>``: True for the one caller that set it.
 
-        Fails open: True when Redis is unreachable (better a duplicate than a lost dispatch)."""
+        ``ttl`` is kept as given (seconds, > 0, finite). Fails open when Redis is unreachable:
+        True (better a duplicate than a lost dispatch). Fails closed when no connection was
+        free in time: False (Redis was not asked; the caller's work waits for a retry).
+
+        The value is a token of this call and a GET follows in the same round trip: when
+        redis-py resends the SET because the first reply was lost, the second SET finds the
+        key set by the first, and the token still says the claim is ours."""
+        millis = _ttl_ms("claim ttl", ttl)
         if self._closed:
             return True
-        millis = max(1, math.ceil(ttl * 1000))
+        name, token = self._claim_key(key), secrets.token_hex(8)
+
+        async def send() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(name, token, nx=True, px=millis)
+                pipe.get(name)
+                replies: list[Any] = await pipe.execute()
+                return replies
+
         try:
-            taken = await self._client.set(self._claim_key(key), b"1", nx=True, px=millis)
+            replies = await self._call(send)
+        except _LocalLimit as exc:
+            self._note_overload("claim", exc)
+            return False
         except self._errors as exc:
             logger.warning("RedisBus: claim failed (%s); failing open", _describe(exc))
             return True
-        return bool(taken)
+        holder = replies[1]
+        return bool(replies[0]) or holder in (token, token.encode())
 
     async def release(self, key: str) -> None:
         """``DEL ns:claim:<key>``: give a claim back (best effort; it expires anyway)."""
         if self._closed:
             return
         try:
-            await self._client.delete(self._claim_key(key))
+            await self._call(lambda: self._client.delete(self._claim_key(key)))
+        except _LocalLimit as exc:
+            self._note_overload("release", exc)
         except self._errors as exc:
             logger.warning("RedisBus: releasing a claim failed (%s)", _describe(exc))
 
@@ -227,7 +303,10 @@ class RedisBus:
         if self._closed:
             return False
         try:
-            return bool(await self._client.exists(self._claim_key(key)))
+            return bool(await self._call(lambda: self._client.exists(self._claim_key(key))))
+        except _LocalLimit as exc:
+            self._note_overload("is_claimed", exc)
+            return False
         except self._errors as exc:
             logger.warning("RedisBus: checking a claim failed (%s)", _describe(exc))
             return False
@@ -269,11 +348,19 @@ class RedisBus:
 
     async def _fetch_terminal(self, ids: list[str]) -> dict[str, WebhookEvent]:
         keys = [self._terminal_key(wid) for wid in ids]
-        try:
+
+        async def send() -> list[list[Any]]:
             async with self._client.pipeline(transaction=False) as pipe:
                 for start in range(0, len(keys), _MGET_CHUNK):
                     pipe.mget(keys[start : start + _MGET_CHUNK])
                 replies: list[list[Any]] = await pipe.execute()
+                return replies
+
+        try:
+            replies = await self._call(send)
+        except _LocalLimit as exc:
+            self._note_overload("last_terminal", exc)
+            return {}
         except self._errors as exc:
             logger.warning("RedisBus: last_terminal failed: %s", _describe(exc))
             return {}
@@ -420,6 +507,51 @@ class RedisBus:
         except self._errors as exc:
             logger.debug("RedisBus: closing the subscription: %s", _describe(exc))
 
+    # -- commands under the connection limit ---------------------------------------------------
+
+    async def _call(self, command: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``command`` (one Redis round trip) in one of ``max_connections`` slots.
+
+        Waits up to ``pool_timeout`` for a slot and, while a pool says it has no connection to
+        give (nothing was sent then, so asking again is safe), for a connection; raises
+        :class:`_LocalLimit` when that time is up. Errors of Redis itself pass through."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pool_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise _LocalLimit(f"{self.max_connections} commands in flight") from None
+        try:
+            while True:
+                try:
+                    return await command()
+                except self._errors as exc:
+                    if not self._is_pool_limit(exc):
+                        raise
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise _LocalLimit(_describe(exc)) from exc
+                    await asyncio.sleep(min(_POOL_RETRY, remaining))
+        finally:
+            self._slots.release()
+
+    def _is_pool_limit(self, exc: BaseException) -> bool:
+        """Did a connection pool refuse us a connection (rather than Redis fail us)?"""
+        return type(exc).__name__ == "MaxConnectionsError" or (
+            isinstance(exc, self._connection_error) and str(exc) in _POOL_LIMIT_TEXTS
+        )
+
+    def _note_overload(self, what: str, exc: _LocalLimit) -> None:
+        self.overloaded += 1
+        logger.warning(
+            "RedisBus: %s not done: no free connection within %.1fs (%s); Redis may be fine,"
+            " so this is not failing open",
+            what,
+            self.pool_timeout,
+            exc,
+        )
+
     # -- small helpers -------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
@@ -433,7 +565,7 @@ class RedisBus:
         return f"{self.namespace}:claim:{key}"
 
     def _ttl_ms(self) -> int:
-        return max(1, math.ceil(self.terminal_ttl * 1000))
+        return _ttl_ms("terminal_ttl", self.terminal_ttl)
 
     def __repr__(self) -> str:
         target = f"url={self._where!r}" if self._owns_client else "client=<external>"
@@ -441,6 +573,17 @@ class RedisBus:
             f"RedisBus({target}, namespace={self.namespace!r}, healthy={self.healthy},"
             f" closed={self._closed})"
         )
+
+
+def _check_ttl(name: str, ttl: float) -> None:
+    if not 0 < ttl <= _MAX_TTL:  # also refuses NaN
+        raise ConfigurationError(f"{name} must be > 0 seconds and at most a century, not {ttl!r}")
+
+
+def _ttl_ms(name: str, ttl: float) -> int:
+    """``ttl`` seconds as Redis PX milliseconds, kept as given (rounded up to a whole ms)."""
+    _check_ttl(name, ttl)
+    return max(1, math.ceil(ttl * 1000))
 
 
 def _decode(data: object) -> WebhookEvent | None:

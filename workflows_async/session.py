@@ -1,8 +1,10 @@
 """Session: the API calls, ``run_and_wait``/``wait``, and the webhook sub-app.
 
 Invariants: a closed Session refuses every call with :class:`SessionClosedError`; every id is
-checked before it goes into a path; a 401 leads to at most one token renewal and one resend;
-one deadline covers a whole wait, and a timeout always names the workflow it was waiting for.
+checked before it goes into a path; a POST that may have taken effect is never resent (the
+HTTP client raises :class:`OutcomeUnknownError`, completed here with the ids known); an id in a
+2xx run answer is never thrown away; one deadline covers a whole wait, and a timeout always
+names the workflow it was waiting for.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from ._http import HttpClient, Response
+from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
 from ._retry import RetryPolicy
 from ._version import __version__
 from .auth import Auth, KeySecretAuth, TokenAuth
 from .bus import Bus, InMemoryBus
 from .errors import (
-    AuthenticationError,
     ConfigurationError,
     DecodeError,
+    OutcomeUnknownError,
     SessionClosedError,
     WorkflowFailed,
     WorkflowTimeout,
@@ -64,6 +66,10 @@ _CASE = msgspec.json.Decoder(Case)
 _PARAMETERS = msgspec.json.Decoder(Parameters)
 _WORKFLOW = msgspec.json.Decoder(Workflow)
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
+_ANY = msgspec.json.Decoder()
+# Signing-key fetches have their own small pool, so slow API calls never hold them up.
+_KEY_CONNECTIONS = 4
+_KEY_BODY_LIMIT = 64 << 10
 _ENCODE = msgspec.json.Encoder().encode
 
 
@@ -92,6 +98,10 @@ class Session:
     then only those are trusted (``fetch_webhook_keys=True`` fetches others too);
     ``verify_webhooks=False`` is for
     local development only and is refused for a non-local API unless ``force_unverified``.
+
+    ``max_response_body`` (bytes, default 16 MiB) caps every answer's body: a larger one is not
+    read and raises :class:`ResponseTooLargeError`. Signing keys are fetched through a small
+    connection pool of their own, so slow API calls never hold up a webhook's verification.
     """
 
     def __init__(
@@ -114,6 +124,7 @@ class Session:
         fetch_webhook_keys: bool | None = None,
         webhook_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
         max_webhook_body: int = 1 << 20,
+        max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
     ) -> None:
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
         if api_version is not None and (
@@ -122,19 +133,34 @@ class Session:
             raise ConfigurationError("api_version must be a positive integer")
         if timeout <= 0:
             raise ConfigurationError("timeout must be positive")
-        self.auth = auth
+        if isinstance(max_response_body, bool) or not isinstance(max_response_body, int):
+            raise ConfigurationError("max_response_body must be a positive integer")
+        if max_response_body < 1:
+            raise ConfigurationError("max_response_body must be a positive integer")
         self.api_version = api_version
         self.statuses = statuses or StatusSet()
         agent = f"workflows-async/{__version__}"
+        headers = {
+            "User-Agent": f"{user_agent} {agent}" if user_agent else agent,
+            "Accept": _accept(api_version),
+        }
         self._http = HttpClient(
             self.base_url,
-            headers={
-                "User-Agent": f"{user_agent} {agent}" if user_agent else agent,
-                "Accept": _accept(api_version),
-            },
+            headers=headers,
             timeout=timeout,
             retry=retry or RetryPolicy(),
             session=http_session,
+            auth=auth,
+            max_response_body=max_response_body,
+        )
+        # Its aiohttp session is made at the first key fetch; it never sends the credentials.
+        self._keys_http = HttpClient(
+            self.base_url,
+            headers=headers,
+            timeout=timeout,
+            retry=RetryPolicy.none(),
+            max_response_body=min(max_response_body, _KEY_BODY_LIMIT),
+            connection_limit=_KEY_CONNECTIONS,
         )
         if not verify_webhooks and not is_local_url(self.base_url) and not force_unverified:
             raise ConfigurationError(
@@ -190,6 +216,11 @@ class Session:
         return f"Session(base_url={self.base_url!r}, auth={self.auth!r})"
 
     @property
+    def auth(self) -> Auth | None:
+        """The authentication this Session sends with every API call."""
+        return self._http.auth
+
+    @property
     def closed(self) -> bool:
         return self._http.closed
 
@@ -219,6 +250,7 @@ class Session:
         and the HTTP session (unless the caller supplied it). Safe to call twice."""
         await self._waiting.close()
         await self._http.close()
+        await self._keys_http.close()
 
     # -- the API calls -------------------------------------------------------------------
 
@@ -260,12 +292,20 @@ class Session:
             encoded = _ENCODE(body)
         except (TypeError, msgspec.EncodeError) as exc:
             raise ConfigurationError(f"parameters cannot be sent as JSON: {exc}") from None
-        return await self._call_json("POST", "/parameters", _PARAMETERS, body=encoded)
+        known = {"workflow_definition_id": workflow_definition_id}
+        return await self._call_json("POST", "/parameters", _PARAMETERS, body=encoded, known=known)
 
     async def run_workflow(
         self, case_id: str, workflow_definition_id: str, *, parameters_id: str | None = None
     ) -> Workflow:
-        """``POST /workflows/run``: start a workflow; its status may already be terminal."""
+        """``POST /workflows/run``: start a workflow; its status may already be terminal.
+
+        Never resent unless it surely did not reach the API (connection never made, or 429):
+        any other failure whose outcome is unknown raises :class:`OutcomeUnknownError` (see
+        the README's "Failure semantics"). An answer with the workflow's id but an unreadable
+        rest is kept: the :class:`Workflow` then has ``status == ""``, which is never terminal,
+        so ``run_and_wait`` goes on waiting for it.
+        """
         check_path_id(case_id, "case_id")
         if not isinstance(workflow_definition_id, str) or not workflow_definition_id:
             raise ConfigurationError("workflow_definition_id must be a non-empty string")
@@ -276,7 +316,9 @@ class Session:
             workflow_definition_id=workflow_definition_id,
             parameters_id=parameters_id,
         )
-        return await self._call_json("POST", "/workflows/run", _WORKFLOW, body=_ENCODE(body))
+        known = {"case_id": case_id, "workflow_definition_id": workflow_definition_id}
+        response = await self._call("POST", "/workflows/run", body=_ENCODE(body), known=known)
+        return _started(response.body, known)
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
         """``GET /workflows/{id}``: the workflow's current status."""
@@ -294,9 +336,11 @@ class Session:
         path = f"/auth/webhooks/key/{check_path_id(kid, 'kid')}"
         # No retries (a webhook delivery waits for the answer) and no token: the key endpoint is
         # under /auth/, and a key must be fetchable even when the credentials are in trouble.
+        # It goes through its own small connection pool: a webhook delivery waiting for a key
+        # must not queue behind slow API calls.
         if self.closed:
             raise SessionClosedError("the Session is closed")
-        response = await self._http.request(
+        response = await self._keys_http.request(
             "GET", path, params={"pem": "true"}, accept="text/plain, application/json", retry=False
         )
         return response.body.decode("utf-8", errors="replace")
@@ -458,11 +502,14 @@ class Session:
         *,
         body: bytes | None = None,
         retry: bool = True,
+        known: Mapping[str, str] | None = None,
     ) -> T:
-        response = await self._call(method, path, body=body, retry=retry)
+        response = await self._call(method, path, body=body, retry=retry, known=known)
         try:
             return decoder.decode(response.body)
         except msgspec.DecodeError as exc:
+            if method == "POST":  # it created something we cannot read
+                raise _unknown(method, path, "its answer could not be read", known or {}) from None
             raise DecodeError(f"{method} {path}: unexpected answer ({exc})") from None
 
     async def _call(
@@ -474,19 +521,63 @@ class Session:
         params: Mapping[str, str] | None = None,
         accept: str | None = None,
         retry: bool = True,
+        known: Mapping[str, str] | None = None,
     ) -> Response:
+        """One API call; the HTTP client does the retries and the 401 flow. ``known`` holds
+        what is known of a POST that creates something, put on an :class:`OutcomeUnknownError`
+        """
         if self.closed:
             raise SessionClosedError("the Session is closed")
-        auth = self.auth
-        token = await auth.token(self._http) if auth is not None else None
         try:
             return await self._http.request(
-                method, path, body=body, bearer=token, params=params, accept=accept, retry=retry
+                method, path, body=body, params=params, accept=accept, retry=retry
             )
-        except AuthenticationError:
-            if auth is None or token is None or not await auth.on_unauthorized(self._http, token):
-                raise
-        token = await auth.token(self._http)
-        return await self._http.request(
-            method, path, body=body, bearer=token, params=params, accept=accept, retry=retry
+        except OutcomeUnknownError as exc:
+            for name, value in (known or {}).items():
+                setattr(exc, name, value)
+            raise
+
+
+def _unknown(
+    method: str, path: str, why: str, known: Mapping[str, str], workflow_id: str | None = None
+) -> OutcomeUnknownError:
+    return OutcomeUnknownError(
+        f"{method} {path} was answered 2xx but {why}; it was not resent: check before "
+        "sending it again",
+        method=method,
+        path=path,
+        workflow_id=workflow_id,
+        case_id=known.get("case_id"),
+        record_id=known.get("record_id"),
+        workflow_definition_id=known.get("workflow_definition_id"),
+    )
+
+
+def _started(body: bytes, known: Mapping[str, str]) -> Workflow:
+    """The workflow a 2xx ``POST /workflows/run`` answer names. Read leniently: an id the
+    server sent is never thrown away (the rest may be unreadable: status ``""``, not terminal);
+    without a usable id the run may have started all the same: :class:`OutcomeUnknownError`."""
+    try:
+        workflow = _WORKFLOW.decode(body)
+    except msgspec.DecodeError:
+        try:
+            data = _ANY.decode(body)
+        except msgspec.DecodeError:
+            data = None
+        fields: dict[str, Any] = data if isinstance(data, dict) else {}
+        found = fields.get("id")
+        if isinstance(found, int) and not isinstance(found, bool):
+            found = str(found)
+        if not isinstance(found, str):
+            raise _unknown("POST", "/workflows/run", "it holds no workflow id", known) from None
+        case_id, status = fields.get("caseId"), fields.get("status")
+        workflow = Workflow(
+            id=found,
+            case_id=case_id if isinstance(case_id, str) else None,
+            status=status if isinstance(status, str) else "",
         )
+    try:
+        check_path_id(workflow.id, "workflow id")
+    except ConfigurationError:
+        raise _unknown("POST", "/workflows/run", "its workflow id is unusable", known) from None
+    return workflow

@@ -47,7 +47,8 @@ class Simulator:
     before the final status is a 409 ``result_not_ready``; the key endpoint needs no token (it
     serves public keys) and wants ``?pem=true``; no webhook announces the status the run response
     already carries (unless ``Faults.webhook_before_response``), except a ``terminal_on_run``
-    final status, announced right after the response. See README-section.md for the rest.
+    final status, announced right after the response. The README's "Testing with the
+    Simulator" section has the rest.
     """
 
     def __init__(

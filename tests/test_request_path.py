@@ -1,0 +1,417 @@
+"""The request path under production faults (issue 10): the 401 flow against revoked tokens,
+POSTs whose outcome is unknown, run answers that do not decode strictly, response size caps and
+the signing-key pool. Flows run against small real localhost aiohttp servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aioresponses import aioresponses
+from yarl import URL
+
+import workflows_async as wa
+from workflows_async import errors
+
+BASE = "https://api.example.test"
+FAST = wa.RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002, max_time=5)
+CASE_ID = "6f1c9a52-0b7e-4c8e-9a51-3f2d6f0e8a11"
+WF_ID = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"
+KID = "0f0e0d0c-0b0a-4908-8706-050403020100"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+def mocked() -> Any:
+    with aioresponses() as m:
+        yield m
+
+
+def calls(mocked: Any, method: str, path: str) -> list[Any]:
+    return list(mocked.requests.get((method, URL(BASE + path)), []))
+
+
+def token_body(access: str) -> dict[str, Any]:
+    return {"accessToken": access, "refreshToken": "r-" + access, "expiryDuration": 300}
+
+
+@asynccontextmanager
+async def serve(routes: list[web.RouteDef]) -> AsyncIterator[str]:
+    app = web.Application()
+    app.add_routes(routes)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield str(server.make_url("")).rstrip("/")
+
+
+class TokenAPI:
+    """Issues t1, t2, ... and accepts only the tokens in ``valid`` (revoke = remove them).
+    ``GET /workflows/held`` waits for ``gate`` before it looks at its token."""
+
+    def __init__(self) -> None:
+        self.valid: set[str] = set()
+        self.issued = 0
+        self.held = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/auth/authorize", self.issue),
+            web.post("/auth/refresh", self.issue),
+            web.get("/workflows/{id}", self.workflow),
+        ]
+
+    async def issue(self, request: web.Request) -> web.Response:
+        self.issued += 1
+        token = f"t{self.issued}"
+        self.valid.add(token)
+        return web.json_response(token_body(token))
+
+    async def workflow(self, request: web.Request) -> web.Response:
+        wid = request.match_info["id"]
+        if wid == "held":
+            self.held.set()
+            await self.gate.wait()
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in self.valid:
+            return web.json_response({"message": "token revoked"}, status=401)
+        return web.json_response({"id": wid, "status": "IN_PROGRESS"})
+
+
+# -- item 1: a 401 for an older token ---------------------------------------------------------
+
+
+async def test_a_401_for_an_older_token_resends_then_renews_when_the_newer_is_revoked_too() -> None:
+    api = TokenAPI()
+    async with serve(api.routes()) as url:
+        auth = wa.KeySecretAuth("k", "s")
+        async with wa.Session(url, auth, allow_insecure_http=True, retry=FAST) as session:
+            await session.get_workflow("a")  # t1
+            held = asyncio.create_task(session.get_workflow("held"))  # sent with t1
+            async with asyncio.timeout(10):
+                await api.held.wait()
+            api.valid.clear()  # t1 revoked
+            await session.get_workflow("b")  # 401 -> renewal -> t2
+            api.valid.clear()  # t2 revoked too
+            api.gate.set()
+            async with asyncio.timeout(10):
+                workflow = await held  # 401 (t1) -> t2: 401 -> renewal -> t3
+    assert workflow.id == "held"
+    assert api.issued == 3 and auth.token_requests == 3
+
+
+async def test_many_calls_refused_at_once_share_one_renewal() -> None:
+    api = TokenAPI()
+    async with serve(api.routes()) as url:
+        auth = wa.KeySecretAuth("k", "s")
+        async with wa.Session(url, auth, allow_insecure_http=True, retry=FAST) as session:
+            await session.get_workflow("a")
+            api.valid.clear()
+            results = await asyncio.gather(*(session.get_workflow(f"w{i}") for i in range(60)))
+    assert {w.status for w in results} == {"IN_PROGRESS"}
+    assert api.issued == 2
+
+
+async def test_a_401_after_a_successful_renewal_is_a_plain_authentication_error(
+    mocked: Any,
+) -> None:
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"), repeat=True)
+    mocked.post(BASE + "/auth/refresh", payload=token_body("a2"), repeat=True)
+    mocked.get(BASE + f"/workflows/{WF_ID}", status=401, repeat=True)
+    auth = wa.KeySecretAuth("k", "s")
+    async with wa.Session(BASE, auth, retry=FAST) as session:
+        with pytest.raises(errors.AuthenticationError) as info:
+            await session.get_workflow(WF_ID)
+    assert type(info.value) is errors.AuthenticationError  # the wait keeps polling on it
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 2
+    assert auth.token_requests == 2
+
+
+async def test_a_fixed_token_refused_is_a_credentials_error(mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}", status=401, repeat=True)
+    async with wa.Session(BASE, wa.TokenAuth("fixed-tok"), retry=FAST) as session:
+        with pytest.raises(errors.CredentialsError) as info:
+            await session.get_workflow(WF_ID)
+    assert "cannot be renewed" in str(info.value) and "fixed-tok" not in str(info.value)
+    assert info.value.status == 401
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_refused_key_and_secret_are_a_credentials_error(mocked: Any, status: int) -> None:
+    mocked.post(BASE + "/auth/authorize", status=status, repeat=True)
+    async with wa.Session(BASE, wa.KeySecretAuth("the-key", "the-secret"), retry=FAST) as s:
+        with pytest.raises(errors.CredentialsError) as info:
+            await s.get_workflow(WF_ID)
+    assert info.value.status == status and info.value.path == "/auth/authorize"
+    assert "the-key" not in str(info.value) and "the-secret" not in str(info.value)
+    assert len(calls(mocked, "POST", "/auth/authorize")) == 1
+
+
+async def test_token_auth_sends_the_bearer_value(mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
+    async with wa.Session(BASE, wa.TokenAuth("tok-9"), retry=FAST) as session:
+        await session.get_workflow(WF_ID)
+    (call,) = calls(mocked, "GET", f"/workflows/{WF_ID}")
+    assert call.kwargs["headers"]["Authorization"] == "Bearer tok-9"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500},
+        {"status": 502},
+        {"status": 503},
+        {"status": 429, "headers": {"Retry-After": "0"}},
+        {"exception": aiohttp.ServerDisconnectedError()},
+        {"exception": TimeoutError()},
+    ],
+)
+async def test_token_requests_are_retried_like_gets(mocked: Any, fault: dict[str, Any]) -> None:
+    mocked.post(BASE + "/auth/authorize", **fault)
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"))
+    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
+    async with wa.Session(BASE, wa.KeySecretAuth("k", "s"), retry=FAST) as session:
+        assert (await session.get_workflow(WF_ID)).id == WF_ID
+    assert len(calls(mocked, "POST", "/auth/authorize")) == 2
+
+
+# -- item 4: a POST is resent only when it surely did not reach the server --------------------
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[wa.Session]:
+    async with wa.Session(BASE, wa.TokenAuth("tok"), retry=FAST) as s:
+        yield s
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
+async def test_a_run_answered_5xx_or_408_is_not_resent_and_its_outcome_is_unknown(
+    session: wa.Session, mocked: Any, status: int
+) -> None:
+    mocked.post(BASE + "/workflows/run", status=status, headers={"Retry-After": "0"})
+    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
+    with pytest.raises(errors.OutcomeUnknownError) as info:
+        await session.run_workflow(CASE_ID, "kyc", parameters_id="p1")
+    error = info.value
+    assert (error.status, error.method, error.path) == (status, "POST", "/workflows/run")
+    assert error.case_id == CASE_ID and error.workflow_definition_id == "kyc"
+    assert error.workflow_id is None
+    assert isinstance(error, errors.WorkflowsError)
+    assert len(calls(mocked, "POST", "/workflows/run")) == 1
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [
+        aiohttp.ServerDisconnectedError(),  # e.g. a pooled keep-alive connection the server closed
+        aiohttp.ClientOSError(104, "Connection reset by peer"),
+        aiohttp.ClientPayloadError("cut short"),
+        TimeoutError(),
+    ],
+)
+async def test_a_post_that_lost_its_connection_after_sending_is_not_resent(
+    session: wa.Session, mocked: Any, exception: Exception
+) -> None:
+    mocked.post(BASE + "/parameters", exception=exception)
+    mocked.post(BASE + "/parameters", payload={"id": "p1"})
+    with pytest.raises(errors.OutcomeUnknownError) as info:
+        await session.create_parameters("kyc", {"a": 1})
+    assert info.value.status is None and info.value.workflow_definition_id == "kyc"
+    assert len(calls(mocked, "POST", "/parameters")) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, errors.BadRequestError),
+        (403, errors.PermissionDeniedError),
+        (404, errors.NotFoundError),
+        (409, errors.ConflictError),
+        (415, errors.UnsupportedMediaTypeError),
+        (422, errors.APIError),
+    ],
+)
+async def test_a_post_refused_with_a_4xx_keeps_its_normal_error(
+    session: wa.Session, mocked: Any, status: int, cls: type[errors.APIError]
+) -> None:
+    mocked.post(BASE + "/workflows/run", status=status, repeat=True)
+    with pytest.raises(cls) as info:
+        await session.run_workflow(CASE_ID, "kyc")
+    assert type(info.value) is cls and info.value.status == status
+    assert len(calls(mocked, "POST", "/workflows/run")) == 1
+
+
+async def test_a_post_answered_401_is_resent_after_a_renewal(mocked: Any) -> None:
+    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"))
+    mocked.post(BASE + "/auth/refresh", payload=token_body("a2"))
+    mocked.post(BASE + "/workflows/run", status=401)
+    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
+    async with wa.Session(BASE, wa.KeySecretAuth("k", "s"), retry=FAST) as session:
+        assert (await session.run_workflow(CASE_ID, "kyc")).id == WF_ID
+    sent = calls(mocked, "POST", "/workflows/run")
+    assert [c.kwargs["headers"]["Authorization"] for c in sent] == ["Bearer a1", "Bearer a2"]
+
+
+async def test_a_post_that_never_connected_is_resent_then_fails_plainly(
+    session: wa.Session, mocked: Any
+) -> None:
+    refused = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None),
+        OSError(111, "refused"),
+    )
+    mocked.post(BASE + "/cases", exception=refused, repeat=True)
+    with pytest.raises(errors.TransportError) as info:
+        await session.create_case()
+    assert not isinstance(info.value, errors.OutcomeUnknownError)
+    assert len(calls(mocked, "POST", "/cases")) == FAST.max_attempts
+
+
+# -- item 5: a 2xx run answer that does not decode strictly -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": WF_ID, "caseId": CASE_ID, "status": None},
+        {"id": WF_ID, "caseId": CASE_ID},
+        {"id": WF_ID, "caseId": 7, "status": {"odd": True}},
+    ],
+)
+async def test_a_run_answer_with_an_id_is_kept_even_when_the_rest_is_odd(
+    session: wa.Session, mocked: Any, body: dict[str, Any]
+) -> None:
+    mocked.post(BASE + "/workflows/run", payload=body)
+    workflow = await session.run_workflow(CASE_ID, "kyc")
+    assert workflow.id == WF_ID and workflow.status == ""
+    assert not session.statuses.is_terminal(workflow.status) and not workflow.is_terminal
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"<html>ok</html>", b'{"status": "IN_PROGRESS"}', b"[1]", b'{"id": "../x"}']
+)
+async def test_a_run_answer_without_a_usable_id_is_an_unknown_outcome(
+    session: wa.Session, mocked: Any, body: bytes
+) -> None:
+    mocked.post(BASE + "/workflows/run", body=body, content_type="application/json")
+    with pytest.raises(errors.OutcomeUnknownError) as info:
+        await session.run_workflow(CASE_ID, "kyc")
+    assert info.value.case_id == CASE_ID and info.value.status is None
+    assert len(calls(mocked, "POST", "/workflows/run")) == 1
+
+
+async def test_an_unreadable_case_answer_is_an_unknown_outcome(
+    session: wa.Session, mocked: Any
+) -> None:
+    mocked.post(BASE + "/cases", body=b"{not json")
+    with pytest.raises(errors.OutcomeUnknownError):
+        await session.create_case(first_name="Ann")
+
+
+async def test_run_and_wait_polls_a_run_whose_status_was_unreadable(mocked: Any) -> None:
+    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": None})
+    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "COMPLETED"})
+    mocked.get(BASE + f"/workflows/{WF_ID}/result", payload={"caseId": CASE_ID})
+    poll = wa.PollPolicy(initial_delay=0.01, max_interval=0.05, rate=200)
+    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST, poll=poll) as session:
+        outcome = await session.run_and_wait(CASE_ID, "kyc", timeout=10)
+    assert outcome.workflow.status == "COMPLETED" and outcome.channel == wa.Channel.POLL
+    assert len(calls(mocked, "POST", "/workflows/run")) == 1
+
+
+# -- item 7: response size cap ------------------------------------------------------------------
+
+
+async def test_a_body_above_the_cap_by_content_length_is_refused_unread(mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}/result", body=b"x" * 2048, repeat=True)
+    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST, max_response_body=1024) as s:
+        with pytest.raises(errors.ResponseTooLargeError) as info:
+            await s.get_result(WF_ID)
+    assert isinstance(info.value, errors.DecodeError)
+    assert info.value.limit == 1024 and info.value.status == 200
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}/result")) == 1  # not retried
+
+
+async def test_a_streamed_body_above_the_cap_is_refused_while_reading() -> None:
+    async def result(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()  # no Content-Length to check first
+        await response.prepare(request)
+        for _ in range(64):
+            await response.write(b"x" * 1024)
+        await response.write_eof()
+        return response
+
+    async with serve([web.get("/workflows/{id}/result", result)]) as url:
+        session = wa.Session(url, wa.TokenAuth("t"), allow_insecure_http=True, retry=FAST)
+        async with session:
+            session._http.max_response_body = 10_000
+            with pytest.raises(errors.ResponseTooLargeError):
+                await session.get_result(WF_ID)
+
+
+async def test_a_run_answer_above_the_cap_is_an_unknown_outcome(mocked: Any) -> None:
+    mocked.post(BASE + "/workflows/run", body=b'{"id": "' + b"x" * 2048 + b'"}')
+    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST, max_response_body=1024) as s:
+        with pytest.raises(errors.OutcomeUnknownError) as info:
+            await s.run_workflow(CASE_ID, "kyc")
+    assert isinstance(info.value.__cause__, errors.ResponseTooLargeError)
+
+
+async def test_a_large_error_body_still_gives_the_status_error(mocked: Any) -> None:
+    mocked.get(BASE + f"/workflows/{WF_ID}", status=404, body=b"y" * 4096)
+    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST, max_response_body=1024) as s:
+        with pytest.raises(errors.NotFoundError) as info:
+            await s.get_workflow(WF_ID)
+    assert info.value.body_excerpt.startswith("yyy")
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_max_response_body_is_checked(bad: Any) -> None:
+    with pytest.raises(errors.ConfigurationError):
+        wa.Session(BASE, max_response_body=bad)
+
+
+# -- item 8: signing-key fetches have their own pool --------------------------------------------
+
+
+async def test_a_key_fetch_does_not_queue_behind_slow_api_calls() -> None:
+    gate, arrived = asyncio.Event(), asyncio.Event()
+    seen: list[str] = []
+    in_flight = 100  # aiohttp's default connection limit
+
+    async def slow(request: web.Request) -> web.Response:
+        seen.append(request.match_info["id"])
+        if len(seen) >= in_flight:
+            arrived.set()
+        await gate.wait()
+        return web.json_response({"id": request.match_info["id"], "status": "IN_PROGRESS"})
+
+    async def key(request: web.Request) -> web.Response:
+        assert "Authorization" not in request.headers
+        return web.Response(text="-----BEGIN PUBLIC KEY-----\n...\n")
+
+    routes = [web.get("/workflows/{id}", slow), web.get("/auth/webhooks/key/{kid}", key)]
+    async with serve(routes) as url:
+        session = wa.Session(
+            url, wa.TokenAuth("t"), allow_insecure_http=True, retry=wa.RetryPolicy.none()
+        )
+        async with session:
+            calls_ = [asyncio.create_task(session.get_workflow(f"w{i}")) for i in range(150)]
+            try:
+                async with asyncio.timeout(30):
+                    await arrived.wait()
+                fetch = asyncio.create_task(session.get_webhook_key(KID))
+                done, _ = await asyncio.wait({fetch}, timeout=15)  # a hang guard, not a timing
+                assert fetch in done, "the key fetch queued behind the slow API calls"
+                assert fetch.result().startswith("-----BEGIN PUBLIC KEY-----")
+                assert not any(c.done() for c in calls_)  # they were all still pending
+            finally:
+                gate.set()
+                await asyncio.gather(*calls_, return_exceptions=True)
+        assert session._keys_http.closed

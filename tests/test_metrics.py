@@ -111,7 +111,6 @@ def test_waits_polls_and_outcome_fields() -> None:
     other = rec.wait_started("wait", WID)
     clock.now += 1.0
     rec.wait_failed(other, "timed_out", "WorkflowTimeout")
-    rec.forget(WID)
     stats = rec.snapshot()
     assert stats.waits.pending == 0 and stats.waits.finished == {"poll": 1}
     assert stats.waits.timed_out == 1 and stats.waits.seconds == pytest.approx(4.0)

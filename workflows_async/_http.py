@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import time
 from collections.abc import Generator, Mapping
 from typing import Any
@@ -22,7 +23,8 @@ import aiohttp
 import backoff
 from multidict import CIMultiDictProxy
 
-from ._decipher import error_for_status
+from ._decipher import error_for_status, request_id
+from ._metrics import CallHandle, Recorder, renewal_reason
 from ._retry import IDEMPOTENT_METHODS, RetryPolicy
 from .auth import Auth
 from .errors import (
@@ -43,6 +45,7 @@ DEFAULT_MAX_RESPONSE_BODY = 16 << 20
 # An error answer is read only this far: its excerpt is all that is kept of it.
 _ERROR_BODY_LIMIT = 64 << 10
 _TOKEN_PATHS = frozenset({"/auth/authorize", "/auth/refresh"})
+_DEBUG = functools.partial(logging.getLogger("workflows_async.http").isEnabledFor, logging.DEBUG)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,25 +89,44 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-def _next_delay(policy: RetryPolicy, retry: int, failed: _Retry, deadline: float) -> float:
+def _reason(error: APIError | TransportError) -> str:
+    """A retry's reason for its log line: a status or an error class, never a path or body."""
+    if isinstance(error, APIError):
+        return f"status {error.status}"
+    return type(error).__name__
+
+
+def _next_delay(
+    policy: RetryPolicy,
+    retry: int,
+    failed: _Retry,
+    deadline: float,
+    call: CallHandle | None = None,
+    recorder: Recorder | None = None,
+) -> float:
     """The wait before the next try; raises ``failed`` when none fits before ``deadline``.
 
     A server's Retry-After is honoured in full or not at all: a try before it is over would
-    only be refused again."""
+    only be refused again. The retry is reported to ``recorder`` (counted and logged)."""
     left = deadline - time.monotonic()
     wait = policy.delay(retry, failed.retry_after)
     if left <= 0 or (failed.retry_after is not None and wait > left):
         raise failed
-    return min(wait, left)
+    wait = min(wait, left)
+    if recorder is not None and call is not None:
+        recorder.retry(call, wait, _reason(failed.error))
+    return wait
 
 
-def _wait_gen(policy: RetryPolicy, retry: int, deadline: float) -> Generator[float, Any, None]:
+def _wait_gen(
+    policy: RetryPolicy, retry: int, deadline: float, call: CallHandle, recorder: Recorder
+) -> Generator[float, Any, None]:
     """A ``backoff`` wait generator over :func:`_next_delay`; ``retry`` numbers the first wait."""
     sent = yield 0.0  # backoff primes the generator with send(None)
     while True:
         if not isinstance(sent, _Retry):  # pragma: no cover - backoff sends what it caught
             raise TypeError("unexpected value sent to the wait generator")
-        sent = yield _next_delay(policy, retry, sent, deadline)
+        sent = yield _next_delay(policy, retry, sent, deadline, call, recorder)
         retry += 1
 
 
@@ -122,8 +144,10 @@ class HttpClient:
         auth: Auth | None = None,
         max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
         connection_limit: int | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.recorder = recorder if recorder is not None else Recorder()
         self._headers = dict(headers)
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
         self.retry = retry
@@ -172,7 +196,31 @@ class HttpClient:
         differs from the refused one, and if that is refused too (or there was none newer),
         renew (one renewal shared by every caller) and resend once more. ``replayable`` says
         that sending the request twice cannot duplicate an effect (default: by method).
+        Every attempt is reported to the recorder; the call is one span however many.
         """
+        call = self.recorder.call_started(method, path)
+        try:
+            response = await self._request(
+                call, method, path, body, params, accept, retry, authorize, replayable
+            )
+        except BaseException as exc:
+            self.recorder.call_ended(call, getattr(exc, "status", None), type(exc).__name__)
+            raise
+        self.recorder.call_ended(call, response.status)
+        return response
+
+    async def _request(
+        self,
+        call: CallHandle,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+        accept: str | None,
+        retry: bool,
+        authorize: bool,
+        replayable: bool | None,
+    ) -> Response:
         headers = dict(self._headers)
         if accept is not None:
             headers["Accept"] = accept
@@ -180,7 +228,7 @@ class HttpClient:
             headers["Content-Type"] = "application/json"
         if replayable is None:
             replayable = method.upper() in IDEMPOTENT_METHODS
-        send = functools.partial(self._send, method, path, body, params, retry, replayable)
+        send = functools.partial(self._send, call, method, path, body, params, retry, replayable)
         auth = self.auth if authorize else None
         if auth is None:
             return await send(headers)
@@ -195,7 +243,11 @@ class HttpClient:
                 return await send({**headers, "Authorization": current})
             except AuthenticationError:
                 used = current
-        renewed = await auth.renew(self._token_request, used)
+        why = renewal_reason.set(f"401 from {call.template}")
+        try:
+            renewed = await auth.renew(self._token_request, used)
+        finally:
+            renewal_reason.reset(why)
         if renewed is None:
             raise CredentialsError(
                 first.status,
@@ -211,11 +263,13 @@ class HttpClient:
 
     async def _token_request(self, path: str, body: bytes) -> bytes:
         """The auth's way to ask for a token: no Authorization header, retried like a GET."""
+        self.recorder.token_request(path.rpartition("/")[2], renewal_reason.get())
         response = await self.request("POST", path, body=body, authorize=False, replayable=True)
         return response.body
 
     async def _send(
         self,
+        call: CallHandle,
         method: str,
         path: str,
         body: bytes | None,
@@ -227,14 +281,14 @@ class HttpClient:
         """One request with the retries the policy allows, under one deadline."""
         policy = self.retry
         deadline = time.monotonic() + policy.max_time
-        args = (method, path, body, headers, params, replayable)
+        args = (call, method, path, body, headers, params, replayable)
         try:
             return await self._send_once(*args)
         except _Retry as failed:
             if not retry or policy.max_attempts == 1:
                 raise failed.error from None
             try:
-                first_wait = _next_delay(policy, 0, failed, deadline)
+                first_wait = _next_delay(policy, 0, failed, deadline, call, self.recorder)
             except _Retry:
                 raise failed.error from None
         # Most calls succeed at once and never pay for backoff's bookkeeping (it was most of
@@ -251,6 +305,8 @@ class HttpClient:
             policy=policy,
             retry=1,
             deadline=deadline,
+            call=call,
+            recorder=self.recorder,
         )(self._send_once)
         try:
             response: Response = await send(*args)
@@ -260,6 +316,7 @@ class HttpClient:
 
     async def _send_once(
         self,
+        call: CallHandle,
         method: str,
         path: str,
         body: bytes | None,
@@ -269,6 +326,7 @@ class HttpClient:
     ) -> Response:
         client = self._client()
         url = self.base_url + path
+        started = time.perf_counter()
         try:
             async with client.request(
                 method,
@@ -289,6 +347,9 @@ class HttpClient:
                 else:
                     payload = await _read(resp, limit, truncate=False)
         except _TooLarge:
+            self.recorder.attempt(
+                call, status, time.perf_counter() - started, error="ResponseTooLargeError"
+            )
             too_large = ResponseTooLargeError(
                 method=method, path=path, limit=self.max_response_body, status=status
             )
@@ -297,17 +358,27 @@ class HttpClient:
             why = "its answer was too large to read"
             raise self._unknown(method, path, why, status) from too_large
         except aiohttp.ClientConnectorError as exc:
+            self._no_answer(call, started, "cannot connect")
             reason = f"cannot connect ({exc.os_error})"
             raise self._transport(method, path, reason, False, replayable) from None
         except aiohttp.ConnectionTimeoutError:
+            self._no_answer(call, started, "connection timed out")
             raise self._transport(method, path, "connection timed out", False, replayable) from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
+            self._no_answer(call, started, "timed out")
             raise self._transport(
                 method, path, "timed out", True, replayable, timeout=True
             ) from None
         except (aiohttp.ClientError, ValueError, LookupError) as exc:
             # ValueError/LookupError: e.g. a header or URL aiohttp or yarl cannot take.
+            self._no_answer(call, started, type(exc).__name__)
             raise self._transport(method, path, type(exc).__name__, True, replayable) from None
+        self.recorder.attempt(
+            call,
+            status,
+            time.perf_counter() - started,
+            request_id=request_id(resp_headers) if _DEBUG() else None,
+        )
         error = error_for_status(
             status, method=method, path=path, headers=resp_headers, body=payload
         )
@@ -327,6 +398,9 @@ class HttpClient:
                 retry_after=error.retry_after,
             ) from None
         raise _Retry(error, error.retry_after)
+
+    def _no_answer(self, call: CallHandle, started: float, reason: str) -> None:
+        self.recorder.attempt(call, None, time.perf_counter() - started, error=reason)
 
     @staticmethod
     def _unknown(method: str, path: str, why: str, status: int | None) -> OutcomeUnknownError:

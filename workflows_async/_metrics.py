@@ -14,6 +14,7 @@ lost-webhook bookkeeping is bounded (``max_tracked`` workflows) and needs no tas
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections import OrderedDict
@@ -45,6 +46,18 @@ _LITERALS = frozenset(
      "run", "result", "tables", "records", "executions"}
 )  # fmt: skip
 _PLACEHOLDER = {"key": "{kid}", "tables": "{table_id}"}
+
+publish_outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "workflows_async_publish_outcome", default=None
+)
+"""Set by the waiting engine while it publishes an event, read by the receiver that awaited it:
+``duplicate`` (acknowledged, published before), ``in_progress`` (another process publishes
+it now), ``not_published`` (the bus is down and nobody here needed it)."""
+
+renewal_reason: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "workflows_async_renewal_reason", default="no token yet, or it expires soon"
+)
+"""Why a token request goes out, for its log line (set around a renewal after a 401)."""
 _ROUTES: dict[tuple[str, str], str] = {}
 _MAX_ROUTES = 4096
 
@@ -95,9 +108,10 @@ class CallHandle:
 class WaitHandle:
     """One ``run_and_wait``/``wait`` call in progress."""
 
-    __slots__ = ("kind", "span", "started", "workflow_id")
+    __slots__ = ("ended", "kind", "span", "started", "workflow_id")
 
     def __init__(self, kind: str, workflow_id: str, started: float, span: Span | None) -> None:
+        self.ended = False
         self.kind = kind
         self.workflow_id = workflow_id
         self.started = started
@@ -155,6 +169,7 @@ class Recorder:
         self.receiver_mounted = False
         # Per-workflow bookkeeping while waits are pending.
         self._polls: dict[str, int] = {}
+        self._waiters: dict[str, int] = {}
         self._wait_spans: dict[str, Span] = {}
         self._webhook_seen: TTLMap[bool] = TTLMap(max(lost_grace, 1.0) * 4, max_tracked, clock)
         self._awaiting_webhook: OrderedDict[str, float] = OrderedDict()
@@ -266,6 +281,15 @@ class Recorder:
             "workflows.webhook", {"http.request.method": "POST"}, server=True
         )
 
+    def webhook_event(self, span: Span | None, workflow_id: str, status: str) -> str | None:
+        """The delivery being handled is about ``workflow_id``; returns the receiver span's
+        context as a ``traceparent``, to travel with the event (None without a span)."""
+        if span is None or self.otel is None:
+            return None
+        span.set_attribute("workflows.workflow_id", workflow_id)
+        span.set_attribute("workflows.status", status[:64])
+        return self.otel.traceparent(span)
+
     def webhook_accepted(self, span: Span | None, *, duplicate: bool = False) -> None:
         outcome = "duplicate" if duplicate else "accepted"
         if duplicate:
@@ -336,6 +360,7 @@ class Recorder:
         """The workflow ``handle`` waits for is known (after the run answered)."""
         handle.workflow_id = workflow_id
         self._polls.setdefault(workflow_id, 0)
+        self._waiters[workflow_id] = self._waiters.get(workflow_id, 0) + 1
         if handle.span is not None:
             handle.span.set_attribute("workflows.workflow_id", workflow_id)
             self._wait_spans.setdefault(workflow_id, handle.span)
@@ -363,6 +388,8 @@ class Recorder:
         """The wait ended with an outcome brought by ``channel``; returns (polls, webhook seen).
 
         ``traceparent``: the receiver span's context that came with the event, to link."""
+        if handle.ended:
+            return self.polls_for(handle.workflow_id), self.webhook_seen(handle.workflow_id)
         elapsed = self._clock() - handle.started
         polls = self.polls_for(handle.workflow_id)
         seen = channel == "webhook" or self.webhook_seen(handle.workflow_id)
@@ -398,7 +425,9 @@ class Recorder:
 
     def wait_failed(self, handle: WaitHandle, outcome: str, error: str) -> None:
         """The wait ended without an outcome: ``outcome`` is ``timed_out``, ``failed`` or
-        ``cancelled``; ``error`` the exception's class name."""
+        ``cancelled``; ``error`` the exception's class name. No-op once the wait has ended."""
+        if handle.ended:
+            return
         elapsed = self._clock() - handle.started
         polls = self.polls_for(handle.workflow_id)
         self._wait_done(handle)
@@ -427,17 +456,22 @@ class Recorder:
                 handle.span.end()
 
     def _wait_done(self, handle: WaitHandle) -> None:
+        handle.ended = True
         self.waits_pending -= 1
         if self.otel is not None:
             self.otel.waits_pending.add(-1)
         wid = handle.workflow_id
+        if not wid:
+            return
         if handle.span is not None and self._wait_spans.get(wid) is handle.span:
             del self._wait_spans[wid]
-
-    def forget(self, workflow_id: str) -> None:
-        """No local waiter of ``workflow_id`` remains: drop its per-workflow counts."""
-        self._polls.pop(workflow_id, None)
-        self._wait_spans.pop(workflow_id, None)
+        left = self._waiters.get(wid, 1) - 1
+        if left > 0:
+            self._waiters[wid] = left
+            return
+        self._waiters.pop(wid, None)  # no local wait left: drop its per-workflow counts
+        self._polls.pop(wid, None)
+        self._wait_spans.pop(wid, None)
 
     # -- polls ---------------------------------------------------------------------------------
 

@@ -16,13 +16,16 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 from aiohttp import web
 
+from . import _logging, _otel
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
+from ._metrics import Recorder
 from ._retry import RetryPolicy
 from ._version import __version__
 from .auth import Auth, KeySecretAuth, TokenAuth
@@ -51,6 +54,7 @@ from .models import (
     WorkflowResult,
 )
 from .polling import PollPolicy
+from .stats import Stats
 from .waiters import Completion
 from .waiting import Waiting
 from .webhooks import WebhookReceiver
@@ -102,6 +106,13 @@ class Session:
     ``max_response_body`` (bytes, default 16 MiB) caps every answer's body: a larger one is not
     read and raises :class:`ResponseTooLargeError`. Signing keys are fetched through a small
     connection pool of their own, so slow API calls never hold up a webhook's verification.
+
+    Observability: :meth:`stats` counts what the Session did; records go to the
+    ``workflows_async`` loggers (``WORKFLOWS_LOG=debug|info`` adds a stderr handler).
+    ``opentelemetry``: spans and metrics through OpenTelemetry (None: when the ``otel`` extra
+    is installed; False: never; True: required), on ``tracer_provider``/``meter_provider``
+    (default: the global ones). When a poll finds a workflow ended, its webhook has
+    ``lost_webhook_grace`` seconds to come before it counts in ``stats().webhooks.lost``.
     """
 
     def __init__(
@@ -125,8 +136,16 @@ class Session:
         webhook_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
         max_webhook_body: int = 1 << 20,
         max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
+        opentelemetry: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        lost_webhook_grace: float = 30.0,
     ) -> None:
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        _logging.setup_from_env()
+        self._recorder = _recorder(
+            self.base_url, opentelemetry, tracer_provider, meter_provider, lost_webhook_grace
+        )
         if api_version is not None and (
             isinstance(api_version, bool) or not isinstance(api_version, int) or api_version < 1
         ):
@@ -152,6 +171,7 @@ class Session:
             session=http_session,
             auth=auth,
             max_response_body=max_response_body,
+            recorder=self._recorder,
         )
         # Its aiohttp session is made at the first key fetch; it never sends the credentials.
         self._keys_http = HttpClient(
@@ -161,6 +181,7 @@ class Session:
             retry=RetryPolicy.none(),
             max_response_body=min(max_response_body, _KEY_BODY_LIMIT),
             connection_limit=_KEY_CONNECTIONS,
+            recorder=self._recorder,
         )
         if not verify_webhooks and not is_local_url(self.base_url) and not force_unverified:
             raise ConfigurationError(
@@ -171,7 +192,7 @@ class Session:
         if verify_webhooks:
             # Pinned keys mean "only these" unless fetching is asked for as well.
             fetch = not webhook_keys if fetch_webhook_keys is None else fetch_webhook_keys
-            keys = KeyStore(self.get_webhook_key if fetch else None, pinned=webhook_keys)
+            keys = KeyStore(self._fetch_key if fetch else None, pinned=webhook_keys)
             self._verifier = WebhookVerifier(keys, algorithms=webhook_algorithms)
         self._max_webhook_body = max_webhook_body
         self.poll_policy = poll or PollPolicy()
@@ -214,6 +235,11 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session(base_url={self.base_url!r}, auth={self.auth!r})"
+
+    def stats(self) -> Stats:
+        """A snapshot of what this Session has done so far: calls by endpoint template and
+        status class, retries, token requests, key fetches, webhooks, waits and polls."""
+        return self._recorder.snapshot()
 
     @property
     def auth(self) -> Auth | None:
@@ -344,6 +370,11 @@ class Session:
             "GET", path, params={"pem": "true"}, accept="text/plain, application/json", retry=False
         )
         return response.body.decode("utf-8", errors="replace")
+
+    async def _fetch_key(self, kid: str) -> str:
+        """The key store's fetch: reported (counted, logged), then :meth:`get_webhook_key`."""
+        self._recorder.key_fetch(kid)
+        return await self.get_webhook_key(kid)
 
     async def _poll_workflow(self, workflow_id: str) -> Workflow:
         """One poll for the scheduler: no retries here, the scheduler spaces and budgets them."""
@@ -536,6 +567,32 @@ class Session:
             for name, value in (known or {}).items():
                 setattr(exc, name, value)
             raise
+
+
+def _recorder(
+    base_url: str,
+    opentelemetry: bool | None,
+    tracer_provider: Any,
+    meter_provider: Any,
+    lost_webhook_grace: float,
+) -> Recorder:
+    """The Session's one Recorder, with OpenTelemetry when asked for and installed."""
+    if isinstance(lost_webhook_grace, bool) or not lost_webhook_grace >= 0:
+        raise ConfigurationError("lost_webhook_grace must be a number of seconds >= 0")
+    otel = None
+    if opentelemetry is not False:
+        otel = _otel.load(tracer_provider, meter_provider)
+        if otel is None and opentelemetry:
+            raise ConfigurationError(
+                "opentelemetry=True needs the otel extra: pip install 'workflows-async[otel]'"
+            )
+    where = urlsplit(base_url)
+    return Recorder(
+        otel=otel,
+        server_address=where.hostname or "",
+        server_port=where.port or (443 if where.scheme == "https" else 80),
+        lost_grace=lost_webhook_grace,
+    )
 
 
 def _unknown(

@@ -97,18 +97,22 @@ async def test_concurrent_gets_share_one_fetch(pem: str) -> None:
     assert all(k is keys[0] for k in keys)
     assert store.fetch_count == 1
     assert await store.get(KID) is keys[0]
-    assert await store.get(KID.upper()) is keys[0]  # same UUID, same cache entry
     assert store.fetch_count == 1
+    # Issue 10 item 9: a kid is cached exactly as sent; the upper-case form is another kid.
+    with pytest.raises(KeyUnavailableError):
+        await store.get(KID.upper())
+    assert fetch.calls == [KID, KID.upper()]
 
 
 async def test_unknown_kid_is_negatively_cached(pem: str) -> None:
+    # Issue 10 item 9: a kid the API does not serve yet is retryable (503), not forged (401).
     clock = FakeClock()
     fetch = FakeFetch({})
     store = KeyStore(fetch, negative_ttl=300.0, clock=clock)
-    with pytest.raises(SignatureError, match="unknown signing key"):
+    with pytest.raises(KeyUnavailableError, match="not known yet"):
         await store.get(KID)
     clock.now += 299.0
-    with pytest.raises(SignatureError, match="unknown signing key"):
+    with pytest.raises(KeyUnavailableError, match="not known yet"):
         await store.get(KID)
     assert store.fetch_count == 1
     clock.now += 2.0
@@ -134,12 +138,13 @@ async def test_flood_of_random_kids_is_bounded() -> None:
     kids = [str(uuid.uuid4()) for _ in range(100)]
     results = await asyncio.gather(*(store.get(k) for k in kids), return_exceptions=True)
     assert len(fetch.calls) == store.fetch_count == 10
-    assert sum(isinstance(r, SignatureError) for r in results) == 10
-    assert sum(isinstance(r, KeyUnavailableError) for r in results) == 90
+    # Issue 10 item 9: unknown kids (404) are retryable now, like a spent budget: all 503.
+    assert sum(isinstance(r, KeyUnavailableError) for r in results) == 100
     with pytest.raises(KeyUnavailableError):
         await store.get(str(uuid.uuid4()))
+    assert store.fetch_count == 10
     clock.now += 60.0  # the window has passed: fetching is allowed again
-    with pytest.raises(SignatureError):
+    with pytest.raises(KeyUnavailableError, match="not known yet"):
         await store.get(str(uuid.uuid4()))
     assert store.fetch_count == 11
 
@@ -266,7 +271,16 @@ def test_verifier_refuses_bad_algorithm_settings(algorithms: Any) -> None:
         WebhookVerifier(KeyStore(None), algorithms=algorithms)
 
 
-@pytest.mark.parametrize("bad", [{"negative_ttl": -1.0}, {"max_fetches": -1}, {"per_seconds": 0.0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"negative_ttl": -1.0},
+        {"unusable_ttl": -1.0},
+        {"max_fetches": -1},
+        {"per_seconds": 0.0},
+        {"max_unknown": 0},
+    ],
+)
 def test_store_settings_are_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         KeyStore(None, **bad)

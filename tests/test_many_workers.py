@@ -341,7 +341,15 @@ async def test_webhooks_to_any_worker_resolve_waiters_on_every_worker_with_zero_
         for result in done.values():
             assert (result["status"], result["channel"]) == ("COMPLETED", "webhook"), result
         assert c.polls() == 0
-        # Webhooks landed on a worker other than the waiting one, and still resolved it.
+
+        # Webhooks landed on a worker other than the waiting one, and still resolved it. (The
+        # balancer records a forward once the worker's answer is back, which can be after the
+        # waiter, woken through Redis, already reported its result.)
+        def landed_all(_: list[State]) -> bool:
+            answered = {f.workflow_id for f in c.balancer.forwards if f.answer == 200}
+            return answered >= done.keys()
+
+        await c.until(landed_all, "the balancer recorded every answered webhook")
         landed = {f.workflow_id: f.target for f in c.balancer.forwards if f.answer == 200}
         crossed = [r for r in done.values() if f"worker-{landed[r['workflow_id']]}" != r["worker"]]
         assert crossed

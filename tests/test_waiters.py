@@ -129,7 +129,6 @@ def test_an_envelope_id_is_the_event_not_the_workflow() -> None:
             ("W1", "AWAITING"),
         ),
         (b'{"data":{"id":"W3","status":"COMPLETED"}}', ("W3", "COMPLETED")),
-        (b'{"workflowId":"W4","data":{"status":"COMPLETED"}}', ("W4", "COMPLETED")),
     ],
 )
 def test_the_top_level_speaks_for_the_workflow_when_it_names_it(
@@ -137,6 +136,20 @@ def test_the_top_level_speaks_for_the_workflow_when_it_names_it(
 ) -> None:
     parsed = parse_event(raw)
     assert (parsed.workflow_id, parsed.status) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Issue 10 item 11: the status of another object is not the workflow's. (W4 used to
+        # take the status of a nested data object that names nothing.)
+        b'{"workflowId":"W4","data":{"status":"COMPLETED"}}',
+        b'{"workflowId":"A","workflow":{"id":"B","status":"COMPLETED"}}',
+    ],
+)
+def test_id_and_status_come_from_one_object(raw: bytes) -> None:
+    with pytest.raises(BadEventError, match="status"):
+        parse_event(raw)
 
 
 def test_rich_reprs_mask_what_repr_masks() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ._ttl import TTLMap
-from .events import WebhookEvent
+from .events import REPLAY_WINDOW, WebhookEvent, event_size
 
 __all__ = ["Bus", "Deliver", "InMemoryBus"]
 
@@ -61,18 +61,29 @@ class Bus(Protocol):
 
 
 class InMemoryBus:
-    """The default bus: one process, events delivered at once, state in memory."""
+    """The default bus: one process, events delivered at once, state in memory.
+
+    Claims and remembered terminal events live ``terminal_ttl`` seconds (default
+    :data:`~workflows_async.events.REPLAY_WINDOW`, a week: the platform signs no timestamp, so
+    a captured webhook can be replayed whenever it likes). Memory is bounded by count and by
+    counted bytes: ``max_bytes`` for the remembered events (raw bodies counted) and as much
+    again for the claims; past a bound the oldest entries go first. The first terminal event
+    of a workflow is kept: a later one (another status) never replaces it.
+    """
 
     def __init__(
         self,
         *,
-        terminal_ttl: float = 3600.0,
-        max_entries: int = 100_000,
+        terminal_ttl: float = REPLAY_WINDOW,
+        max_entries: int = 1_000_000,
+        max_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._deliver: Deliver | None = None
-        self._terminal: TTLMap[WebhookEvent] = TTLMap(terminal_ttl, max_entries, clock)
-        self._claims: TTLMap[bool] = TTLMap(terminal_ttl, max_entries, clock)
+        self._terminal: TTLMap[WebhookEvent] = TTLMap(
+            terminal_ttl, max_entries, clock, max_bytes=max_bytes
+        )
+        self._claims: TTLMap[bool] = TTLMap(terminal_ttl, max_entries, clock, max_bytes=max_bytes)
 
     @property
     def healthy(self) -> bool:
@@ -82,8 +93,8 @@ class InMemoryBus:
         self._deliver = deliver
 
     async def publish(self, event: WebhookEvent, *, terminal: bool) -> bool:
-        if terminal:
-            self._terminal.put(event.workflow_id, event)
+        if terminal and self._terminal.get(event.workflow_id) is None:  # the first one stays
+            self._terminal.put(event.workflow_id, event, size=event_size(event))
         if self._deliver is None:
             return terminal  # nobody attached: only a remembered terminal event went somewhere
         self._deliver(event)

@@ -1,6 +1,7 @@
 """Webhook events: tolerant parsing of the platform's (undocumented) JSON body. Pure, no I/O.
 
-Invariants: an event always has a workflow id and a status (else :class:`BadEventError`); the
+Invariants: an event always has a workflow id and a status, both from one JSON object (else
+:class:`BadEventError`, the only exception ``parse_event`` raises, whatever the bytes); the
 raw body is kept byte for byte; the dedup key is the event id when the platform sent one, else
 ``(workflow id, status)``.
 """
@@ -14,7 +15,11 @@ import msgspec
 
 from .errors import WebhookError
 
-__all__ = ["BadEventError", "WebhookEvent", "parse_event"]
+__all__ = ["REPLAY_WINDOW", "BadEventError", "WebhookEvent", "event_size", "parse_event"]
+
+REPLAY_WINDOW = 7 * 86400.0
+"""Seconds a dispatched event (and a terminal workflow) is remembered, so that a replay of a
+captured webhook is harmless: the platform signs no timestamp, a copy verifies forever."""
 
 
 class BadEventError(WebhookError):
@@ -61,23 +66,38 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+def event_size(event: WebhookEvent) -> int:
+    """What keeping ``event`` in memory costs, roughly: its raw body and its fields."""
+    fields = (event.workflow_id, event.status, event.case_id, event.event_type, event.event_id)
+    return len(event.raw) + sum(len(f) for f in fields if f) + 200
+
+
 _MAX_FIELD = 256
 
 
 def _text(value: Any) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= _MAX_FIELD:
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**_MAX_FIELD:
         return str(value)
     return None
 
 
 def parse_event(raw: bytes, *, received_at: float = 0.0) -> WebhookEvent:
     """Read a webhook body: workflow id under ``workflowId`` or ``id`` (or nested under
-    ``workflow``/``data``), ``status``, optional ``caseId``, ``eventType``, ``eventId``."""
+    ``workflow``/``data``), ``status``, optional ``caseId``, ``eventType``, ``eventId``.
+
+    The id and the status always come from one object, the one that speaks for the workflow:
+    the top level when it names the workflow (``workflowId``), else a nested ``workflow``
+    object with an id, else a ``data`` object naming it, else the top level's plain ``id``.
+    A status found only elsewhere (a document's, a delivery's) is not the workflow's:
+    :class:`BadEventError`. The case id comes from that object too, or from the top-level
+    envelope when the workflow sits in a nested object and only one nested object names
+    anything (then the envelope can only be about that workflow).
+    """
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise BadEventError("body is not JSON") from None
     if not isinstance(body, dict):
         raise BadEventError("body is not a JSON object")
@@ -89,9 +109,6 @@ def parse_event(raw: bytes, *, received_at: float = 0.0) -> WebhookEvent:
     def has(source: dict[str, Any] | None, *names: str) -> bool:
         return source is not None and any(_text(source.get(name)) for name in names)
 
-    # The object that speaks for the workflow: the top level when it names the workflow
-    # explicitly, else a nested workflow object, else a data envelope naming it, else the top
-    # level's plain ``id``. Its id and status belong together.
     source: dict[str, Any] = body
     if has(body, "workflowId", "workflow_id"):
         source = body
@@ -101,30 +118,36 @@ def parse_event(raw: bytes, *, received_at: float = 0.0) -> WebhookEvent:
         has(data, "workflowId", "workflow_id") or (not has(body, "id") and has(data, "id"))
     ):
         source = data
-    others = [o for o in (body, workflow, data) if o is not None and o is not source]
 
-    def pick(sources: list[dict[str, Any]], *names: str) -> str | None:
-        for candidate in sources:
-            for name in names:
-                found = _text(candidate.get(name))
-                if found is not None:
-                    return found
+    def pick(candidate: dict[str, Any], *names: str) -> str | None:
+        for name in names:
+            found = _text(candidate.get(name))
+            if found is not None:
+                return found
         return None
 
-    workflow_id = pick([source], "workflowId", "workflow_id", "id")
-    status = pick([source, *others], "status", "workflowStatus")
+    workflow_id = pick(source, "workflowId", "workflow_id", "id")
     if workflow_id is None:
         raise BadEventError("no workflow id (workflowId or id)")
+    status = pick(source, "status", "workflowStatus")
     if status is None:
-        raise BadEventError("no status")
-    event_id = pick([body], "eventId", "event_id")
+        raise BadEventError("no status beside the workflow id")
+    case_id = pick(source, "caseId", "case_id")
+    if case_id is None and source is not body:
+        naming = [o for o in (workflow, data) if has(o, "workflowId", "workflow_id", "id")]
+        if len(naming) == 1:
+            case_id = pick(body, "caseId", "case_id")
+    event_id = pick(body, "eventId", "event_id")
     if event_id is None and source is not body:
         event_id = _text(body.get("id"))  # an envelope's own id names the event
+    event_type = pick(body, "eventType", "type", "event")
+    if event_type is None and source is not body:
+        event_type = pick(source, "eventType", "type", "event")
     return WebhookEvent(
         workflow_id=workflow_id,
         status=status,
-        case_id=pick([source, *others], "caseId", "case_id"),
-        event_type=pick([body, *others], "eventType", "type", "event"),
+        case_id=case_id,
+        event_type=event_type,
         event_id=event_id,
         raw=bytes(raw),
         received_at=received_at,

@@ -4,7 +4,8 @@ Invariants: a callback never runs inside the webhook request; a slow or failing 
 or breaks nothing else (each call is its own task, at most ``max_concurrency`` at once and at
 most ``max_pending`` waiting, beyond which calls are skipped and logged; a failure is logged
 with the workflow id only); a ``once=True`` hook runs at most once per event across every
-process sharing the bus.
+process sharing the bus, for ``claim_ttl`` seconds (a week by default: a replay of a captured
+webhook within that window runs no once-hook again).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from .errors import ConfigurationError
-from .events import WebhookEvent
+from .events import REPLAY_WINDOW, WebhookEvent
 
 __all__ = ["EventCallback", "EventHooks"]
 
@@ -43,7 +44,7 @@ class EventHooks:
         *,
         max_concurrency: int = 100,
         max_pending: int = 10_000,
-        claim_ttl: float = 3600,
+        claim_ttl: float = REPLAY_WINDOW,
     ) -> None:
         self._hooks: list[_Hook] = []
         self._claim = claim

@@ -2,7 +2,7 @@
 
 Invariants: nothing here does I/O, reads a clock or touches an event loop. A header is refused
 (``SignatureError``) before any key is looked up unless its ``alg`` is allow-listed, its ``crit``
-is understood and its ``kid`` is a canonical UUID; keys never come from the header (``jwk``,
+is understood and its ``kid`` is a UUID (kept as sent); keys never come from the header (``jwk``,
 ``jku``, ``x5u``, ``x5c`` are ignored), only RSA keys of at least 2048 bits verify anything.
 
 Signing input (RFC 7515 appendix F, RFC 7797): ``header_segment + "." + b64url(body)``, or
@@ -63,7 +63,7 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 class ProtectedHeader:
     """The decoded JWS protected header: only the members this library acts on.
 
-    ``kid`` is the lower-case canonical UUID (or ``None`` when not required and absent);
+    ``kid`` is the UUID exactly as sent (or ``None`` when not required and absent);
     ``encoded`` is the header segment exactly as received, which is what was signed.
     """
 
@@ -104,10 +104,12 @@ def b64url_decode(text: str) -> bytes:
 
 
 def check_kid(kid: object) -> str:
-    """Return ``kid`` as a lower-case canonical UUID, or raise ``SignatureError``.
+    """Return ``kid`` exactly as given when it is a UUID in canonical 8-4-4-4-12 form, or raise
+    ``SignatureError``.
 
-    Upper-case hex digits are accepted (UUIDs are case-insensitive) and folded, so one key has
-    one cache entry; braces, ``urn:uuid:``, missing hyphens and anything else are refused.
+    The check is case-insensitive (upper-case hex digits pass), but the kid is not folded: the
+    platform's key endpoint looks kids up exactly as issued, so ``ABC...`` is fetched and
+    cached as ``ABC...``. Braces, ``urn:uuid:``, missing hyphens and anything else are refused.
     """
     if not isinstance(kid, str) or len(kid) != 36:
         raise SignatureError("kid is not a UUID")
@@ -117,7 +119,7 @@ def check_kid(kid: object) -> str:
         raise SignatureError("kid is not a UUID") from None
     if canonical != kid.lower():
         raise SignatureError("kid is not a UUID")
-    return canonical
+    return kid
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -1,9 +1,17 @@
 """Webhook signing keys by ``kid``, and the verifier that uses them.
 
-Invariants: a kid is a canonical UUID (folded to lower case) before it is looked up, let alone
-fetched; a kid has at most one fetch in flight and at most ``max_fetches`` fetches start in any
-``per_seconds`` window; a loaded key is kept for good (a kid never changes key), and a kid the API
-does not know is refused without fetching for ``negative_ttl`` seconds.
+Invariants: a kid is validated as a UUID (case-insensitively) before it is looked up, let alone
+fetched, and is then used exactly as sent (the key endpoint is case-sensitive); a kid has at most
+one fetch in flight; at most ``max_fetches`` fetches start in any ``per_seconds`` window, plus as
+many again for kids that were turned away by that budget and came back (so a flood of random
+kids cannot starve the platform's new kid); a loaded key is kept (re-checked after ``key_ttl``);
+every refusal cache is bounded.
+
+Answers, as the receiver maps them: a kid the API does not serve *yet* (404, never seen before)
+is :class:`KeyUnavailableError` (503, the platform retries) and is asked again after
+``negative_ttl`` seconds (3 by default); a spent fetch budget or a key endpoint in trouble is
+:class:`KeyUnavailableError` too; a key the API served before and now answers 404 for (revoked),
+unusable key material, or a kid with no fetch configured is :class:`SignatureError` (401).
 """
 
 from __future__ import annotations
@@ -12,12 +20,13 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from ._ttl import TTLMap
 from .errors import (
     APIError,
     ConfigurationError,
@@ -29,6 +38,7 @@ from .errors import (
 from .jws import (
     DEFAULT_ALGORITHMS,
     SUPPORTED_ALGORITHMS,
+    DetachedSignature,
     ProtectedHeader,
     check_kid,
     load_public_key,
@@ -43,14 +53,33 @@ KeyFetcher = Callable[[str], Awaitable[str]]
 KeyMaterial = str | bytes | Mapping[str, Any]
 """PEM text or bytes, or an RSA JWK mapping."""
 
+_NOT_YET = "signing key not known yet; retry later"
+
+
+class _Budget:
+    """At most ``limit`` starts in any ``per_seconds`` window (a sliding log of start times)."""
+
+    def __init__(self, limit: int, per_seconds: float) -> None:
+        self.limit = limit
+        self.per_seconds = per_seconds
+        self._starts: deque[float] = deque()
+
+    def take(self, now: float) -> bool:
+        while self._starts and self._starts[0] <= now - self.per_seconds:
+            self._starts.popleft()
+        if len(self._starts) >= self.limit:
+            return False
+        self._starts.append(now)
+        return True
+
 
 class KeyStore:
     """RSA public keys by kid: pinned ones, and ones fetched once and cached.
 
-    ``get`` raises ``SignatureError`` for a kid that is malformed or unknown (API said 404, the
-    material was unusable, or there is no ``fetch``), and ``KeyUnavailableError`` when the key
-    cannot be had right now (fetch budget spent, network or server trouble), so the platform's
-    delivery should be answered with a retryable status.
+    ``get`` raises ``SignatureError`` for a kid that is malformed or refused for good (revoked,
+    unusable material, no ``fetch``), and ``KeyUnavailableError`` when the key cannot be had
+    right now (not published yet, fetch budget spent, network or server trouble), so the
+    platform's delivery is answered with a retryable status.
     """
 
     def __init__(
@@ -58,33 +87,43 @@ class KeyStore:
         fetch: KeyFetcher | None,
         *,
         pinned: Mapping[str, KeyMaterial] | None = None,
-        negative_ttl: float = 300.0,
+        negative_ttl: float = 3.0,
+        unusable_ttl: float = 300.0,
+        max_unknown: int = 4096,
         max_fetches: int = 10,
         per_seconds: float = 60.0,
+        max_tracked: int = 10_000,
         key_ttl: float = 86400.0,
         fetch_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if negative_ttl < 0:
-            raise ConfigurationError("negative_ttl must not be negative")
+        if negative_ttl < 0 or unusable_ttl < 0:
+            raise ConfigurationError("negative_ttl and unusable_ttl must not be negative")
         if max_fetches < 0:
             raise ConfigurationError("max_fetches must not be negative")
         if per_seconds <= 0:
             raise ConfigurationError("per_seconds must be positive")
         if key_ttl <= 0:
             raise ConfigurationError("key_ttl must be positive")
+        if max_unknown < 1 or max_tracked < 1:
+            raise ConfigurationError("max_unknown and max_tracked must be positive")
         self._fetch = fetch
         self._key_ttl = key_ttl
         self._fetch_timeout = fetch_timeout
         self._expires: dict[str, float] = {}  # fetched keys only: pinned ones never expire
         self._negative_ttl = negative_ttl
-        self._max_fetches = max_fetches
-        self._per_seconds = per_seconds
+        self._unusable_ttl = unusable_ttl
         self._clock = clock
         self._keys: dict[str, RSAPublicKey] = {}
-        self._unknown: dict[str, float] = {}  # kid -> when the refusal expires
+        # kid -> True when refused for good (401), False when not served yet (503)
+        self._unknown: TTLMap[bool] = TTLMap(negative_ttl, max_unknown, clock)
         self._inflight: dict[str, asyncio.Task[RSAPublicKey]] = {}
-        self._recent: deque[float] = deque()  # start times of fetches inside the window
+        self._budget = _Budget(max_fetches, per_seconds)
+        # Kids the budget turned away: one that comes back (the platform retries; random flood
+        # kids do not) may use a second budget of the same size.
+        self._turned_away: OrderedDict[str, None] = OrderedDict()
+        self._max_tracked = max_tracked
+        self._retry_budget = _Budget(max_fetches, per_seconds)
         self._fetch_count = 0
         for kid, material in (pinned or {}).items():
             self.add(kid, material)
@@ -95,18 +134,19 @@ class KeyStore:
         return self._fetch_count
 
     def add(self, kid: str, material: KeyMaterial) -> None:
-        """Pin ``material`` as the key for ``kid``; ``ConfigurationError`` when unacceptable."""
+        """Pin ``material`` as the key for ``kid`` (exactly as the platform sends it);
+        ``ConfigurationError`` when unacceptable."""
         try:
-            canonical = check_kid(kid)
+            kid = check_kid(kid)
         except SignatureError:
-            raise ConfigurationError("pinned key id is not a canonical UUID") from None
+            raise ConfigurationError("pinned key id is not a UUID") from None
         try:
             key = load_public_key(material)
         except SignatureError as exc:
-            raise ConfigurationError(f"pinned key {canonical}: {exc}") from None
-        self._keys[canonical] = key
-        self._expires.pop(canonical, None)  # pinned: never re-checked
-        self._unknown.pop(canonical, None)
+            raise ConfigurationError(f"pinned key {kid}: {exc}") from None
+        self._keys[kid] = key
+        self._expires.pop(kid, None)  # pinned: never re-checked
+        self._unknown.pop(kid)
 
     async def get(self, kid: str) -> RSAPublicKey:
         """The key for ``kid``, fetching it at most once however many callers ask together.
@@ -114,41 +154,45 @@ class KeyStore:
         A fetched key is checked again in the background once ``key_ttl`` has passed (a key
         the API no longer serves then stops being trusted); meanwhile, and while the API
         cannot answer that check, the key it gave before is used."""
-        if isinstance(kid, str) and (known := self._keys.get(kid)) is not None:
-            canonical = kid  # kids are stored canonical, so an exact match is a canonical kid
-        else:
-            canonical = check_kid(kid)
-            known = self._keys.get(canonical)
+        known = self._keys.get(kid) if isinstance(kid, str) else None
+        if known is None:
+            kid = check_kid(kid)  # before anything else: a kid goes into a URL
         if known is not None:
-            expires = self._expires.get(canonical)
-            if expires is not None and self._clock() >= expires and canonical not in self._inflight:
+            expires = self._expires.get(kid)
+            if expires is not None and self._clock() >= expires and kid not in self._inflight:
                 # Re-check in the background: the webhook being verified does not wait for it.
                 with contextlib.suppress(SignatureError, KeyUnavailableError):
-                    self._start_fetch(canonical)
+                    self._start_fetch(kid)
             return known
-        task = self._inflight.get(canonical) or self._start_fetch(canonical)
+        task = self._inflight.get(kid) or self._start_fetch(kid)
         # shield: a caller that is cancelled leaves the shared fetch running for the others.
         return await asyncio.shield(task)
 
     def _start_fetch(self, kid: str) -> asyncio.Task[RSAPublicKey]:
         now = self._clock()
-        expires = self._unknown.get(kid)
-        if expires is not None:
-            if now < expires:
+        final = self._unknown.get(kid)
+        if final is not None:
+            if final:
                 raise SignatureError("unknown signing key")
-            del self._unknown[kid]
+            raise KeyUnavailableError(_NOT_YET)
         if self._fetch is None:
             raise SignatureError("unknown signing key")
-        while self._recent and self._recent[0] <= now - self._per_seconds:
-            self._recent.popleft()
-        if len(self._recent) >= self._max_fetches:
-            raise KeyUnavailableError("too many signing key fetches; retry later")
-        self._recent.append(now)
+        if not self._budget.take(now):
+            came_back = self._turned_away.pop(kid, False) is None
+            if not (came_back and self._retry_budget.take(now)):
+                self._track_turned_away(kid)
+                raise KeyUnavailableError("too many signing key fetches; retry later")
         self._fetch_count += 1
         task = asyncio.get_running_loop().create_task(self._load(kid, self._fetch))
         self._inflight[kid] = task
         task.add_done_callback(functools.partial(self._fetch_done, kid))
         return task
+
+    def _track_turned_away(self, kid: str) -> None:
+        self._turned_away[kid] = None
+        self._turned_away.move_to_end(kid)
+        while len(self._turned_away) > self._max_tracked:
+            self._turned_away.popitem(last=False)
 
     def _fetch_done(self, kid: str, task: asyncio.Task[RSAPublicKey]) -> None:
         if self._inflight.get(kid) is task:
@@ -161,8 +205,11 @@ class KeyStore:
             async with asyncio.timeout(self._fetch_timeout):  # a webhook delivery is waiting
                 material = await fetch(kid)
         except NotFoundError:
-            self._forget(kid)
-            raise SignatureError("unknown signing key") from None
+            if self._forget(kid):  # served before, not any more: revoked
+                raise SignatureError("unknown signing key") from None
+            # Never served: most likely a rotation the key endpoint has not caught up with.
+            self._unknown.put(kid, False, self._negative_ttl)
+            raise KeyUnavailableError(_NOT_YET) from None
         except (TransportError, APIError, TimeoutError, OSError) as exc:
             reason = f"signing key could not be fetched ({type(exc).__name__})"
             raise KeyUnavailableError(reason) from exc
@@ -175,19 +222,16 @@ class KeyStore:
         self._expires[kid] = self._clock() + self._key_ttl
         return key
 
-    def _forget(self, kid: str) -> None:
-        """The API does not (or no longer) serve a usable key for ``kid``."""
-        if kid in self._expires:  # a fetched key, never a pinned one
+    def _forget(self, kid: str) -> bool:
+        """The API does not (or no longer) serve a usable key for ``kid``: refuse it for
+        ``unusable_ttl``. True when a fetched key was dropped."""
+        dropped = kid in self._expires  # a fetched key, never a pinned one
+        if dropped:
             del self._expires[kid]
             del self._keys[kid]
-        self._remember_unknown(kid)
-
-    def _remember_unknown(self, kid: str) -> None:
-        now = self._clock()
-        for stale in [k for k, until in self._unknown.items() if until <= now]:
-            del self._unknown[stale]
-        if self._negative_ttl > 0:
-            self._unknown[kid] = now + self._negative_ttl
+        if self._unusable_ttl > 0:
+            self._unknown.put(kid, True, self._unusable_ttl)
+        return dropped
 
 
 class WebhookVerifier:
@@ -209,12 +253,17 @@ class WebhookVerifier:
     def algorithms(self) -> frozenset[str]:
         return self._algorithms
 
+    def parse(self, signature_header: str | None) -> DetachedSignature:
+        """Check the header alone (present, well-formed, allowed alg, kid a UUID): pure, so a
+        receiver can refuse a request before reading its body. ``SignatureError`` otherwise."""
+        if not signature_header:
+            raise SignatureError("missing JWS-SIGNATURE header")
+        return parse_signature(signature_header, algorithms=self._algorithms, require_kid=True)
+
     async def verify(self, signature_header: str | None, body: bytes) -> ProtectedHeader:
         """Return the protected header when the signature holds; raise ``SignatureError`` or
         ``KeyUnavailableError`` otherwise. The header is fully checked before any key lookup."""
-        if not signature_header:
-            raise SignatureError("missing JWS-SIGNATURE header")
-        sig = parse_signature(signature_header, algorithms=self._algorithms, require_kid=True)
+        sig = self.parse(signature_header)
         if sig.header.kid is None:  # parse_signature guarantees it; keeps the types honest
             raise SignatureError("header has no kid")
         key = await self._keys.get(sig.header.kid)

@@ -476,18 +476,21 @@ class Session:
 
     # -- webhooks -------------------------------------------------------------------------
 
-    def webhook_app(self) -> web.Application:
+    def webhook_app(self, *, read_timeout: float = 10.0) -> web.Application:
         """The webhook receiver as an aiohttp sub-app: ``app.add_subapp("/webhooks", ...)``.
 
         Configure ``https://<your host>/webhooks/`` as the webhook URL (the sub-app answers at
-        its root).
+        its root). A body not received within ``read_timeout`` seconds is refused (408).
         """
         if self.closed:
             raise SessionClosedError("the Session is closed")
         if self._verifier is None:
             log.warning("webhook signatures are NOT verified: local development only")
         receiver = WebhookReceiver(
-            self._verifier, self._waiting.publish, max_body=self._max_webhook_body
+            self._verifier,
+            self._waiting.publish,
+            max_body=self._max_webhook_body,
+            read_timeout=read_timeout,
         )
         app = receiver.app()
         app[_RECEIVER] = receiver

@@ -3,7 +3,10 @@
 Invariants: the first terminal status for a workflow wins and resolves every local waiter of it
 exactly once; a terminal event that arrives before anyone waits is kept (bounded, with a
 time-to-live) and resolves the waiter at registration; a duplicate event (same event id, or same
-workflow and status) is dispatched once; a waiter that leaves removes every trace of itself.
+workflow and status) is dispatched once; a terminal status is final: once a workflow is known
+terminal here, no later event for it (a replay, another status) is dispatched; every buffer is
+bounded by count and by counted bytes (raw bodies included); a waiter that leaves removes every
+trace of itself.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from ._ttl import TTLMap
-from .events import WebhookEvent
+from .events import REPLAY_WINDOW, WebhookEvent, event_size
 from .models import Channel, StatusSet, Workflow
 
 __all__ = ["Completion", "Registry"]
@@ -42,14 +45,20 @@ class Registry:
         *,
         early_ttl: float = 600.0,
         early_max: int = 10_000,
-        dedup_ttl: float = 3600.0,
-        dedup_max: int = 100_000,
+        early_max_bytes: int = 64 << 20,
+        dedup_ttl: float = REPLAY_WINDOW,
+        dedup_max: int = 1_000_000,
+        dedup_max_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.statuses = statuses
         self._waiters: dict[str, list[asyncio.Future[Completion]]] = {}
-        self._early: TTLMap[WebhookEvent] = TTLMap(early_ttl, early_max, clock)
-        self._seen: TTLMap[bool] = TTLMap(dedup_ttl, dedup_max, clock)
+        self._early: TTLMap[WebhookEvent] = TTLMap(
+            early_ttl, early_max, clock, max_bytes=early_max_bytes
+        )
+        self._seen: TTLMap[bool] = TTLMap(dedup_ttl, dedup_max, clock, max_bytes=dedup_max_bytes)
+        # workflow id -> its first terminal status: later events for it are not dispatched
+        self._final: TTLMap[str] = TTLMap(dedup_ttl, dedup_max, clock, max_bytes=dedup_max_bytes)
         self.dispatched = 0
         self.duplicates = 0
 
@@ -82,10 +91,15 @@ class Registry:
         return True
 
     def accept(self, event: WebhookEvent) -> bool:
-        """Filter duplicates: True the first time an event is seen here."""
-        if not self._seen.add(event.dedup_key, True):
+        """Filter duplicates: True the first time an event is seen here, and never for an event
+        about a workflow already known terminal here (its first terminal status is final)."""
+        if self._final.get(event.workflow_id) is not None or not self._seen.add(
+            event.dedup_key, True
+        ):
             self.duplicates += 1
             return False
+        if self.statuses.is_terminal(event.status):
+            self._final.put(event.workflow_id, event.status, size=len(event.status))
         self.dispatched += 1
         return True
 
@@ -96,7 +110,7 @@ class Registry:
         if not self.statuses.is_terminal(event.status):
             return False
         if not self.resolve(Completion(workflow_from_event(event), Channel.WEBHOOK, event)):
-            self._early.put(event.workflow_id, event)
+            self._early.put(event.workflow_id, event, size=event_size(event))
         return True
 
     def resolve(self, completion: Completion, *, workflow_id: str | None = None) -> bool:

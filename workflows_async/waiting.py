@@ -8,13 +8,14 @@ the waiter and, when it was the last one, the poll entry; closing fails every pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from .bus import Bus
 from .errors import SessionClosedError, WorkflowsError
-from .events import WebhookEvent
+from .events import REPLAY_WINDOW, WebhookEvent
 from .hooks import EventHooks
 from .models import Channel, StatusSet, Workflow
 from .polling import PollPolicy, PollScheduler
@@ -25,7 +26,9 @@ __all__ = ["Waiting"]
 log = logging.getLogger("workflows_async.waiting")
 
 _PENDING_TTL = 10.0  # seconds a process may take to publish an event before others may
-_PUBLISHED_TTL = 3600.0  # seconds a published event is remembered (platform retries: ~30 s)
+# Seconds a published event is remembered. The platform's retries last ~30 s, but it signs no
+# timestamp: a captured webhook can be replayed at any time, so the mark lasts a week.
+_PUBLISHED_TTL = REPLAY_WINDOW
 
 
 class Waiting:
@@ -88,7 +91,8 @@ class Waiting:
         """Called by the webhook receiver for each verified event; True means "acknowledge".
 
         Each event is published once for the whole bus, in two steps: a short *pending* claim
-        while this process publishes, then a long *published* mark. A copy (a platform retry,
+        while this process publishes, then a long *published* mark (:data:`REPLAY_WINDOW`),
+        after which the pending claim is dropped. A copy (a platform retry,
         or the same delivery on another worker) is acknowledged only once the mark exists;
         while another process is still publishing it is refused, so the platform retries. A
         pending claim is given back when the publish fails, and expires soon if even that
@@ -105,6 +109,13 @@ class Waiting:
                 return True
             self.deferred_deliveries += 1
             return False  # another process is publishing it right now: retry later
+        if await self.bus.is_claimed(published):
+            # Published between our first look and our claim (its publisher then dropped its
+            # pending claim, which let ours through): a copy, not a new event.
+            with contextlib.suppress(WorkflowsError, OSError):
+                await self.bus.release(pending)
+            self.duplicate_deliveries += 1
+            return True
         terminal = self.statuses.is_terminal(event.status)
         try:
             sent = await self.bus.publish(event, terminal=terminal)
@@ -113,6 +124,10 @@ class Waiting:
             raise
         if sent:
             await self.bus.claim(published, _PUBLISHED_TTL)
+            # The mark now answers copies; the pending claim would only hold a slot (and it
+            # expires by itself in seconds if it cannot be given back now).
+            with contextlib.suppress(WorkflowsError, OSError):
+                await self.bus.release(pending)
             return True
         await self.bus.release(pending)
         # The bus is down: handle it here, and acknowledge only if someone here needed it.

@@ -2,7 +2,8 @@
 
 Invariants: every response carries ``X-Request-Id`` and every error body is the JSON object
 ``{"error", "message"}``; exactly one `RequestRecord` is logged per request; an injected error
-(unless ``error_after_effect``) is answered before the call can change any state.
+(unless ``error_after_effect``) is answered before the call can change any state; a fault
+scheduled with `Backend.fail_next` fires exactly once, before any random fault, drawing no dice.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -35,12 +36,20 @@ from ._wire import (
     required_str,
 )
 
-__all__ = ["BACKEND", "KEY_ROUTE", "Backend", "build_app"]
+__all__ = ["BACKEND", "KEY_ROUTE", "Backend", "ScheduledFault", "build_app"]
 
 _log = logging.getLogger(__name__)
 KEY_ROUTE = "GET /auth/webhooks/key/{kid}"
 _TOKEN_ERRORS = frozenset({"missing_token", "invalid_token", "token_expired"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledFault:
+    """One error answer waiting for the next request to its route (see `Backend.fail_next`)."""
+
+    status: int
+    after_effect: bool
 
 
 @dataclass(slots=True)
@@ -59,6 +68,21 @@ class Backend:
     """Tell the scheduler a transition is due at this ``time.monotonic()`` time."""
     requests: list[RequestRecord]
     calls_by_route: Counter[str]
+    scheduled_faults: dict[str, deque[ScheduledFault]] = field(default_factory=dict)
+    """``"METHOD /path"`` (a route template or an exact path) -> faults, first one next."""
+
+    def fail_next(self, method: str, path: str, fault: ScheduledFault) -> None:
+        self.scheduled_faults.setdefault(f"{method.upper()} {path}", deque()).append(fault)
+
+    def take_fault(self, route: str, exact: str) -> ScheduledFault | None:
+        for key in (exact, route):
+            queue = self.scheduled_faults.get(key)
+            if queue:
+                fault = queue.popleft()
+                if not queue:
+                    del self.scheduled_faults[key]
+                return fault
+        return None
 
 
 BACKEND = web.AppKey("workflows_simulator_backend", Backend)
@@ -107,16 +131,19 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
             response = await handler(request)
         else:
             version = negotiate_version(request.headers.get(hdrs.ACCEPT))
-            injected = dice.pick(faults.error_statuses) if dice.chance(faults.error_rate) else 0
-            if injected and not faults.error_after_effect:
+            injected, after_effect = _pick_fault(backend, route, f"{request.method} {request.path}")
+            if injected and not after_effect:
                 fault = "error"
                 raise _injected(injected, faults)
             if not template.startswith("/auth/"):
+                if dice.chance(faults.revoke_tokens_rate):
+                    backend.tokens.revoke()
+                    fault = "tokens_revoked"
                 backend.tokens.check_access(parse_bearer(request.headers.get(hdrs.AUTHORIZATION)))
             response = await handler(request)
             if injected:  # the call took effect; its answer is lost
                 fault = "error_after_effect"
-                raise _injected(500, faults)
+                raise _injected(injected, faults)
     except Reject as reject:
         response = _error(reject)
     except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too large
@@ -144,6 +171,22 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     )
     backend.requests.append(record)
     return response
+
+
+def _pick_fault(backend: Backend, route: str, exact: str) -> tuple[int, bool]:
+    """The injected error status for this call (0: none) and whether it comes after the effect."""
+    scheduled = backend.take_fault(route, exact)
+    if scheduled is not None:
+        return scheduled.status, scheduled.after_effect
+    faults, dice = backend.faults(), backend.dice
+    if not dice.chance(faults.error_rate):
+        return 0, False
+    if faults.error_after_effect:
+        return faults.error_after_effect_status, True
+    statuses = faults.error_statuses
+    if route.startswith("POST ") and faults.post_error_statuses is not None:
+        statuses = faults.post_error_statuses
+    return dice.pick(statuses), False
 
 
 def _injected(status: int, faults: Faults) -> Reject:
@@ -191,7 +234,7 @@ async def _authorize(request: web.Request) -> web.StreamResponse:
     backend, body = request.app[BACKEND], await _json(request)
     check_fields(body, ("key", "secret"))
     key, secret = required_str(body, "key"), required_str(body, "secret")
-    tokens = backend.tokens.authorize(key, secret, expired=backend.faults().expire_tokens_early)
+    tokens = backend.tokens.authorize(key, secret, expired=backend.faults().issue_expired_tokens)
     return _json_response(tokens)
 
 
@@ -199,14 +242,15 @@ async def _refresh(request: web.Request) -> web.StreamResponse:
     backend, body = request.app[BACKEND], await _json(request)
     check_fields(body, ("refreshToken",))
     token = required_str(body, "refreshToken")
-    expired = backend.faults().expire_tokens_early
+    expired = backend.faults().issue_expired_tokens
     return _json_response(backend.tokens.refresh(token, expired=expired))
 
 
 async def _key(request: web.Request) -> web.StreamResponse:
     if request.query.get("pem", "").lower() != "true":
         raise Reject(400, "only ?pem=true is supported")
-    pem = request.app[BACKEND].keys.pem(request.match_info["kid"])
+    keys, kid = request.app[BACKEND].keys, request.match_info["kid"]
+    pem = keys.pem(kid) if keys.published(kid) else None
     if pem is None:
         raise Reject(404, "unknown key id", error="key_not_found")
     return web.Response(text=pem, content_type="text/plain")
@@ -247,4 +291,5 @@ async def _workflow(request: web.Request) -> web.StreamResponse:
 async def _result(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND]
     backend.advance()
-    return _json_response(backend.state.result(request.match_info["id"]))
+    delay = backend.faults().result_delay
+    return _json_response(backend.state.result(request.match_info["id"], delay=delay))

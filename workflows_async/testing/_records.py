@@ -34,7 +34,7 @@ class RecordLog(list[T]):
 Outcome = int | Literal["timeout", "error", "dropped"]
 """An HTTP status the receiver answered, or why there is none."""
 
-Fault = Literal["error", "error_after_effect", "disconnect", "key_error"]
+Fault = Literal["error", "error_after_effect", "disconnect", "key_error", "tokens_revoked"]
 
 
 @dataclass(frozen=True, slots=True)

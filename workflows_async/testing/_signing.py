@@ -2,7 +2,8 @@
 
 Invariants: the signing input is built from the exact body bytes handed in, never from
 re-serialised JSON; a kid issued by a `KeyRing` keeps resolving to the same public key for the
-ring's whole life (rotation only adds keys); only the ring's current key signs.
+ring's whole life (rotation only adds keys); only the ring's current key signs, possibly before
+it is published (`published` turns true ``publish_delay`` seconds after the rotation, for good).
 
 With ``b64=True`` (the default, RFC 7515 appendix F) the signing input is
 ``b64url(header) + "." + b64url(body)``; with ``b64=False`` (RFC 7797) the header also carries
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -66,9 +69,16 @@ class KeyRing:
     True
     """
 
-    def __init__(self, key: rsa.RSAPrivateKey | None = None) -> None:
+    def __init__(
+        self,
+        key: rsa.RSAPrivateKey | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
         self._pems: dict[str, str] = {}
+        self._publish_at: dict[str, float] = {}  # only kids not known to be published yet
+        self._clock = clock
         self._kid = ""
         self.rotate(key)
 
@@ -87,12 +97,35 @@ class KeyRing:
         """Every kid ever issued, oldest first."""
         return tuple(self._keys)
 
-    def rotate(self, key: rsa.RSAPrivateKey | None = None) -> str:
-        """Make ``key`` (or a freshly generated one) the signer under a new kid; return the kid."""
+    def rotate(self, key: rsa.RSAPrivateKey | None = None, *, publish_delay: float = 0.0) -> str:
+        """Make ``key`` (or a freshly generated one) the signer under a new kid; return the kid.
+
+        With ``publish_delay`` seconds, the kid signs at once but is `published` only later.
+        """
         kid = str(uuid.uuid4())
         self._keys[kid] = key if key is not None else generate_signing_key()
+        if publish_delay > 0:
+            self._publish_at[kid] = self._clock() + publish_delay
         self._kid = kid
         return kid
+
+    def publish(self, kid: str) -> None:
+        """End ``kid``'s publish delay now (KeyError for a kid never issued)."""
+        if kid not in self._keys:
+            raise KeyError(kid)
+        self._publish_at.pop(kid, None)
+
+    def published(self, kid: str) -> bool:
+        """The key endpoint serves ``kid`` now (issued, and its publish delay is over)."""
+        if kid not in self._keys:
+            return False
+        due = self._publish_at.get(kid)
+        if due is None:
+            return True
+        if self._clock() < due:
+            return False
+        del self._publish_at[kid]
+        return True
 
     def pem(self, kid: str) -> str | None:
         """The public key PEM for ``kid``, or None when this ring never issued that kid."""

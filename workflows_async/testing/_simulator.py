@@ -19,7 +19,7 @@ from typing import Self
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from ._app import Backend, build_app
+from ._app import Backend, ScheduledFault, build_app
 from ._faults import Dice, Faults
 from ._records import RecordLog, RequestRecord, WebhookAttempt
 from ._signing import KeyRing
@@ -95,7 +95,7 @@ class Simulator:
         self._state = SimState(
             definitions={**BUILTIN_DEFINITIONS, **(definitions or {})}, time_scale=time_scale
         )
-        tokens = TokenStore(
+        self._tokens = tokens = TokenStore(
             key=key,
             secret=secret,
             token_ttl=token_ttl,
@@ -121,7 +121,7 @@ class Simulator:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = math.inf
         self._changed: asyncio.Event | None = None
-        backend = Backend(
+        self._backend = backend = Backend(
             state=self._state,
             tokens=tokens,
             keys=self._keys,
@@ -291,9 +291,60 @@ class Simulator:
             raise KeyError(kid)
         return pem
 
-    def rotate_key(self, key: RSAPrivateKey | None = None) -> str:
-        """Sign with ``key`` (default: a new one) under a new kid; old kids stay served."""
-        return self._keys.rotate(key)
+    def rotate_key(
+        self, key: RSAPrivateKey | None = None, *, publish_delay: float | None = None
+    ) -> str:
+        """Sign with ``key`` (default: a new one) under a new kid; old kids stay served.
+
+        The new kid signs at once; the key endpoint serves it only ``publish_delay`` seconds
+        later (default: ``faults.key_publish_delay``, usually 0) and answers 404 for it until then.
+        """
+        delay = self._faults.key_publish_delay if publish_delay is None else publish_delay
+        if not (math.isfinite(delay) and delay >= 0):
+            raise ValueError(f"publish_delay must be finite and >= 0, got {delay!r}")
+        return self._keys.rotate(key, publish_delay=delay)
+
+    def publish_key(self, kid: str | None = None) -> None:
+        """Serve ``kid`` (default: the current signer) now, ending its publish delay early."""
+        self._keys.publish(self._keys.kid if kid is None else kid)
+
+    def revoke_tokens(self, *, refresh_tokens: bool = True) -> None:
+        """Revoke every access token issued so far (and every refresh token, unless told not to).
+
+        Calls with an old access token get 401 ``invalid_token``, a refresh with an old refresh
+        token 401 ``invalid_refresh_token``; ``/auth/authorize`` with the key and secret still
+        works. ``faults.revoke_tokens_rate`` does the same at random.
+        """
+        self._tokens.revoke(refresh_tokens=refresh_tokens)
+
+    @property
+    def token_revocations(self) -> int:
+        """How many times the tokens were revoked (by `revoke_tokens` or the fault knob)."""
+        return self._tokens.revocations
+
+    def fail_next(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 503,
+        after_effect: bool = False,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` requests to ``method path`` with ``status``.
+
+        ``path`` is a route template (``"/workflows/{id}"``) or an exact path. With
+        ``after_effect`` the call takes effect first and only its answer is lost, e.g.
+        ``sim.fail_next("POST", "/workflows/run", status=503, after_effect=True)`` is a gateway
+        that answers 503 after it forwarded the run. Scheduled faults come before the random
+        ones of `faults` and draw no randomness; 429 and 503 carry ``Retry-After``.
+        """
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status, got {status!r}")
+        if not path.startswith("/") or times < 1:
+            raise ValueError("fail_next needs a path starting with '/' and times >= 1")
+        for _ in range(times):
+            self._backend.fail_next(method, path, ScheduledFault(status, after_effect))
 
     @property
     def webhook_attempts(self) -> list[WebhookAttempt]:

@@ -113,6 +113,9 @@ class _Run:
     final: bool
     history: list[tuple[str, float]]
     completed_at: float = 0.0
+    """Wall-clock time of the final status."""
+    final_at: float = 0.0
+    """``clock`` time of the final status."""
 
 
 class SimState:
@@ -204,7 +207,7 @@ class SimState:
         self._runs[run.id] = run
         due = None
         if instant:
-            run.completed_at = wall
+            run.completed_at, run.final_at = wall, now
         else:
             due = self._schedule(run, 1)
         first = Transition(run.id, case_id, run.status, run.final, wall)
@@ -213,11 +216,14 @@ class SimState:
     def get(self, workflow_id: str) -> dict[str, Any]:
         return self._public(self._find(workflow_id))
 
-    def result(self, workflow_id: str) -> dict[str, Any]:
+    def result(self, workflow_id: str, *, delay: float = 0.0) -> dict[str, Any]:
+        """The result; 409 ``result_not_ready`` before the final status and ``delay`` seconds on."""
         run = self._find(workflow_id)
         if not run.final:
             message = f"the workflow has no result yet (status {run.status})"
             raise Reject(409, message, error="result_not_ready")
+        if delay > 0 and self._clock() < run.final_at + delay:
+            raise Reject(409, "the workflow's result is not ready yet", error="result_not_ready")
         parameters = self._parameters.get(run.parameters_id or "")
         result: dict[str, Any] = {
             "createdDate": iso8601(run.completed_at),
@@ -245,7 +251,7 @@ class SimState:
             wall = self._wall()
             run.history.append((run.status, wall))
             if index == len(run.definition.statuses) - 1:
-                run.final, run.completed_at = True, wall
+                run.final, run.completed_at, run.final_at = True, wall, now
                 self.active -= 1
             else:
                 self._schedule(run, index + 1, counted=True)
@@ -261,6 +267,7 @@ class SimState:
             self.active -= 1
         wall = self._wall()
         run.status, run.final, run.completed_at = status, True, wall
+        run.final_at = self._clock()
         run.history.append((status, wall))
         return Transition(run.id, run.case_id, status, True, wall)
 

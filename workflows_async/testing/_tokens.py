@@ -2,7 +2,8 @@
 
 Invariants: a token is valid while ``clock() < expiry``; an access token issued "expired" gets
 ``expiry = clock()`` so it is refused from the first use; credentials are compared in constant
-time; expired tokens are pruned in batches, so the store stays O(live tokens).
+time; expired tokens are pruned in batches, so the store stays O(live tokens); a revoked token
+is forgotten at once, so it is refused like one never issued (authorize always works).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class TokenStore:
         self._access: dict[str, float] = {}
         self._refresh: dict[str, float] = {}
         self._prune_at = 1024
+        self.revocations = 0
+        """How many times `revoke` ran."""
 
     def authorize(self, key: str, secret: str, *, expired: bool = False) -> dict[str, Any]:
         key_ok = hmac.compare_digest(key.encode(), self._key)
@@ -46,13 +49,21 @@ class TokenStore:
     def refresh(self, refresh_token: str, *, expired: bool = False) -> dict[str, Any]:
         expiry = self._refresh.get(refresh_token)
         if expiry is None or expiry <= self._clock():
-            raise Reject(401, "unknown or expired refresh token", error="invalid_refresh_token")
+            message = "unknown, expired or revoked refresh token"
+            raise Reject(401, message, error="invalid_refresh_token")
         return self._issue(expired)
+
+    def revoke(self, *, refresh_tokens: bool = True) -> None:
+        """Revoke every access token issued so far, and every refresh token unless told not to."""
+        self._access.clear()
+        if refresh_tokens:
+            self._refresh.clear()
+        self.revocations += 1
 
     def check_access(self, token: str) -> None:
         expiry = self._access.get(token)
         if expiry is None:
-            raise Reject(401, "unknown access token", error="invalid_token")
+            raise Reject(401, "unknown or revoked access token", error="invalid_token")
         if expiry <= self._clock():
             raise Reject(401, "access token expired", error="token_expired")
 

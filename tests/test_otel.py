@@ -189,6 +189,29 @@ def test_nothing_is_imported_when_the_extra_is_missing() -> None:
         rec.attempt(call, 200, 0.001)
         rec.call_ended(call, 200)
         rec.wait_finished(rec.wait_started("wait", "x"), "poll")
+
+        import asyncio
+
+        async def main():
+            async with workflows_async.Session(
+                "http://127.0.0.1:1", workflows_async.TokenAuth("t"), allow_insecure_http=True,
+                retry=workflows_async.RetryPolicy.none(),
+            ) as session:
+                session.webhook_app()
+                try:
+                    await session.get_workflow("x")
+                except workflows_async.TransportError:
+                    pass
+                assert session.stats().calls["GET /workflows/{id}"].transport == 1
+            try:
+                workflows_async.Session("http://127.0.0.1:1", opentelemetry=True,
+                                        allow_insecure_http=True)
+            except workflows_async.ConfigurationError as exc:
+                assert "otel extra" in str(exc)
+            else:
+                raise AssertionError("opentelemetry=True without the extra was accepted")
+
+        asyncio.run(main())
         loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
         assert not loaded, loaded
         print("ok")

@@ -14,6 +14,8 @@ lost-webhook bookkeeping is bounded (``max_tracked`` workflows) and needs no tas
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -23,6 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from ._ttl import TTLMap
+from .errors import WorkflowTimeout
 from .stats import CallStats, PollStats, Stats, WaitStats, WebhookStats, _frozen
 
 if TYPE_CHECKING:
@@ -263,7 +266,7 @@ class Recorder:
         if self.otel is not None:
             self.otel.token_requests.add(1, {"kind": kind})
 
-    def key_fetch(self, kid: str, reason: str = "unknown kid") -> None:
+    def key_fetch(self, kid: str, reason: str = "not cached, or due for a re-check") -> None:
         self.key_fetches += 1
         keys_log.info("fetching webhook signing key %s (%s)", kid, reason)
         if self.otel is not None:
@@ -365,6 +368,28 @@ class Recorder:
             handle.span.set_attribute("workflows.workflow_id", workflow_id)
             self._wait_spans.setdefault(workflow_id, handle.span)
         wait_log.debug("wait for workflow %s started (%s)", workflow_id, handle.kind)
+
+    @contextlib.contextmanager
+    def waiting(self, kind: str, workflow_id: str = "") -> Iterator[WaitHandle]:
+        """One wait, from start to end: its span is the current one inside (API calls are its
+        children), and an exception ends it as timed out, cancelled or failed. A wait that
+        ends with an outcome is reported by :meth:`wait_finished` inside."""
+        handle = self.wait_started(kind, workflow_id)
+        try:
+            with self.wait_context(handle):
+                yield handle
+        except BaseException as exc:
+            if isinstance(exc, WorkflowTimeout):
+                outcome = "timed_out"
+            elif isinstance(exc, asyncio.CancelledError):
+                outcome = "cancelled"
+            else:
+                outcome = "failed"
+            self.wait_failed(handle, outcome, type(exc).__name__)
+            raise
+        finally:
+            if not handle.ended:  # pragma: no cover - a return without wait_finished: a bug
+                self.wait_failed(handle, "failed", "no outcome reported")
 
     def wait_context(self, handle: WaitHandle) -> AbstractContextManager[None]:
         """While inside, API calls are children of the wait's span."""

@@ -25,7 +25,7 @@ from aiohttp import web
 from . import _logging, _otel
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
-from ._metrics import Recorder
+from ._metrics import Recorder, WaitHandle
 from ._retry import RetryPolicy
 from ._version import __version__
 from .auth import Auth, KeySecretAuth, TokenAuth
@@ -201,6 +201,7 @@ class Session:
             policy=self.poll_policy,
             bus=bus or InMemoryBus(),
             poll=self._poll_workflow,
+            recorder=self._recorder,
         )
 
     @classmethod
@@ -377,8 +378,11 @@ class Session:
         return await self.get_webhook_key(kid)
 
     async def _poll_workflow(self, workflow_id: str) -> Workflow:
-        """One poll for the scheduler: no retries here, the scheduler spaces and budgets them."""
-        return await self._call_json("GET", f"/workflows/{workflow_id}", _WORKFLOW, retry=False)
+        """One poll for the scheduler: no retries here, the scheduler spaces and budgets them.
+        Its span is a child of the wait's (the scheduler's own task is not)."""
+        with self._recorder.poll_context(workflow_id):
+            path = f"/workflows/{workflow_id}"
+            return await self._call_json("GET", path, _WORKFLOW, retry=False)
 
     # -- waiting --------------------------------------------------------------------------
 
@@ -404,32 +408,35 @@ class Session:
             raise ConfigurationError("pass parameters or parameters_id, not both")
         start = time.monotonic()
         workflow_id: str | None = None
-        try:
-            async with asyncio.timeout(timeout) as deadline:
-                if parameters is not None:
-                    created = await self.create_parameters(workflow_definition_id, parameters)
-                    parameters_id = created.id
-                workflow = await self.run_workflow(
-                    case_id, workflow_definition_id, parameters_id=parameters_id
-                )
-                workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
-                if self.statuses.is_terminal(workflow.status):
-                    completion = Completion(workflow, Channel.RUN)
-                else:
-                    completion = await self._waiting.completion(workflow.id, first_poll=None)
-                return await self._outcome(completion, start, raise_on_failure)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            if workflow_id is None:
+        await self.start()  # outside the wait's span: the scheduler and the bus outlive it
+        with self._recorder.waiting("run_and_wait") as wait:
+            try:
+                async with asyncio.timeout(timeout) as deadline:
+                    if parameters is not None:
+                        created = await self.create_parameters(workflow_definition_id, parameters)
+                        parameters_id = created.id
+                    workflow = await self.run_workflow(
+                        case_id, workflow_definition_id, parameters_id=parameters_id
+                    )
+                    workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
+                    self._recorder.wait_id(wait, workflow_id)
+                    if self.statuses.is_terminal(workflow.status):
+                        completion = Completion(workflow, Channel.RUN)
+                    else:
+                        completion = await self._waiting.completion(workflow.id, first_poll=None)
+                    return await self._outcome(completion, start, raise_on_failure, wait)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                if workflow_id is None:
+                    raise WorkflowTimeout(
+                        "timed out before the API answered the run request", workflow_id=""
+                    ) from None
                 raise WorkflowTimeout(
-                    "timed out before the API answered the run request", workflow_id=""
+                    f"workflow {workflow_id}: no result within {timeout:g} s; "
+                    f"await session.wait({workflow_id!r}) to pick it up again",
+                    workflow_id=workflow_id,
                 ) from None
-            raise WorkflowTimeout(
-                f"workflow {workflow_id}: no result within {timeout:g} s; "
-                f"await session.wait({workflow_id!r}) to pick it up again",
-                workflow_id=workflow_id,
-            ) from None
 
     async def wait(
         self,
@@ -441,33 +448,43 @@ class Session:
         """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``)."""
         check_path_id(workflow_id, "workflow_id")
         start = time.monotonic()
-        try:
-            async with asyncio.timeout(timeout) as deadline:
-                completion = await self._waiting.completion(workflow_id, first_poll=0.0)
-                return await self._outcome(completion, start, raise_on_failure)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise WorkflowTimeout(
-                f"workflow {workflow_id}: no result within {timeout:g} s",
-                workflow_id=workflow_id,
-            ) from None
+        await self.start()  # outside the wait's span: the scheduler and the bus outlive it
+        with self._recorder.waiting("wait", workflow_id) as wait:
+            try:
+                async with asyncio.timeout(timeout) as deadline:
+                    completion = await self._waiting.completion(workflow_id, first_poll=0.0)
+                    return await self._outcome(completion, start, raise_on_failure, wait)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise WorkflowTimeout(
+                    f"workflow {workflow_id}: no result within {timeout:g} s",
+                    workflow_id=workflow_id,
+                ) from None
 
     async def _outcome(
-        self, completion: Completion, start: float, raise_on_failure: bool
+        self, completion: Completion, start: float, raise_on_failure: bool, wait: WaitHandle
     ) -> WorkflowOutcome:
         workflow = completion.workflow
         result: WorkflowResult | None = None
-        if self.statuses.is_failure(workflow.status):
-            if raise_on_failure:
-                raise WorkflowFailed(workflow)
-        else:
+        failed = self.statuses.is_failure(workflow.status)
+        if not failed:
             result = await self.get_result(workflow.id)
+        event = completion.event
+        polls, webhook_seen = self._recorder.wait_finished(
+            wait,
+            completion.channel.value,
+            traceparent=event.trace_context if event is not None else None,
+        )
+        if failed and raise_on_failure:
+            raise WorkflowFailed(workflow)
         return WorkflowOutcome(
             workflow=workflow,
             result=result,
             channel=completion.channel,
             elapsed=time.monotonic() - start,
+            polls=polls,
+            webhook_seen=webhook_seen,
         )
 
     def pending(self) -> list[str]:
@@ -491,7 +508,9 @@ class Session:
             self._waiting.publish,
             max_body=self._max_webhook_body,
             read_timeout=read_timeout,
+            recorder=self._recorder,
         )
+        self._recorder.receiver_mounted = True  # webhooks are expected: lost ones count
         app = receiver.app()
         app[_RECEIVER] = receiver
         return app

@@ -50,8 +50,11 @@ class CallStats:
 class WebhookStats:
     """Webhook deliveries seen by this process's receiver, and completions they missed.
 
-    ``refused`` maps a reason code (``bad_signature``, ``key_unavailable``, ``bad_event``,
-    ``body_too_large``, ``not_published``, ``in_progress``, ``unavailable``) to a count;
+    ``refused`` maps a reason code to a count: ``bad_signature`` (401), ``bad_event``
+    (400), ``unreadable_body`` (400), ``read_timeout`` (408), ``body_too_large`` (413),
+    ``key_unavailable`` (503: signing key not fetchable now), ``in_progress`` (503: another
+    process is publishing the same event), ``not_published`` (503: the bus is down),
+    ``unavailable`` (503: the Session is closing), ``unexpected_error`` (503);
     ``duplicates`` were acknowledged without publishing because the event had been published.
     ``delivered`` counts distinct events that reached this process through the bus, from any
     process's receiver. ``lost`` counts workflows whose end a poll found and for which no

@@ -35,7 +35,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="n=200")
     parser.add_argument("--base", action="store_true", help="no token revocation, no rotation")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--revoke-rate", type=float, default=0.005, help="share of API calls")
+    parser.add_argument(
+        "--revoke-every", type=float, default=3.0, help="mean seconds between token revocations"
+    )
     parser.add_argument("--after-effect", type=float, default=0.0, help="share of runs")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds, all included")
     args = parser.parse_args(argv)
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.base:
         scenario = dataclasses.replace(Scenario(), **options)
     else:
-        scenario = Scenario.full(revoke_tokens_rate=args.revoke_rate, **options)
+        scenario = Scenario.full(revoke_tokens_every=args.revoke_every, **options)
     # The last resort if the event loop itself stops turning: dump the stacks and exit.
     faulthandler.dump_traceback_later(args.deadline + 60.0, exit=True)
     report = asyncio.run(soak(scenario))

@@ -9,14 +9,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aioresponses import aioresponses
-from yarl import URL
+from fake_api import FakeAPI
 
 import workflows_async as wa
 from workflows_async import errors
 from workflows_async.auth import jwt_expiry
 
-BASE = "https://api.example.test"
 WF = "wf-1"
 FAST = wa.RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.002)
 
@@ -38,19 +36,23 @@ def token_body(access: str, refresh: str = "r1", expiry: float = 300) -> dict[st
     }
 
 
-def count(m: Any, method: str, path: str) -> int:
-    return len(m.requests.get((method, URL(BASE + path)), []))
+def count(api: FakeAPI, method: str, path: str) -> int:
+    return len(api.calls(method, path))
 
 
-def bearer(m: Any, path: str, index: int) -> str:
-    value: str = m.requests[("GET", URL(BASE + path))][index].kwargs["headers"]["Authorization"]
-    return value
+def bearer(api: FakeAPI, path: str, index: int) -> str:
+    return api.calls("GET", path)[index].headers["Authorization"]
 
 
 @pytest.fixture
-def mocked() -> Any:
-    with aioresponses() as m:
-        yield m
+async def mocked() -> AsyncIterator[FakeAPI]:
+    async with FakeAPI() as api:
+        yield api
+
+
+def local(api: FakeAPI, auth: wa.Auth) -> wa.Session:
+    """A Session on the fake API (plain http to 127.0.0.1)."""
+    return wa.Session(api.base_url, auth, retry=FAST, allow_insecure_http=True)
 
 
 @pytest.fixture
@@ -59,41 +61,41 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def session(clock: Clock) -> AsyncIterator[wa.Session]:
+async def session(mocked: FakeAPI, clock: Clock) -> AsyncIterator[wa.Session]:
     auth = wa.KeySecretAuth("my-key", "my-secret", refresh_margin=30, clock=clock)
-    async with wa.Session(BASE, auth, retry=FAST) as s:
+    async with local(mocked, auth) as s:
         yield s
 
 
-def workflow_ok(m: Any, repeat: bool = True) -> None:
-    m.get(BASE + f"/workflows/{WF}", payload={"id": WF, "status": "IN_PROGRESS"}, repeat=repeat)
+def workflow_ok(m: FakeAPI, repeat: bool = True) -> None:
+    m.get(f"/workflows/{WF}", payload={"id": WF, "status": "IN_PROGRESS"}, repeat=repeat)
 
 
-async def test_authorize_on_first_use_then_reuse(session: wa.Session, mocked: Any) -> None:
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"))
+async def test_authorize_on_first_use_then_reuse(session: wa.Session, mocked: FakeAPI) -> None:
+    mocked.post("/auth/authorize", payload=token_body("a1"))
     workflow_ok(mocked)
     await session.get_workflow(WF)
     await session.get_workflow(WF)
     assert count(mocked, "POST", "/auth/authorize") == 1
-    call = mocked.requests[("POST", URL(BASE + "/auth/authorize"))][0]
-    assert json.loads(call.kwargs["data"]) == {"key": "my-key", "secret": "my-secret"}
-    assert "Authorization" not in call.kwargs["headers"]
+    call = mocked.calls("POST", "/auth/authorize")[0]
+    assert call.json() == {"key": "my-key", "secret": "my-secret"}
+    assert "Authorization" not in call.headers
     assert bearer(mocked, f"/workflows/{WF}", 1) == "Bearer a1"
 
 
 async def test_refresh_shortly_before_expiry(
-    session: wa.Session, mocked: Any, clock: Clock
+    session: wa.Session, mocked: FakeAPI, clock: Clock
 ) -> None:
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1", "r1", 300))
-    mocked.post(BASE + "/auth/refresh", payload=token_body("a2", "r2", 300))
+    mocked.post("/auth/authorize", payload=token_body("a1", "r1", 300))
+    mocked.post("/auth/refresh", payload=token_body("a2", "r2", 300))
     workflow_ok(mocked)
     await session.get_workflow(WF)
     clock.now += 269  # 31 s left: still fresh
     await session.get_workflow(WF)
     clock.now += 2  # 29 s left: inside the margin
     await session.get_workflow(WF)
-    refresh = mocked.requests[("POST", URL(BASE + "/auth/refresh"))]
-    assert len(refresh) == 1 and json.loads(refresh[0].kwargs["data"]) == {"refreshToken": "r1"}
+    refresh = mocked.calls("POST", "/auth/refresh")
+    assert len(refresh) == 1 and refresh[0].json() == {"refreshToken": "r1"}
     assert [bearer(mocked, f"/workflows/{WF}", i) for i in range(3)] == [
         "Bearer a1",
         "Bearer a1",
@@ -101,17 +103,17 @@ async def test_refresh_shortly_before_expiry(
     ]
 
 
-async def test_jwt_exp_claim_wins_over_expiry_duration(mocked: Any, clock: Clock) -> None:
+async def test_jwt_exp_claim_wins_over_expiry_duration(mocked: FakeAPI, clock: Clock) -> None:
     payload = (
         base64.urlsafe_b64encode(json.dumps({"exp": 10_000 + 120}).encode()).decode().rstrip("=")
     )
     jwt = f"eyJhbGciOiJIUzI1NiJ9.{payload}.sig"
     assert jwt_expiry(jwt) == 10_120
     auth = wa.KeySecretAuth("k", "s", refresh_margin=30, clock=clock, wall_clock=lambda: 10_000.0)
-    mocked.post(BASE + "/auth/authorize", payload=token_body(jwt, "r1", 999_999), repeat=True)
-    mocked.post(BASE + "/auth/refresh", payload=token_body(jwt, "r1", 999_999), repeat=True)
+    mocked.post("/auth/authorize", payload=token_body(jwt, "r1", 999_999), repeat=True)
+    mocked.post("/auth/refresh", payload=token_body(jwt, "r1", 999_999), repeat=True)
     workflow_ok(mocked)
-    async with wa.Session(BASE, auth, retry=FAST) as session:
+    async with local(mocked, auth) as session:
         await session.get_workflow(WF)
         clock.now += 95  # 25 s before the JWT's exp, though expiryDuration says days
         await session.get_workflow(WF)
@@ -119,10 +121,10 @@ async def test_jwt_exp_claim_wins_over_expiry_duration(mocked: Any, clock: Clock
 
 
 async def test_fifty_concurrent_calls_cause_one_refresh(
-    session: wa.Session, mocked: Any, clock: Clock
+    session: wa.Session, mocked: FakeAPI, clock: Clock
 ) -> None:
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1", "r1", 300))
-    mocked.post(BASE + "/auth/refresh", payload=token_body("a2", "r2", 300), repeat=True)
+    mocked.post("/auth/authorize", payload=token_body("a1", "r1", 300))
+    mocked.post("/auth/refresh", payload=token_body("a2", "r2", 300), repeat=True)
     workflow_ok(mocked)
     await session.get_workflow(WF)
     clock.now += 1000  # expired
@@ -131,20 +133,20 @@ async def test_fifty_concurrent_calls_cause_one_refresh(
     assert count(mocked, "POST", "/auth/authorize") == 1
 
 
-async def test_401_refreshes_once_and_retries_once(session: wa.Session, mocked: Any) -> None:
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"))
-    mocked.post(BASE + "/auth/refresh", payload=token_body("a2"))
-    mocked.get(BASE + f"/workflows/{WF}", status=401)
+async def test_401_refreshes_once_and_retries_once(session: wa.Session, mocked: FakeAPI) -> None:
+    mocked.post("/auth/authorize", payload=token_body("a1"))
+    mocked.post("/auth/refresh", payload=token_body("a2"))
+    mocked.get(f"/workflows/{WF}", status=401)
     workflow_ok(mocked)
     assert (await session.get_workflow(WF)).id == WF
     assert count(mocked, "POST", "/auth/refresh") == 1
     assert bearer(mocked, f"/workflows/{WF}", 1) == "Bearer a2"
 
 
-async def test_persistent_401_is_not_a_loop(session: wa.Session, mocked: Any) -> None:
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"), repeat=True)
-    mocked.post(BASE + "/auth/refresh", payload=token_body("a2"), repeat=True)
-    mocked.get(BASE + f"/workflows/{WF}", status=401, repeat=True)
+async def test_persistent_401_is_not_a_loop(session: wa.Session, mocked: FakeAPI) -> None:
+    mocked.post("/auth/authorize", payload=token_body("a1"), repeat=True)
+    mocked.post("/auth/refresh", payload=token_body("a2"), repeat=True)
+    mocked.get(f"/workflows/{WF}", status=401, repeat=True)
     with pytest.raises(errors.AuthenticationError) as info:
         await session.get_workflow(WF)
     assert count(mocked, "GET", f"/workflows/{WF}") == 2
@@ -153,11 +155,11 @@ async def test_persistent_401_is_not_a_loop(session: wa.Session, mocked: Any) ->
 
 
 async def test_failed_refresh_falls_back_to_authorize(
-    session: wa.Session, mocked: Any, clock: Clock
+    session: wa.Session, mocked: FakeAPI, clock: Clock
 ) -> None:
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1", "r1", 300))
-    mocked.post(BASE + "/auth/refresh", status=401)
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a3", "r3", 300))
+    mocked.post("/auth/authorize", payload=token_body("a1", "r1", 300))
+    mocked.post("/auth/refresh", status=401)
+    mocked.post("/auth/authorize", payload=token_body("a3", "r3", 300))
     workflow_ok(mocked)
     await session.get_workflow(WF)
     clock.now += 1000
@@ -167,17 +169,17 @@ async def test_failed_refresh_falls_back_to_authorize(
 
 
 async def test_wrong_credentials_raise_authentication_error(
-    session: wa.Session, mocked: Any
+    session: wa.Session, mocked: FakeAPI
 ) -> None:
-    mocked.post(BASE + "/auth/authorize", status=401, body='{"message":"bad key"}')
+    mocked.post("/auth/authorize", status=401, body='{"message":"bad key"}')
     with pytest.raises(errors.AuthenticationError) as info:
         await session.get_workflow(WF)
     assert "my-secret" not in str(info.value) and "my-key" not in str(info.value)
 
 
-async def test_token_auth_401_is_final(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF}", status=401, repeat=True)
-    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST) as session:
+async def test_token_auth_401_is_final(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF}", status=401, repeat=True)
+    async with local(mocked, wa.TokenAuth("t")) as session:
         with pytest.raises(errors.AuthenticationError):
             await session.get_workflow(WF)
     assert count(mocked, "GET", f"/workflows/{WF}") == 1
@@ -196,37 +198,37 @@ def test_reprs_hide_credentials() -> None:
 
 @pytest.mark.parametrize("expiry", [0, -5])
 async def test_implausible_lifetimes_still_give_one_token_request(
-    mocked: Any, clock: Clock, expiry: float
+    mocked: FakeAPI, clock: Clock, expiry: float
 ) -> None:
     auth = wa.KeySecretAuth("k", "s", clock=clock)
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1", "r1", expiry), repeat=True)
+    mocked.post("/auth/authorize", payload=token_body("a1", "r1", expiry), repeat=True)
     workflow_ok(mocked)
-    async with wa.Session(BASE, auth, retry=FAST) as session:
+    async with local(mocked, auth) as session:
         await asyncio.gather(*(session.get_workflow(WF) for _ in range(50)))
     assert count(mocked, "POST", "/auth/authorize") == 1
 
 
 async def test_a_jwt_judged_expired_by_a_fast_local_clock_falls_back_to_expiry_duration(
-    mocked: Any, clock: Clock
+    mocked: FakeAPI, clock: Clock
 ) -> None:
     payload = base64.urlsafe_b64encode(json.dumps({"exp": 10_000 + 300}).encode()).decode()
     jwt = f"eyJhbGciOiJIUzI1NiJ9.{payload.rstrip('=')}.sig"
     fast_wall_clock = lambda: 10_000.0 + 600  # noqa: E731 - ten minutes ahead of the server
     auth = wa.KeySecretAuth("k", "s", clock=clock, wall_clock=fast_wall_clock)
-    mocked.post(BASE + "/auth/authorize", payload=token_body(jwt, "r1", 300), repeat=True)
+    mocked.post("/auth/authorize", payload=token_body(jwt, "r1", 300), repeat=True)
     workflow_ok(mocked)
-    async with wa.Session(BASE, auth, retry=FAST) as session:
+    async with local(mocked, auth) as session:
         await asyncio.gather(*(session.get_workflow(WF) for _ in range(50)))
         await session.get_workflow(WF)
     assert count(mocked, "POST", "/auth/authorize") == 1
 
 
 async def test_a_failed_renewal_is_shared_not_repeated_by_every_waiting_call(
-    mocked: Any, clock: Clock
+    mocked: FakeAPI, clock: Clock
 ) -> None:
     auth = wa.KeySecretAuth("k", "s", clock=clock)
-    mocked.post(BASE + "/auth/authorize", status=400, body='{"message":"nope"}', repeat=True)
-    async with wa.Session(BASE, auth, retry=FAST) as session:
+    mocked.post("/auth/authorize", status=400, body='{"message":"nope"}', repeat=True)
+    async with local(mocked, auth) as session:
         results = await asyncio.gather(
             *(session.get_workflow(WF) for _ in range(50)), return_exceptions=True
         )

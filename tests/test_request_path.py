@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from aioresponses import aioresponses
-from yarl import URL
+from fake_api import Call, FakeAPI, FirstConnectRefused, first_connect_refused_session
 
 import workflows_async as wa
 from workflows_async import errors
@@ -28,13 +26,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
-def mocked() -> Any:
-    with aioresponses() as m:
-        yield m
+async def mocked() -> AsyncIterator[FakeAPI]:
+    async with FakeAPI() as api:
+        yield api
 
 
-def calls(mocked: Any, method: str, path: str) -> list[Any]:
-    return list(mocked.requests.get((method, URL(BASE + path)), []))
+def local(api: FakeAPI, auth: wa.Auth | None, **kwargs: Any) -> wa.Session:
+    """A Session on the scripted localhost API (tests/fake_api.py)."""
+    return wa.Session(api.base_url, auth, allow_insecure_http=True, **kwargs)
+
+
+def calls(mocked: FakeAPI, method: str, path: str) -> list[Call]:
+    return mocked.calls(method, path)
 
 
 def token_body(access: str) -> dict[str, Any]:
@@ -118,13 +121,13 @@ async def test_many_calls_refused_at_once_share_one_renewal() -> None:
 
 
 async def test_a_401_after_a_successful_renewal_is_a_plain_authentication_error(
-    mocked: Any,
+    mocked: FakeAPI,
 ) -> None:
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"), repeat=True)
-    mocked.post(BASE + "/auth/refresh", payload=token_body("a2"), repeat=True)
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=401, repeat=True)
+    mocked.post("/auth/authorize", payload=token_body("a1"), repeat=True)
+    mocked.post("/auth/refresh", payload=token_body("a2"), repeat=True)
+    mocked.get(f"/workflows/{WF_ID}", status=401, repeat=True)
     auth = wa.KeySecretAuth("k", "s")
-    async with wa.Session(BASE, auth, retry=FAST) as session:
+    async with local(mocked, auth, retry=FAST) as session:
         with pytest.raises(errors.AuthenticationError) as info:
             await session.get_workflow(WF_ID)
     assert type(info.value) is errors.AuthenticationError  # the wait keeps polling on it
@@ -132,9 +135,9 @@ async def test_a_401_after_a_successful_renewal_is_a_plain_authentication_error(
     assert session.stats().token_requests == 2
 
 
-async def test_a_fixed_token_refused_is_a_credentials_error(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=401, repeat=True)
-    async with wa.Session(BASE, wa.TokenAuth("fixed-tok"), retry=FAST) as session:
+async def test_a_fixed_token_refused_is_a_credentials_error(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", status=401, repeat=True)
+    async with local(mocked, wa.TokenAuth("fixed-tok"), retry=FAST) as session:
         with pytest.raises(errors.CredentialsError) as info:
             await session.get_workflow(WF_ID)
     assert "cannot be renewed" in str(info.value) and "fixed-tok" not in str(info.value)
@@ -143,9 +146,9 @@ async def test_a_fixed_token_refused_is_a_credentials_error(mocked: Any) -> None
 
 
 @pytest.mark.parametrize("status", [401, 403])
-async def test_refused_key_and_secret_are_a_credentials_error(mocked: Any, status: int) -> None:
-    mocked.post(BASE + "/auth/authorize", status=status, repeat=True)
-    async with wa.Session(BASE, wa.KeySecretAuth("the-key", "the-secret"), retry=FAST) as s:
+async def test_refused_key_and_secret_are_a_credentials_error(mocked: FakeAPI, status: int) -> None:
+    mocked.post("/auth/authorize", status=status, repeat=True)
+    async with local(mocked, wa.KeySecretAuth("the-key", "the-secret"), retry=FAST) as s:
         with pytest.raises(errors.CredentialsError) as info:
             await s.get_workflow(WF_ID)
     assert info.value.status == status and info.value.path == "/auth/authorize"
@@ -153,12 +156,12 @@ async def test_refused_key_and_secret_are_a_credentials_error(mocked: Any, statu
     assert len(calls(mocked, "POST", "/auth/authorize")) == 1
 
 
-async def test_token_auth_sends_the_bearer_value(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
-    async with wa.Session(BASE, wa.TokenAuth("tok-9"), retry=FAST) as session:
+async def test_token_auth_sends_the_bearer_value(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
+    async with local(mocked, wa.TokenAuth("tok-9"), retry=FAST) as session:
         await session.get_workflow(WF_ID)
     (call,) = calls(mocked, "GET", f"/workflows/{WF_ID}")
-    assert call.kwargs["headers"]["Authorization"] == "Bearer tok-9"
+    assert call.headers["Authorization"] == "Bearer tok-9"
 
 
 @pytest.mark.parametrize(
@@ -168,15 +171,15 @@ async def test_token_auth_sends_the_bearer_value(mocked: Any) -> None:
         {"status": 502},
         {"status": 503},
         {"status": 429, "headers": {"Retry-After": "0"}},
-        {"exception": aiohttp.ServerDisconnectedError()},
-        {"exception": TimeoutError()},
+        {"action": "disconnect"},
+        {"action": "hang"},  # a read timeout
     ],
 )
-async def test_token_requests_are_retried_like_gets(mocked: Any, fault: dict[str, Any]) -> None:
-    mocked.post(BASE + "/auth/authorize", **fault)
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"))
-    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
-    async with wa.Session(BASE, wa.KeySecretAuth("k", "s"), retry=FAST) as session:
+async def test_token_requests_are_retried_like_gets(mocked: FakeAPI, fault: dict[str, Any]) -> None:
+    mocked.post("/auth/authorize", **fault)
+    mocked.post("/auth/authorize", payload=token_body("a1"))
+    mocked.get(f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
+    async with local(mocked, wa.KeySecretAuth("k", "s"), retry=FAST, timeout=0.5) as session:
         assert (await session.get_workflow(WF_ID)).id == WF_ID
     assert len(calls(mocked, "POST", "/auth/authorize")) == 2
 
@@ -185,17 +188,17 @@ async def test_token_requests_are_retried_like_gets(mocked: Any, fault: dict[str
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[wa.Session]:
-    async with wa.Session(BASE, wa.TokenAuth("tok"), retry=FAST) as s:
+async def session(mocked: FakeAPI) -> AsyncIterator[wa.Session]:
+    async with local(mocked, wa.TokenAuth("tok"), retry=FAST, timeout=0.5) as s:
         yield s
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
 async def test_a_run_answered_5xx_or_408_is_not_resent_and_its_outcome_is_unknown(
-    session: wa.Session, mocked: Any, status: int
+    session: wa.Session, mocked: FakeAPI, status: int
 ) -> None:
-    mocked.post(BASE + "/workflows/run", status=status, headers={"Retry-After": "0"})
-    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
+    mocked.post("/workflows/run", status=status, headers={"Retry-After": "0"})
+    mocked.post("/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
     with pytest.raises(errors.OutcomeUnknownError) as info:
         await session.run_workflow(CASE_ID, "kyc", parameters_id="p1")
     error = info.value
@@ -207,19 +210,19 @@ async def test_a_run_answered_5xx_or_408_is_not_resent_and_its_outcome_is_unknow
 
 
 @pytest.mark.parametrize(
-    "exception",
+    "action",
     [
-        aiohttp.ServerDisconnectedError(),  # e.g. a pooled keep-alive connection the server closed
-        aiohttp.ClientOSError(104, "Connection reset by peer"),
-        aiohttp.ClientPayloadError("cut short"),
-        TimeoutError(),
+        "disconnect",  # e.g. a pooled keep-alive connection the server closed
+        "reset",  # Connection reset by peer
+        "truncate",  # the answer cut short
+        "hang",  # a read timeout
     ],
 )
 async def test_a_post_that_lost_its_connection_after_sending_is_not_resent(
-    session: wa.Session, mocked: Any, exception: Exception
+    session: wa.Session, mocked: FakeAPI, action: Any
 ) -> None:
-    mocked.post(BASE + "/parameters", exception=exception)
-    mocked.post(BASE + "/parameters", payload={"id": "p1"})
+    mocked.post("/parameters", payload={"id": "p0"}, action=action)
+    mocked.post("/parameters", payload={"id": "p1"})
     with pytest.raises(errors.OutcomeUnknownError) as info:
         await session.create_parameters("kyc", {"a": 1})
     assert info.value.status is None and info.value.workflow_definition_id == "kyc"
@@ -238,38 +241,41 @@ async def test_a_post_that_lost_its_connection_after_sending_is_not_resent(
     ],
 )
 async def test_a_post_refused_with_a_4xx_keeps_its_normal_error(
-    session: wa.Session, mocked: Any, status: int, cls: type[errors.APIError]
+    session: wa.Session, mocked: FakeAPI, status: int, cls: type[errors.APIError]
 ) -> None:
-    mocked.post(BASE + "/workflows/run", status=status, repeat=True)
+    mocked.post("/workflows/run", status=status, repeat=True)
     with pytest.raises(cls) as info:
         await session.run_workflow(CASE_ID, "kyc")
     assert type(info.value) is cls and info.value.status == status
     assert len(calls(mocked, "POST", "/workflows/run")) == 1
 
 
-async def test_a_post_answered_401_is_resent_after_a_renewal(mocked: Any) -> None:
-    mocked.post(BASE + "/auth/authorize", payload=token_body("a1"))
-    mocked.post(BASE + "/auth/refresh", payload=token_body("a2"))
-    mocked.post(BASE + "/workflows/run", status=401)
-    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
-    async with wa.Session(BASE, wa.KeySecretAuth("k", "s"), retry=FAST) as session:
+async def test_a_post_answered_401_is_resent_after_a_renewal(mocked: FakeAPI) -> None:
+    mocked.post("/auth/authorize", payload=token_body("a1"))
+    mocked.post("/auth/refresh", payload=token_body("a2"))
+    mocked.post("/workflows/run", status=401)
+    mocked.post("/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
+    async with local(mocked, wa.KeySecretAuth("k", "s"), retry=FAST) as session:
         assert (await session.run_workflow(CASE_ID, "kyc")).id == WF_ID
     sent = calls(mocked, "POST", "/workflows/run")
-    assert [c.kwargs["headers"]["Authorization"] for c in sent] == ["Bearer a1", "Bearer a2"]
+    assert [c.headers["Authorization"] for c in sent] == ["Bearer a1", "Bearer a2"]
 
 
-async def test_a_post_that_never_connected_is_resent_then_fails_plainly(
-    session: wa.Session, mocked: Any
-) -> None:
-    refused = aiohttp.ClientConnectorError(
-        aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None),
-        OSError(111, "refused"),
-    )
-    mocked.post(BASE + "/cases", exception=refused, repeat=True)
-    with pytest.raises(errors.TransportError) as info:
-        await session.create_case()
+async def test_a_post_that_never_connected_is_resent_then_fails_plainly(mocked: FakeAPI) -> None:
+    mocked.post("/cases", payload={"id": CASE_ID}, repeat=True)
+    refusing = FirstConnectRefused(mocked.port, refusals=100)  # every connection is refused
+    async with (
+        first_connect_refused_session(mocked.port, refusing) as http,
+        wa.Session(
+            "http://api.test", wa.TokenAuth("t"), retry=FAST, http_session=http,
+            allow_insecure_http=True,
+        ) as session,
+    ):  # fmt: skip
+        with pytest.raises(errors.TransportError) as info:
+            await session.create_case()
     assert not isinstance(info.value, errors.OutcomeUnknownError)
-    assert len(calls(mocked, "POST", "/cases")) == FAST.max_attempts
+    assert refusing.lookups == FAST.max_attempts  # one connection attempt each
+    assert not calls(mocked, "POST", "/cases")
 
 
 # -- item 5: a 2xx run answer that does not decode strictly -------------------------------------
@@ -284,9 +290,9 @@ async def test_a_post_that_never_connected_is_resent_then_fails_plainly(
     ],
 )
 async def test_a_run_answer_with_an_id_is_kept_even_when_the_rest_is_odd(
-    session: wa.Session, mocked: Any, body: dict[str, Any]
+    session: wa.Session, mocked: FakeAPI, body: dict[str, Any]
 ) -> None:
-    mocked.post(BASE + "/workflows/run", payload=body)
+    mocked.post("/workflows/run", payload=body)
     workflow = await session.run_workflow(CASE_ID, "kyc")
     assert workflow.id == WF_ID and workflow.status == ""
     assert not session.statuses.is_terminal(workflow.status) and not workflow.is_terminal
@@ -296,9 +302,9 @@ async def test_a_run_answer_with_an_id_is_kept_even_when_the_rest_is_odd(
     "body", [b"", b"<html>ok</html>", b'{"status": "IN_PROGRESS"}', b"[1]", b'{"id": "../x"}']
 )
 async def test_a_run_answer_without_a_usable_id_is_an_unknown_outcome(
-    session: wa.Session, mocked: Any, body: bytes
+    session: wa.Session, mocked: FakeAPI, body: bytes
 ) -> None:
-    mocked.post(BASE + "/workflows/run", body=body, content_type="application/json")
+    mocked.post("/workflows/run", body=body, headers={"Content-Type": "application/json"})
     with pytest.raises(errors.OutcomeUnknownError) as info:
         await session.run_workflow(CASE_ID, "kyc")
     assert info.value.case_id == CASE_ID and info.value.status is None
@@ -306,19 +312,19 @@ async def test_a_run_answer_without_a_usable_id_is_an_unknown_outcome(
 
 
 async def test_an_unreadable_case_answer_is_an_unknown_outcome(
-    session: wa.Session, mocked: Any
+    session: wa.Session, mocked: FakeAPI
 ) -> None:
-    mocked.post(BASE + "/cases", body=b"{not json")
+    mocked.post("/cases", body=b"{not json")
     with pytest.raises(errors.OutcomeUnknownError):
         await session.create_case(first_name="Ann")
 
 
-async def test_run_and_wait_polls_a_run_whose_status_was_unreadable(mocked: Any) -> None:
-    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": None})
-    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "COMPLETED"})
-    mocked.get(BASE + f"/workflows/{WF_ID}/result", payload={"caseId": CASE_ID})
+async def test_run_and_wait_polls_a_run_whose_status_was_unreadable(mocked: FakeAPI) -> None:
+    mocked.post("/workflows/run", payload={"id": WF_ID, "status": None})
+    mocked.get(f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "COMPLETED"})
+    mocked.get(f"/workflows/{WF_ID}/result", payload={"caseId": CASE_ID})
     poll = wa.PollPolicy(initial_delay=0.01, max_interval=0.05, rate=200)
-    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST, poll=poll) as session:
+    async with local(mocked, wa.TokenAuth("t"), retry=FAST, poll=poll) as session:
         outcome = await session.run_and_wait(CASE_ID, "kyc", timeout=10)
     assert outcome.workflow.status == "COMPLETED" and outcome.channel == wa.Channel.POLL
     assert len(calls(mocked, "POST", "/workflows/run")) == 1
@@ -327,9 +333,9 @@ async def test_run_and_wait_polls_a_run_whose_status_was_unreadable(mocked: Any)
 # -- item 7: response size cap ------------------------------------------------------------------
 
 
-async def test_a_body_above_the_cap_by_content_length_is_refused_unread(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}/result", body=b"x" * 2048, repeat=True)
-    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST, max_response_body=1024) as s:
+async def test_a_body_above_the_cap_by_content_length_is_refused_unread(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}/result", body=b"x" * 2048, repeat=True)
+    async with local(mocked, wa.TokenAuth("t"), retry=FAST, max_response_body=1024) as s:
         with pytest.raises(errors.ResponseTooLargeError) as info:
             await s.get_result(WF_ID)
     assert isinstance(info.value, errors.DecodeError)
@@ -355,17 +361,17 @@ async def test_a_streamed_body_above_the_cap_is_refused_while_reading() -> None:
                 await session.get_result(WF_ID)
 
 
-async def test_a_run_answer_above_the_cap_is_an_unknown_outcome(mocked: Any) -> None:
-    mocked.post(BASE + "/workflows/run", body=b'{"id": "' + b"x" * 2048 + b'"}')
-    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST, max_response_body=1024) as s:
+async def test_a_run_answer_above_the_cap_is_an_unknown_outcome(mocked: FakeAPI) -> None:
+    mocked.post("/workflows/run", body=b'{"id": "' + b"x" * 2048 + b'"}')
+    async with local(mocked, wa.TokenAuth("t"), retry=FAST, max_response_body=1024) as s:
         with pytest.raises(errors.OutcomeUnknownError) as info:
             await s.run_workflow(CASE_ID, "kyc")
     assert isinstance(info.value.__cause__, errors.ResponseTooLargeError)
 
 
-async def test_a_large_error_body_still_gives_the_status_error(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=404, body=b"y" * 4096)
-    async with wa.Session(BASE, wa.TokenAuth("t"), retry=FAST, max_response_body=1024) as s:
+async def test_a_large_error_body_still_gives_the_status_error(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", status=404, body=b"y" * 4096)
+    async with local(mocked, wa.TokenAuth("t"), retry=FAST, max_response_body=1024) as s:
         with pytest.raises(errors.NotFoundError) as info:
             await s.get_workflow(WF_ID)
     assert info.value.body_excerpt.startswith("yyy")

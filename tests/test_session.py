@@ -1,16 +1,15 @@
-"""Session request/response details, checked at the HTTP seam with aioresponses."""
+"""Session request/response details, checked at the HTTP seam against a scripted localhost API
+(tests/fake_api.py)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aioresponses import aioresponses
-from yarl import URL
+from fake_api import Call, FakeAPI, first_connect_refused_session
 
 import workflows_async as wa
 from workflows_async import errors
@@ -22,31 +21,38 @@ WF_ID = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[wa.Session]:
-    async with wa.Session(BASE, wa.TokenAuth("tok-123"), api_version=2, retry=FAST) as s:
-        yield s
+async def mocked() -> AsyncIterator[FakeAPI]:
+    async with FakeAPI() as api:
+        yield api
+
+
+def local(api: FakeAPI, auth: wa.Auth | None = None, **kwargs: Any) -> wa.Session:
+    """A Session on the fake API (plain http to 127.0.0.1)."""
+    return wa.Session(api.base_url, auth, allow_insecure_http=True, **kwargs)
 
 
 @pytest.fixture
-def mocked() -> Any:
-    with aioresponses() as m:
-        yield m
+async def session(mocked: FakeAPI) -> AsyncIterator[wa.Session]:
+    async with local(mocked, wa.TokenAuth("tok-123"), api_version=2, retry=FAST) as s:
+        yield s
 
 
-def calls(mocked: Any, method: str, path: str) -> list[Any]:
-    return list(mocked.requests.get((method, URL(BASE + path)), []))
+def calls(mocked: FakeAPI, method: str, path: str) -> list[Call]:
+    return mocked.calls(method, path)
 
 
-async def test_create_case_sends_camel_case_and_headers(session: wa.Session, mocked: Any) -> None:
-    mocked.post(BASE + "/cases", payload={"id": CASE_ID, "firstName": "Ann", "newField": 1})
+async def test_create_case_sends_camel_case_and_headers(
+    session: wa.Session, mocked: FakeAPI
+) -> None:
+    mocked.post("/cases", payload={"id": CASE_ID, "firstName": "Ann", "newField": 1})
     case = await session.create_case(first_name="Ann", personal_number="19900101-1234")
     assert case.id == CASE_ID and case.first_name == "Ann"
     (call,) = calls(mocked, "POST", "/cases")
-    assert json.loads(call.kwargs["data"]) == {
+    assert call.json() == {
         "firstName": "Ann",
         "personalNumber": "19900101-1234",
     }
-    headers = call.kwargs["headers"]
+    headers = call.headers
     assert headers["Authorization"] == "Bearer tok-123"
     assert headers["Accept"] == "application/json;version=2"
     assert headers["Content-Type"] == "application/json"
@@ -54,13 +60,11 @@ async def test_create_case_sends_camel_case_and_headers(session: wa.Session, moc
     assert "1990" not in repr(case) and "Ann" not in repr(case)
 
 
-async def test_parameters_run_status_result(session: wa.Session, mocked: Any) -> None:
-    mocked.post(BASE + "/parameters", payload={"id": "p1", "workflowDefinitionId": "kyc"})
-    mocked.post(
-        BASE + "/workflows/run", payload={"id": WF_ID, "caseId": CASE_ID, "status": "IN_PROGRESS"}
-    )
+async def test_parameters_run_status_result(session: wa.Session, mocked: FakeAPI) -> None:
+    mocked.post("/parameters", payload={"id": "p1", "workflowDefinitionId": "kyc"})
+    mocked.post("/workflows/run", payload={"id": WF_ID, "caseId": CASE_ID, "status": "IN_PROGRESS"})
     mocked.get(
-        BASE + f"/workflows/{WF_ID}",
+        f"/workflows/{WF_ID}",
         payload={"id": WF_ID, "caseId": CASE_ID, "status": "COMPLETED"},
     )
     result_body = {
@@ -69,17 +73,17 @@ async def test_parameters_run_status_result(session: wa.Session, mocked: Any) ->
         "partyId": "p-9",
         "score": {"risk": 3},
     }
-    mocked.get(BASE + f"/workflows/{WF_ID}/result", payload=result_body)
+    mocked.get(f"/workflows/{WF_ID}/result", payload=result_body)
 
     params = await session.create_parameters("kyc", {"country": "SE", "nested": {"a": [1, 2]}})
     (call,) = calls(mocked, "POST", "/parameters")
-    assert json.loads(call.kwargs["data"]) == {
+    assert call.json() == {
         "workflowDefinitionId": "kyc",
         "parameters": {"country": "SE", "nested": {"a": [1, 2]}},
     }
     workflow = await session.run_workflow(CASE_ID, "kyc", parameters_id=params.id)
     (call,) = calls(mocked, "POST", "/workflows/run")
-    assert json.loads(call.kwargs["data"]) == {
+    assert call.json() == {
         "caseId": CASE_ID,
         "workflowDefinitionId": "kyc",
         "parametersId": "p1",
@@ -93,18 +97,18 @@ async def test_parameters_run_status_result(session: wa.Session, mocked: Any) ->
     assert "risk" not in repr(result)
 
 
-async def test_default_accept_is_plain_json(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
-    async with wa.Session(BASE, wa.TokenAuth("t")) as session:
+async def test_default_accept_is_plain_json(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
+    async with local(mocked, wa.TokenAuth("t")) as session:
         workflow = await session.get_workflow(WF_ID)
     assert workflow.status == "X"
     (call,) = calls(mocked, "GET", f"/workflows/{WF_ID}")
-    assert call.kwargs["headers"]["Accept"] == "application/json"
+    assert call.headers["Accept"] == "application/json"
 
 
 @pytest.mark.parametrize("bad", ["../auth", "a/b", "", "x" * 129, "id?x=1", "%2e%2e"])
 async def test_ids_are_checked_before_any_request(
-    session: wa.Session, mocked: Any, bad: str
+    session: wa.Session, mocked: FakeAPI, bad: str
 ) -> None:
     with pytest.raises(errors.ConfigurationError):
         await session.get_workflow(bad)
@@ -127,9 +131,9 @@ async def test_ids_are_checked_before_any_request(
     ],
 )
 async def test_error_statuses_raise_typed_errors_without_retry(
-    session: wa.Session, mocked: Any, status: int, cls: type[errors.APIError]
+    session: wa.Session, mocked: FakeAPI, status: int, cls: type[errors.APIError]
 ) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=status, body='{"message":"m"}', repeat=True)
+    mocked.get(f"/workflows/{WF_ID}", status=status, body='{"message":"m"}', repeat=True)
     with pytest.raises(cls) as info:
         await session.get_workflow(WF_ID)
     assert info.value.status == status
@@ -137,8 +141,8 @@ async def test_error_statuses_raise_typed_errors_without_retry(
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1
 
 
-async def test_get_retried_on_500_then_succeeds(session: wa.Session, mocked: Any) -> None:
-    url = BASE + f"/workflows/{WF_ID}"
+async def test_get_retried_on_500_then_succeeds(session: wa.Session, mocked: FakeAPI) -> None:
+    url = f"/workflows/{WF_ID}"
     mocked.get(url, status=500)
     mocked.get(url, status=502)
     mocked.get(url, payload={"id": WF_ID, "status": "COMPLETED"})
@@ -146,58 +150,67 @@ async def test_get_retried_on_500_then_succeeds(session: wa.Session, mocked: Any
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 3
 
 
-async def test_get_gives_up_after_max_attempts(session: wa.Session, mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=503, repeat=True)
+async def test_get_gives_up_after_max_attempts(session: wa.Session, mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", status=503, repeat=True)
     with pytest.raises(errors.ServerError):
         await session.get_workflow(WF_ID)
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 3
 
 
-async def test_post_not_retried_on_500(session: wa.Session, mocked: Any) -> None:
-    mocked.post(BASE + "/workflows/run", status=500, repeat=True)
+async def test_post_not_retried_on_500(session: wa.Session, mocked: FakeAPI) -> None:
+    mocked.post("/workflows/run", status=500, repeat=True)
     with pytest.raises(errors.OutcomeUnknownError) as info:
         await session.run_workflow(CASE_ID, "kyc")
     assert info.value.status == 500 and isinstance(info.value.__cause__, errors.ServerError)
     assert len(calls(mocked, "POST", "/workflows/run")) == 1
 
 
-async def test_post_not_retried_on_read_timeout(session: wa.Session, mocked: Any) -> None:
-    mocked.post(BASE + "/cases", exception=TimeoutError(), repeat=True)
-    with pytest.raises(errors.OutcomeUnknownError) as info:
-        await session.create_case(first_name="Ann")
+async def test_post_not_retried_on_read_timeout(mocked: FakeAPI) -> None:
+    mocked.post("/cases", action="hang", repeat=True)  # the request arrived; no answer comes
+    async with local(mocked, wa.TokenAuth("t"), retry=FAST, timeout=0.2) as session:
+        with pytest.raises(errors.OutcomeUnknownError) as info:
+            await session.create_case(first_name="Ann")
     assert info.value.status is None and "timed out" in str(info.value)
     assert len(calls(mocked, "POST", "/cases")) == 1
 
 
-async def test_post_not_retried_on_disconnect(session: wa.Session, mocked: Any) -> None:
-    mocked.post(BASE + "/cases", exception=aiohttp.ServerDisconnectedError(), repeat=True)
+async def test_post_not_retried_on_disconnect(session: wa.Session, mocked: FakeAPI) -> None:
+    mocked.post("/cases", action="disconnect", repeat=True)  # received, then the line drops
     with pytest.raises(errors.OutcomeUnknownError):
         await session.create_case()
     assert len(calls(mocked, "POST", "/cases")) == 1
 
 
-async def test_post_retried_when_never_connected(session: wa.Session, mocked: Any) -> None:
-    conn_error = aiohttp.ClientConnectorError(
-        aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None),
-        OSError(111, "refused"),
-    )
-    mocked.post(BASE + "/cases", exception=conn_error)
-    mocked.post(BASE + "/cases", payload={"id": CASE_ID})
-    assert (await session.create_case()).id == CASE_ID
-    assert len(calls(mocked, "POST", "/cases")) == 2
+async def test_post_retried_when_never_connected(mocked: FakeAPI) -> None:
+    mocked.post("/cases", payload={"id": CASE_ID})
+    # The first connection is refused (nothing sent); the retry reaches the API.
+    async with (
+        first_connect_refused_session(mocked.port) as http,
+        wa.Session(
+            "http://api.test",
+            wa.TokenAuth("t"),
+            retry=FAST,
+            http_session=http,
+            allow_insecure_http=True,
+        ) as session,
+    ):
+        assert (await session.create_case()).id == CASE_ID
+    assert len(calls(mocked, "POST", "/cases")) == 1  # the refused try never reached it
 
 
-async def test_post_retried_on_429_honouring_retry_after(session: wa.Session, mocked: Any) -> None:
-    mocked.post(BASE + "/workflows/run", status=429, headers={"Retry-After": "0"})
-    mocked.post(BASE + "/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
+async def test_post_retried_on_429_honouring_retry_after(
+    session: wa.Session, mocked: FakeAPI
+) -> None:
+    mocked.post("/workflows/run", status=429, headers={"Retry-After": "0"})
+    mocked.post("/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
     assert (await session.run_workflow(CASE_ID, "kyc")).id == WF_ID
     assert len(calls(mocked, "POST", "/workflows/run")) == 2
 
 
 async def test_retry_after_http_date_in_the_past_retries_at_once(
-    session: wa.Session, mocked: Any
+    session: wa.Session, mocked: FakeAPI
 ) -> None:
-    url = BASE + f"/workflows/{WF_ID}"
+    url = f"/workflows/{WF_ID}"
     mocked.get(url, status=429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     mocked.get(url, payload={"id": WF_ID, "status": "IN_PROGRESS"})
     assert (await session.get_workflow(WF_ID)).id == WF_ID
@@ -205,25 +218,23 @@ async def test_retry_after_http_date_in_the_past_retries_at_once(
 
 @pytest.mark.parametrize("retry_after", ["120", "Fri, 01 Jan 2100 00:00:00 GMT"])
 async def test_retry_after_above_cap_raises_rate_limit(
-    session: wa.Session, mocked: Any, retry_after: str
+    session: wa.Session, mocked: FakeAPI, retry_after: str
 ) -> None:
-    mocked.get(
-        BASE + f"/workflows/{WF_ID}", status=429, headers={"Retry-After": retry_after}, repeat=True
-    )
+    mocked.get(f"/workflows/{WF_ID}", status=429, headers={"Retry-After": retry_after}, repeat=True)
     with pytest.raises(errors.RateLimitError) as info:
         await session.get_workflow(WF_ID)
     assert info.value.retry_after is not None and info.value.retry_after > 30
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1
 
 
-async def test_undecodable_answer_is_decode_error(session: wa.Session, mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", body="<html>oops</html>")
+async def test_undecodable_answer_is_decode_error(session: wa.Session, mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", body="<html>oops</html>")
     with pytest.raises(errors.DecodeError):
         await session.get_workflow(WF_ID)
 
 
-async def test_closed_session_refuses_use(mocked: Any) -> None:
-    session = wa.Session(BASE, wa.TokenAuth("t"))
+async def test_closed_session_refuses_use(mocked: FakeAPI) -> None:
+    session = local(mocked, wa.TokenAuth("t"))
     await session.close()
     await session.close()
     with pytest.raises(errors.SessionClosedError):
@@ -233,10 +244,10 @@ async def test_closed_session_refuses_use(mocked: Any) -> None:
             pass
 
 
-async def test_caller_supplied_http_session_is_not_closed(mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
+async def test_caller_supplied_http_session_is_not_closed(mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
     async with aiohttp.ClientSession() as http:
-        async with wa.Session(BASE, wa.TokenAuth("t"), http_session=http) as session:
+        async with local(mocked, wa.TokenAuth("t"), http_session=http) as session:
             await session.get_workflow(WF_ID)
         assert not http.closed
 
@@ -280,36 +291,40 @@ def test_request_id_surfaces_in_errors() -> None:
     )
 
 
-async def test_retries_stop_at_max_time_even_with_attempts_left(mocked: Any) -> None:
+async def test_retries_stop_at_max_time_even_with_attempts_left(mocked: FakeAPI) -> None:
     policy = wa.RetryPolicy(max_attempts=50, base_delay=0.1, max_delay=0.1, max_time=0.25)
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=503, repeat=True)
-    async with wa.Session(BASE, wa.TokenAuth("t"), retry=policy) as session:
+    mocked.get(f"/workflows/{WF_ID}", status=503, repeat=True)
+    async with local(mocked, wa.TokenAuth("t"), retry=policy) as session:
         with pytest.raises(errors.ServerError):
             await session.get_workflow(WF_ID)
     assert 2 <= len(calls(mocked, "GET", f"/workflows/{WF_ID}")) < 50
 
 
-async def test_no_retry_when_asked(session: wa.Session, mocked: Any) -> None:
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=503, repeat=True)
+async def test_no_retry_when_asked(session: wa.Session, mocked: FakeAPI) -> None:
+    mocked.get(f"/workflows/{WF_ID}", status=503, repeat=True)
     with pytest.raises(errors.ServerError):
         await session._poll_workflow(WF_ID)
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
-async def test_redirects_are_never_followed(session: wa.Session, mocked: Any, status: int) -> None:
-    mocked.post(BASE + "/cases", status=status, headers={"Location": "http://elsewhere.test/x"})
-    mocked.post("http://elsewhere.test/x", payload={"id": CASE_ID})
+async def test_redirects_are_never_followed(
+    session: wa.Session, mocked: FakeAPI, status: int
+) -> None:
+    # The target is on the same fake API, so that a followed redirect would stay local.
+    elsewhere = mocked.base_url + "/elsewhere/x"
+    mocked.post("/cases", status=status, headers={"Location": elsewhere})
+    mocked.post("/elsewhere/x", payload={"id": CASE_ID})
     with pytest.raises(errors.APIError) as info:
         await session.create_case(first_name="Ann")
     assert info.value.status == status
-    assert ("POST", URL("http://elsewhere.test/x")) not in mocked.requests
+    assert not calls(mocked, "POST", "/elsewhere/x") and not calls(mocked, "GET", "/elsewhere/x")
 
 
-async def test_retry_after_longer_than_the_time_left_is_not_cut_short(mocked: Any) -> None:
+async def test_retry_after_longer_than_the_time_left_is_not_cut_short(mocked: FakeAPI) -> None:
     policy = wa.RetryPolicy(max_attempts=5, max_time=0.5, max_retry_after=30)
-    mocked.get(BASE + f"/workflows/{WF_ID}", status=429, headers={"Retry-After": "1"}, repeat=True)
-    async with wa.Session(BASE, wa.TokenAuth("t"), retry=policy) as session:
+    mocked.get(f"/workflows/{WF_ID}", status=429, headers={"Retry-After": "1"}, repeat=True)
+    async with local(mocked, wa.TokenAuth("t"), retry=policy) as session:
         with pytest.raises(errors.RateLimitError) as info:
             await session.get_workflow(WF_ID)
     assert info.value.retry_after == 1

@@ -83,6 +83,21 @@ async def test_revoke_tokens_rate_is_seeded() -> None:
     assert {201, 401} <= set(first)
 
 
+async def test_revoke_tokens_every_revokes_on_a_random_timer_not_per_call() -> None:
+    async with serve(faults=Faults(revoke_tokens_every=HOUR)) as (sim, api):
+        for _ in range(20):  # however many calls: the timer, not the calls, decides
+            assert (await api.call("POST", "/cases", {})).status == 201
+        assert sim.token_revocations == 0
+    async with serve(faults=Faults(revoke_tokens_every=1e-9)) as (sim, api):
+        assert (await api.call("POST", "/cases", {})).status == 201  # the first call arms it
+        refused = await api.call("POST", "/cases", {})  # the timer has run out since
+        assert refused.status == 401 and sim.requests[-1].fault == "tokens_revoked"
+        assert sim.token_revocations == 1
+        sim.faults.revoke_tokens_every = 0.0
+        await api.login()
+        assert (await api.call("POST", "/cases", {})).status == 201
+
+
 async def test_issue_expired_tokens_and_its_deprecated_name() -> None:
     async with serve(faults=Faults(issue_expired_tokens=True)) as (sim, api):
         assert (await api.call("POST", "/cases", {})).status == 401

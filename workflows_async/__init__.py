@@ -1,52 +1,64 @@
-"""workflows_async: an asyncio client and webhook receiver for the Workflows (identity/KYC) API."""
+"""workflows_async: an asyncio client and webhook receiver for the Workflows (identity/KYC) API.
 
-from ._retry import RetryPolicy
+Invariant: importing the package is cheap (no aiohttp, cryptography or msgspec): each public name
+loads its module on first use (PEP 562), so the pytest plugin and ``workflows-async --version``
+pay only for what they use. Type checkers see the plain imports below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .auth import Auth, KeySecretAuth, TokenAuth
-from .bus import Bus, InMemoryBus
-from .errors import (
-    APIError,
-    AuthenticationError,
-    BadRequestError,
-    ConfigurationError,
-    ConflictError,
-    CredentialsError,
-    DecodeError,
-    KeyUnavailableError,
-    NotFoundError,
-    OutcomeUnknownError,
-    PermissionDeniedError,
-    RateLimitError,
-    RequestTimeout,
-    ResponseTooLargeError,
-    ServerError,
-    SessionClosedError,
-    SignatureError,
-    TransportError,
-    UnsupportedMediaTypeError,
-    WaitError,
-    WebhookError,
-    WorkflowFailed,
-    WorkflowsError,
-    WorkflowTimeout,
-)
-from .events import WebhookEvent
-from .keys import KeyStore, WebhookVerifier
-from .models import (
-    Case,
-    Channel,
-    Parameters,
-    StatusSet,
-    Token,
-    Workflow,
-    WorkflowOutcome,
-    WorkflowResult,
-    WorkflowStatus,
-)
-from .polling import PollPolicy
-from .redis_bus import RedisBus
-from .session import Session
-from .stats import CallStats, PollStats, Stats, WaitStats, WebhookStats
+
+if TYPE_CHECKING:
+    from ._retry import RetryPolicy
+    from .auth import Auth, KeySecretAuth, TokenAuth
+    from .bus import Bus, InMemoryBus
+    from .errors import (
+        APIError,
+        AuthenticationError,
+        BadRequestError,
+        ConfigurationError,
+        ConflictError,
+        CredentialsError,
+        DecodeError,
+        KeyUnavailableError,
+        NotFoundError,
+        OutcomeUnknownError,
+        PermissionDeniedError,
+        RateLimitError,
+        RequestTimeout,
+        ResponseTooLargeError,
+        ServerError,
+        SessionClosedError,
+        SignatureError,
+        TransportError,
+        UnsupportedMediaTypeError,
+        WaitError,
+        WebhookError,
+        WorkflowFailed,
+        WorkflowsError,
+        WorkflowTimeout,
+    )
+    from .events import WebhookEvent
+    from .keys import KeyStore, WebhookVerifier
+    from .models import (
+        Case,
+        Channel,
+        Parameters,
+        StatusSet,
+        Token,
+        Workflow,
+        WorkflowOutcome,
+        WorkflowResult,
+        WorkflowStatus,
+    )
+    from .polling import PollPolicy
+    from .redis_bus import RedisBus
+    from .session import Session
+    from .stats import CallStats, PollStats, Stats, WaitStats, WebhookStats
 
 __all__ = [
     "APIError",
@@ -101,3 +113,71 @@ __all__ = [
     "WorkflowsError",
     "__version__",
 ]
+
+_SOURCES: dict[str, str] = {
+    "APIError": ".errors",
+    "Auth": ".auth",
+    "AuthenticationError": ".errors",
+    "BadRequestError": ".errors",
+    "Bus": ".bus",
+    "CallStats": ".stats",
+    "Case": ".models",
+    "Channel": ".models",
+    "ConfigurationError": ".errors",
+    "ConflictError": ".errors",
+    "CredentialsError": ".errors",
+    "DecodeError": ".errors",
+    "InMemoryBus": ".bus",
+    "KeySecretAuth": ".auth",
+    "KeyStore": ".keys",
+    "KeyUnavailableError": ".errors",
+    "NotFoundError": ".errors",
+    "OutcomeUnknownError": ".errors",
+    "Parameters": ".models",
+    "PermissionDeniedError": ".errors",
+    "PollPolicy": ".polling",
+    "PollStats": ".stats",
+    "RateLimitError": ".errors",
+    "RedisBus": ".redis_bus",
+    "RequestTimeout": ".errors",
+    "ResponseTooLargeError": ".errors",
+    "RetryPolicy": "._retry",
+    "ServerError": ".errors",
+    "Session": ".session",
+    "SessionClosedError": ".errors",
+    "SignatureError": ".errors",
+    "Stats": ".stats",
+    "StatusSet": ".models",
+    "Token": ".models",
+    "TokenAuth": ".auth",
+    "TransportError": ".errors",
+    "UnsupportedMediaTypeError": ".errors",
+    "WaitError": ".errors",
+    "WaitStats": ".stats",
+    "WebhookError": ".errors",
+    "WebhookEvent": ".events",
+    "WebhookStats": ".stats",
+    "WebhookVerifier": ".keys",
+    "Workflow": ".models",
+    "WorkflowFailed": ".errors",
+    "WorkflowOutcome": ".models",
+    "WorkflowResult": ".models",
+    "WorkflowStatus": ".models",
+    "WorkflowTimeout": ".errors",
+    "WorkflowsError": ".errors",
+}
+"""Where each public name lives (besides ``__version__``)."""
+
+if not TYPE_CHECKING:  # a module __getattr__ would hide misspelt names from mypy
+
+    def __getattr__(name: str) -> object:
+        module = _SOURCES.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -15,8 +15,6 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-import aiohttp
-
 from ._cli import api, batch, demo, servers
 from ._cli.common import (
     EXIT_ERROR,
@@ -109,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, verbosity: int) -> int:
+    # Imported here, not at the top: ``--help``, ``--version`` and usage errors never load it.
+    import aiohttp
+
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkflowTimeout
-from ..models import WorkflowOutcome
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -33,6 +32,9 @@ from .common import (
     workflow_json,
 )
 from .rows import CASE_FIELDS, RowError, case_fields
+
+if TYPE_CHECKING:
+    from ..models import WorkflowOutcome
 
 
 def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import (
     AuthenticationError,
@@ -24,8 +24,6 @@ from ..errors import (
     WorkflowsError,
     WorkflowTimeout,
 )
-from ..models import WorkflowOutcome
-from ..session import Session
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -39,6 +37,10 @@ from .common import (
     positive_float,
 )
 from .rows import BadRow, Row, read_rows
+
+if TYPE_CHECKING:
+    from ..models import WorkflowOutcome
+    from ..session import Session
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:

@@ -15,15 +15,15 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from aiohttp import web
+if TYPE_CHECKING:  # imported where used: parsing the command line needs none of them
+    from aiohttp import web
 
-from .._retry import RetryPolicy
-from ..auth import Auth, KeySecretAuth, TokenAuth
-from ..models import Workflow, WorkflowOutcome
-from ..polling import PollPolicy
-from ..session import Session
+    from ..auth import Auth
+    from ..models import Workflow, WorkflowOutcome
+    from ..polling import PollPolicy
+    from ..session import Session
 
 PROG = "workflows-async"
 
@@ -146,6 +146,8 @@ def add_poll_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def poll_policy(args: argparse.Namespace) -> PollPolicy:
+    from ..polling import PollPolicy
+
     initial: float = args.poll_initial
     return PollPolicy(
         initial_delay=initial, max_interval=max(initial, args.poll_max), rate=args.poll_rate
@@ -153,6 +155,8 @@ def poll_policy(args: argparse.Namespace) -> PollPolicy:
 
 
 def _auth_from_flags(args: argparse.Namespace) -> Auth | None:
+    from ..auth import KeySecretAuth, TokenAuth
+
     key, secret, token = args.api_key, args.api_secret, args.token
     if key or secret:
         if not (key and secret):
@@ -171,6 +175,9 @@ def _env_has_credentials() -> bool:
 
 def make_session(args: argparse.Namespace, *, require_auth: bool = True, **options: Any) -> Session:
     """A Session from the API flags, falling back to the environment via ``Session.from_env``."""
+    from .._retry import RetryPolicy
+    from ..session import Session
+
     if not (args.base_url or os.environ.get("WORKFLOWS_BASE_URL")):
         raise UsageError("no API URL: pass --base-url or set WORKFLOWS_BASE_URL")
     options["allow_insecure_http"] = args.insecure_http
@@ -241,6 +248,8 @@ def outcome_json(outcome: WorkflowOutcome) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def serve(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
     """Serve ``app`` on ``host:port`` (0: a free port) while the block runs; yields the port."""
+    from aiohttp import web
+
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:

@@ -13,18 +13,16 @@ import dataclasses
 import json
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from ..auth import KeySecretAuth
 from ..errors import WorkflowsError
-from ..events import WebhookEvent
 from ..models import DEFAULT_STATUSES
 from ..polling import PollPolicy
-from ..session import Session
-from ..testing import Simulator, WorkflowDefinition
 from .common import EXIT_ERROR, EXIT_OK, CliParser, UsageError, count, serve
+
+if TYPE_CHECKING:  # imported where used, so that parsing the command line stays cheap
+    from ..events import WebhookEvent
+    from ..session import Session
 
 REVIEW = "kyc-review"
 """A demo-only definition that finishes late, after the Simulator starts dropping webhooks."""
@@ -113,6 +111,12 @@ def plan(total: int) -> list[str]:
 
 
 async def run_demo(total: int, *, seed: int = 7) -> DemoReport:
+    from aiohttp import web
+
+    from ..auth import KeySecretAuth
+    from ..session import Session
+    from ..testing import Simulator, WorkflowDefinition
+
     rows = [DemoRow(i, definition) for i, definition in enumerate(plan(total))]
     async with Simulator(time_scale=TIME_SCALE, seed=seed) as sim:
         # Finishes after 0.9 s: by then the early webhooks are done and the drops have begun.

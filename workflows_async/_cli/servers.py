@@ -16,15 +16,9 @@ import os
 import signal
 import time
 from datetime import UTC, datetime
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from .._ids import is_local_url
-from ..bus import Bus
-from ..events import WebhookEvent
-from ..session import Session
-from ..testing import Faults, Simulator
 from .common import (
     EXIT_OK,
     CliParser,
@@ -39,6 +33,12 @@ from .common import (
     url_host,
     warn,
 )
+
+if TYPE_CHECKING:  # imported where used, so that parsing the command line stays cheap
+    from ..bus import Bus
+    from ..events import WebhookEvent
+    from ..session import Session
+    from ..testing import Simulator
 
 
 def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -125,6 +125,8 @@ def _check_host(host: str) -> None:
 
 
 def simulate_command(args: argparse.Namespace) -> int:
+    from ..testing import Faults, Simulator
+
     faults = Faults(
         drop_webhooks=args.drop_webhooks,
         duplicate_webhooks=args.duplicate_webhooks,
@@ -213,6 +215,8 @@ def listen_command(args: argparse.Namespace) -> int:
 
 
 async def _listen(session: Session, host: str, port_number: int, path: str, *, raw: bool) -> int:
+    from aiohttp import web
+
     def show(event: WebhookEvent) -> None:
         print(json.dumps(event_json(event, raw=raw)), flush=True)
 

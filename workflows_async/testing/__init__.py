@@ -1,18 +1,25 @@
 """Testing tools: `Simulator`, a stateful fake of the Workflows API that signs its webhooks.
 
 Invariants: nothing here talks to anything but the addresses it is given (127.0.0.1 by default);
-every name in ``__all__`` is public, stable and importable from ``workflows_async.testing``.
+every name in ``__all__`` is public, stable and importable from ``workflows_async.testing``;
+it loads on first use (PEP 562), so the pytest plugin in this package stays cheap to import.
 
     async with Simulator(time_scale=0.01, webhook_urls=[receiver_url]) as sim:
         ...  # point a client at sim.base_url with key=sim.key, secret=sim.secret
 """
 
-from ._faults import Faults
-from ._records import Outcome, RequestRecord, WebhookAttempt
-from ._redis_server import RedisServer, RedisServerError
-from ._signing import generate_signing_key, public_key_pem, sign_webhook
-from ._simulator import Simulator
-from ._state import BUILTIN_DEFINITIONS, WorkflowDefinition, WorkflowInfo
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._faults import Faults
+    from ._records import Outcome, RequestRecord, WebhookAttempt
+    from ._redis_server import RedisServer, RedisServerError
+    from ._signing import generate_signing_key, public_key_pem, sign_webhook
+    from ._simulator import Simulator
+    from ._state import BUILTIN_DEFINITIONS, WorkflowDefinition, WorkflowInfo
 
 __all__ = [
     "BUILTIN_DEFINITIONS",
@@ -29,3 +36,34 @@ __all__ = [
     "public_key_pem",
     "sign_webhook",
 ]
+
+_SOURCES: dict[str, str] = {
+    "BUILTIN_DEFINITIONS": "._state",
+    "Faults": "._faults",
+    "Outcome": "._records",
+    "RedisServer": "._redis_server",
+    "RedisServerError": "._redis_server",
+    "RequestRecord": "._records",
+    "Simulator": "._simulator",
+    "WebhookAttempt": "._records",
+    "WorkflowDefinition": "._state",
+    "WorkflowInfo": "._state",
+    "generate_signing_key": "._signing",
+    "public_key_pem": "._signing",
+    "sign_webhook": "._signing",
+}
+"""Where each public name lives."""
+
+if not TYPE_CHECKING:  # a module __getattr__ would hide misspelt names from mypy
+
+    def __getattr__(name: str) -> object:
+        module = _SOURCES.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

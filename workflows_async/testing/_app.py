@@ -71,6 +71,17 @@ class Backend:
     scheduled_faults: dict[str, deque[ScheduledFault]] = field(default_factory=dict)
     """``"METHOD /path"`` (a route template or an exact path) -> faults, first one next."""
 
+    next_revocation: float | None = None
+    """When ``Faults.revoke_tokens_every`` revokes every token next (``time.monotonic()``)."""
+
+    def revocation_due(self, mean: float) -> bool:
+        """True when the random revocation timer has run out (then it is set again)."""
+        now = time.monotonic()
+        due = self.next_revocation is not None and now >= self.next_revocation
+        if due or self.next_revocation is None:
+            self.next_revocation = now + self.dice.gap(mean)
+        return due
+
     def fail_next(self, method: str, path: str, fault: ScheduledFault) -> None:
         self.scheduled_faults.setdefault(f"{method.upper()} {path}", deque()).append(fault)
 
@@ -136,7 +147,10 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
                 fault = "error"
                 raise _injected(injected, faults)
             if not template.startswith("/auth/"):
-                if dice.chance(faults.revoke_tokens_rate):
+                every = faults.revoke_tokens_every
+                if dice.chance(faults.revoke_tokens_rate) or (
+                    every > 0 and backend.revocation_due(every)
+                ):
                     backend.tokens.revoke()
                     fault = "tokens_revoked"
                 backend.tokens.check_access(parse_bearer(request.headers.get(hdrs.AUTHORIZATION)))

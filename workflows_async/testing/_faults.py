@@ -41,6 +41,7 @@ _SECONDS = frozenset(
         "run_response_delay",
         "key_publish_delay",
         "result_delay",
+        "revoke_tokens_every",
     }
 )
 _DEPRECATED = {"expire_tokens_early": "issue_expired_tokens"}
@@ -92,6 +93,10 @@ class Faults:
     revoke_tokens_rate: float = 0.0
     """Share of token-bearing API calls before which every token issued so far is revoked (as
     `Simulator.revoke_tokens`): that call, and every later one with an old token, gets 401."""
+    revoke_tokens_every: float = 0.0
+    """Mean seconds between revocations of every token issued so far, at random times (seeded
+    exponential gaps; 0: off): the model of "all tokens revoked every few seconds", whose rate
+    does not grow with the number of calls in flight as ``revoke_tokens_rate`` does."""
     bad_signature_rate: float = 0.0
     """Share of webhook events signed with a wrong key under the real kid."""
     unknown_kid_rate: float = 0.0
@@ -173,6 +178,10 @@ class Dice:
         if share >= 1.0:
             return True
         return self._rng.random() < share
+
+    def gap(self, mean: float) -> float:
+        """A random gap of ``mean`` seconds on average (exponentially distributed)."""
+        return self._rng.expovariate(1.0 / mean)
 
     def pick(self, options: Sequence[T]) -> T:
         """One of ``options``; a single option is returned without drawing."""

@@ -5,7 +5,9 @@ fixtures are declared with ``pytest_asyncio.fixture``, so they work in pytest-as
 and auto modes alike (without pytest-asyncio they fall back to plain ``pytest.fixture``, which
 anyio's pytest plugin drives).
 
-Loaded automatically through the ``pytest11`` entry point once ``workflows-async`` is installed.
+Loaded automatically through the ``pytest11`` entry point once ``workflows-async`` is installed,
+so it is imported by every pytest run of a project that has the package: it imports pytest and
+nothing heavy of its own; the Simulator (aiohttp.web, cryptography) loads when a fixture runs.
 Override constructor arguments per test with a marker::
 
     @pytest.mark.workflows_simulator(time_scale=0.001, faults=Faults(drop_webhooks=1.0))
@@ -15,11 +17,12 @@ Override constructor arguments per test with a marker::
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
-from ._simulator import Simulator
+if TYPE_CHECKING:
+    from ._simulator import Simulator
 
 __all__ = ["FAST_DEFAULTS", "workflows_simulator", "workflows_simulator_factory"]
 
@@ -53,6 +56,8 @@ async def workflows_simulator(request: pytest.FixtureRequest) -> AsyncIterator[S
     marker; closed after the test."""
     marker = request.node.get_closest_marker(MARKER)
     overrides = dict(marker.kwargs) if marker is not None else {}
+    from ._simulator import Simulator
+
     async with Simulator(**{**FAST_DEFAULTS, **overrides}) as sim:
         yield sim
 
@@ -64,6 +69,8 @@ async def workflows_simulator_factory() -> AsyncIterator[Callable[..., Awaitable
     started: list[Simulator] = []
 
     async def make(**kwargs: Any) -> Simulator:
+        from ._simulator import Simulator
+
         sim = Simulator(**{**FAST_DEFAULTS, **kwargs})
         started.append(sim)
         return await sim.start()

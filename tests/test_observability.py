@@ -281,3 +281,23 @@ def test_workflows_log_turns_on_a_stderr_handler_at_session_creation() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=quiet
     )
     assert done.returncode == 0 and done.stderr == ""
+
+
+async def test_key_fetch_failures_are_logged_and_refusals_counted_by_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with stack(faults=Faults(key_error_rate=1.0)) as s:
+        case = await s.session.create_case(first_name="Ada")
+        with caplog.at_level(logging.INFO, logger="workflows_async"):
+            outcome = await s.session.run_and_wait(case.id, "kyc-basic", timeout=20)
+            async with asyncio.timeout(10):
+                while not s.session.stats().webhooks.refused:
+                    await asyncio.sleep(0.02)
+        stats = s.session.stats()
+    assert outcome.channel is wa.Channel.POLL and not outcome.webhook_seen
+    assert stats.key_fetches >= 1 and stats.webhooks.accepted == 0
+    assert set(stats.webhooks.refused) == {"key_unavailable"}
+    keys = [r for r in caplog.records if r.name == "workflows_async.keys"]
+    assert any("not available: ServerError" in r.getMessage() for r in keys)
+    refused = [r for r in caplog.records if r.name == "workflows_async.webhooks"]
+    assert refused and all(getattr(r, "reason", "") == "key_unavailable" for r in refused)

@@ -375,7 +375,11 @@ class Session:
     async def _fetch_key(self, kid: str) -> str:
         """The key store's fetch: reported (counted, logged), then :meth:`get_webhook_key`."""
         self._recorder.key_fetch(kid)
-        return await self.get_webhook_key(kid)
+        try:
+            return await self.get_webhook_key(kid)
+        except Exception as exc:
+            self._recorder.key_fetch_failed(kid, type(exc).__name__)
+            raise
 
     async def _poll_workflow(self, workflow_id: str) -> Workflow:
         """One poll for the scheduler: no retries here, the scheduler spaces and budgets them.

@@ -212,7 +212,8 @@ async def test_polls_that_cannot_succeed_fail_the_waiters() -> None:
     errors: list[tuple[str, BaseException]] = []
 
     async def poll(wid: str) -> wa.Workflow:
-        raise wa.AuthenticationError(401, method="GET", path=f"/workflows/{wid}")
+        # Refused credentials (a plain 401 after a renewal is transient: see test_wait_faults).
+        raise wa.CredentialsError(401, method="POST", path="/auth/authorize")
 
     scheduler = PollScheduler(
         wa.PollPolicy(initial_delay=0),
@@ -223,10 +224,11 @@ async def test_polls_that_cannot_succeed_fail_the_waiters() -> None:
     )
     scheduler.start()
     scheduler.add("w", delay=0)
-    while not errors:
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while not errors:
+            await asyncio.sleep(0.01)
     await scheduler.close()
-    assert errors[0][0] == "w" and isinstance(errors[0][1], wa.AuthenticationError)
+    assert errors[0][0] == "w" and isinstance(errors[0][1], wa.CredentialsError)
     assert len(scheduler) == 0
 
 

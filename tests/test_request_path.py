@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -61,6 +62,8 @@ class TokenAPI:
         self.issued = 0
         self.held = asyncio.Event()
         self.gate = asyncio.Event()
+        self.seen: list[tuple[str, str]] = []
+        """(workflow id, token) of every workflow request, as it arrived."""
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -81,6 +84,7 @@ class TokenAPI:
             self.held.set()
             await self.gate.wait()
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.seen.append((wid, token))
         if token not in self.valid:
             return web.json_response({"message": "token revoked"}, status=401)
         return web.json_response({"id": wid, "status": "IN_PROGRESS"})
@@ -106,6 +110,34 @@ async def test_a_401_for_an_older_token_resends_then_renews_when_the_newer_is_re
                 workflow = await held  # 401 (t1) -> t2: 401 -> renewal -> t3
     assert workflow.id == "held"
     assert api.issued == 3 and session.stats().token_requests == 3
+
+
+async def test_a_request_queued_for_a_connection_takes_its_token_when_it_goes_out() -> None:
+    """With every connection busy, a call waits for one before it takes its Authorization value:
+    a value taken at call time could expire while it queues (2,000 concurrent calls on 100
+    connections and 3 s tokens made most of them fail with 401 in the chaos soak)."""
+    api = TokenAPI()
+    now = [0.0]
+    async with serve(api.routes()) as url:
+        auth = wa.KeySecretAuth("k", "s", clock=lambda: now[0])
+        connector = aiohttp.TCPConnector(limit=1)
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            wa.Session(url, auth, allow_insecure_http=True, retry=FAST, http_session=http) as s,
+        ):
+            await s.get_workflow("a")  # t1, valid 300 s on the fake clock
+            held = asyncio.create_task(s.get_workflow("held"))  # holds the only connection
+            async with asyncio.timeout(10):
+                await api.held.wait()
+            queued = asyncio.create_task(s.get_workflow("queued"))
+            await asyncio.sleep(0.05)  # queued: waiting for the connection
+            now[0] += 1000.0  # t1 expires (by the clock) while the call queues
+            api.gate.set()
+            async with asyncio.timeout(10):
+                await held
+                await queued
+    assert ("queued", "t2") in api.seen and ("queued", "t1") not in api.seen
+    assert api.issued == 2
 
 
 async def test_many_calls_refused_at_once_share_one_renewal() -> None:

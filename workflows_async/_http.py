@@ -6,7 +6,9 @@ retries follow :class:`RetryPolicy`: a request that is not replayable (a POST ot
 request) is resent only when it surely did not reach the server (never connected, or 429), and
 any other failure of it whose outcome is unknown raises :class:`OutcomeUnknownError`; a 401 leads
 to at most two resends (with a newer value, then with a renewed one) and never a loop; no body
-larger than ``max_response_body`` is read into memory.
+larger than ``max_response_body`` is read into memory; at most as many requests are in flight
+as the connection pool has connections, and a request's Authorization value is taken only once
+it holds one of those slots (a value taken earlier could expire while the request queues).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 import aiohttp
@@ -46,6 +48,8 @@ DEFAULT_MAX_RESPONSE_BODY = 16 << 20
 _ERROR_BODY_LIMIT = 64 << 10
 _TOKEN_PATHS = frozenset({"/auth/authorize", "/auth/refresh"})
 _DEBUG = functools.partial(logging.getLogger("workflows_async.http").isEnabledFor, logging.DEBUG)
+_AIOHTTP_DEFAULT_LIMIT = 100  # aiohttp.TCPConnector's own default
+Authorization = Callable[[], Awaitable[str]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -157,6 +161,13 @@ class HttpClient:
         self._session = session
         self._owns_session = session is None
         self._closed = False
+        # Requests wait here, not in aiohttp's pool: there the request timeout would already be
+        # running, and the Authorization value already taken (see _send_once).
+        if session is None:
+            limit = connection_limit or _AIOHTTP_DEFAULT_LIMIT
+        else:
+            limit = session.connector.limit if session.connector is not None else 0
+        self._slots = asyncio.Semaphore(limit) if limit > 0 else None
 
     @property
     def closed(self) -> bool:
@@ -188,6 +199,7 @@ class HttpClient:
         retry: bool = True,
         authorize: bool = True,
         replayable: bool | None = None,
+        gated: bool = True,
     ) -> Response:
         """Send one request (with retries unless ``retry=False``); return its 2xx answer.
 
@@ -196,12 +208,14 @@ class HttpClient:
         differs from the refused one, and if that is refused too (or there was none newer),
         renew (one renewal shared by every caller) and resend once more. ``replayable`` says
         that sending the request twice cannot duplicate an effect (default: by method).
-        Every attempt is reported to the recorder; the call is one span however many.
+        ``gated=False`` skips the wait for a slot: for the token request that the requests
+        holding slots may be waiting for. Every attempt is reported to the recorder; the call
+        is one span however many attempts it takes.
         """
         call = self.recorder.call_started(method, path)
         try:
             response = await self._request(
-                call, method, path, body, params, accept, retry, authorize, replayable
+                call, method, path, body, params, accept, retry, authorize, replayable, gated
             )
         except BaseException as exc:
             self.recorder.call_ended(call, getattr(exc, "status", None), type(exc).__name__)
@@ -220,6 +234,7 @@ class HttpClient:
         retry: bool,
         authorize: bool,
         replayable: bool | None,
+        gated: bool,
     ) -> Response:
         headers = dict(self._headers)
         if accept is not None:
@@ -228,21 +243,34 @@ class HttpClient:
             headers["Content-Type"] = "application/json"
         if replayable is None:
             replayable = method.upper() in IDEMPOTENT_METHODS
-        send = functools.partial(self._send, call, method, path, body, params, retry, replayable)
+        send = functools.partial(
+            self._send, call, method, path, body, params, retry, replayable, gated, headers
+        )
         auth = self.auth if authorize else None
         if auth is None:
-            return await send(headers)
-        used = await auth.authorization(self._token_request)
+            return await send(None)
+        used = ""
+
+        async def current() -> str:
+            """The auth's value now, remembered as the one this call used."""
+            nonlocal used
+            assert auth is not None
+            used = await auth.authorization(self._token_request)
+            return used
+
         try:
-            return await send({**headers, "Authorization": used})
+            return await send(current)
+        except CredentialsError:
+            raise  # the token request itself was refused: nothing to resend with
         except AuthenticationError as refused:
             first = refused
-        current = await auth.authorization(self._token_request)
-        if current != used:  # another call renewed meanwhile: that value may do
-            try:
-                return await send({**headers, "Authorization": current})
+        if await auth.authorization(self._token_request) != used:
+            try:  # another call renewed meanwhile: that value may do
+                return await send(current)
+            except CredentialsError:
+                raise
             except AuthenticationError:
-                used = current
+                pass
         why = renewal_reason.set(f"401 from {call.template}")
         try:
             renewed = await auth.renew(self._token_request, used)
@@ -259,12 +287,15 @@ class HttpClient:
             ) from None
         # A 401 now, after a renewal, is a plain AuthenticationError: the token is new, so the
         # next call renews again (e.g. tokens revoked in the meantime), never in a loop here.
-        return await send({**headers, "Authorization": renewed})
+        # (``current`` gives the renewed value, unless it expired by the clock while queued.)
+        return await send(current)
 
     async def _token_request(self, path: str, body: bytes) -> bytes:
         """The auth's way to ask for a token: no Authorization header, retried like a GET."""
         self.recorder.token_request(path.rpartition("/")[2], renewal_reason.get())
-        response = await self.request("POST", path, body=body, authorize=False, replayable=True)
+        response = await self.request(
+            "POST", path, body=body, authorize=False, replayable=True, gated=False
+        )
         return response.body
 
     async def _send(
@@ -276,12 +307,14 @@ class HttpClient:
         params: Mapping[str, str] | None,
         retry: bool,
         replayable: bool,
+        gated: bool,
         headers: dict[str, str],
+        authorization: Authorization | None,
     ) -> Response:
         """One request with the retries the policy allows, under one deadline."""
         policy = self.retry
         deadline = time.monotonic() + policy.max_time
-        args = (call, method, path, body, headers, params, replayable)
+        args = (call, method, path, body, headers, params, replayable, gated, authorization)
         try:
             return await self._send_once(*args)
         except _Retry as failed:
@@ -323,8 +356,30 @@ class HttpClient:
         headers: dict[str, str],
         params: Mapping[str, str] | None,
         replayable: bool,
+        gated: bool,
+        authorization: Authorization | None,
     ) -> Response:
         client = self._client()
+        args = (client, call, method, path, body, headers, params, replayable, authorization)
+        if gated and self._slots is not None:
+            async with self._slots:
+                return await self._attempt(*args)
+        return await self._attempt(*args)
+
+    async def _attempt(
+        self,
+        client: aiohttp.ClientSession,
+        call: CallHandle,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        params: Mapping[str, str] | None,
+        replayable: bool,
+        authorization: Authorization | None,
+    ) -> Response:
+        if authorization is not None:  # taken now, when the request is about to go out
+            headers = {**headers, "Authorization": await authorization()}
         url = self.base_url + path
         started = time.perf_counter()
         try:

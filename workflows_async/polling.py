@@ -3,7 +3,9 @@
 Invariants: there is one scheduler task however many workflows wait; at most ``max_in_flight``
 polls run at once and at most ``rate`` start per second (a token bucket shared by all waiters);
 a 429 pauses every poll and halves the rate, which then recovers step by step; a workflow is
-polled only while someone waits for it.
+polled only while someone waits for it; a poll error ends a wait only when polling again cannot
+help (``poll_error_verdict``), and nothing a poll or a callback raises stalls an entry or stops
+the task.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import heapq
 import logging
 import math
@@ -18,19 +21,22 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
+
 from ._metrics import Recorder
 from .errors import (
-    AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    CredentialsError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    SessionClosedError,
     WorkflowsError,
 )
 from .models import Workflow
 
-__all__ = ["PollPolicy", "PollScheduler"]
+__all__ = ["PollPolicy", "PollScheduler", "PollVerdict", "poll_error_verdict"]
 
 log = logging.getLogger("workflows_async.polling")
 
@@ -47,7 +53,8 @@ class PollPolicy:
     share one budget: ``rate`` polls per second and ``max_in_flight`` at once. While verified
     webhooks arrive (one within ``webhook_quiet_period`` seconds) intervals are multiplied by
     ``webhook_stretch``: the webhook is the accelerator, polling the truth. A 429 without
-    Retry-After pauses polling for ``rate_limit_pause`` seconds.
+    Retry-After pauses polling for ``rate_limit_pause`` seconds. A 404 is tolerated for
+    ``not_found_grace`` seconds after the wait began (the API may not know a fresh run yet).
     """
 
     initial_delay: float = 5.0
@@ -59,10 +66,13 @@ class PollPolicy:
     webhook_stretch: float = 4.0
     webhook_quiet_period: float = 60.0
     rate_limit_pause: float = 5.0
+    not_found_grace: float = 30.0
 
     def __post_init__(self) -> None:
         if self.initial_delay < 0 or self.max_interval <= 0 or self.rate_limit_pause < 0:
             raise ConfigurationError("PollPolicy delays must be positive")
+        if not self.not_found_grace >= 0:
+            raise ConfigurationError("PollPolicy.not_found_grace must not be negative")
         if self.multiplier < 1 or self.webhook_stretch < 1:
             raise ConfigurationError("PollPolicy multiplier and webhook_stretch must be >= 1")
         if not 0 <= self.jitter < 1:
@@ -85,13 +95,54 @@ class PollPolicy:
         return base * (1 - self.jitter + 2 * self.jitter * rand)
 
 
+class PollVerdict(enum.Enum):
+    """What a failed poll means for the wait."""
+
+    AGAIN = "again"
+    """Transient: poll again after the normal backoff."""
+    SLOW_DOWN = "slow down"
+    """429: pause every poll and lower the rate."""
+    FAIL = "fail"
+    """Polling again cannot help: the waiters get the error now."""
+
+
+# Errors that will not heal by polling again. A plain AuthenticationError is not here: the
+# request path has already renewed the token and the new one was refused too (tokens revoked
+# again), which a later poll with a later token may survive; CredentialsError is.
+_FINAL = (
+    CredentialsError,
+    PermissionDeniedError,
+    BadRequestError,
+    ConfigurationError,
+    SessionClosedError,
+)
+
+
+def poll_error_verdict(
+    error: BaseException, *, waited: float, not_found_grace: float
+) -> PollVerdict:
+    """Decide what a poll's error means (pure). ``waited``: seconds since the wait began."""
+    if isinstance(error, RateLimitError):
+        return PollVerdict.SLOW_DOWN
+    if isinstance(error, _FINAL):
+        return PollVerdict.FAIL
+    if isinstance(error, NotFoundError):
+        return PollVerdict.AGAIN if waited < not_found_grace else PollVerdict.FAIL
+    return PollVerdict.AGAIN  # 401 after a renewal, 409, 5xx, transport, decode, a bug
+
+
+def same_workflow(polled: str, answered: str) -> bool:
+    """Does an answer's id name the workflow polled (ids are UUIDs: case does not matter)?"""
+    return polled.casefold() == answered.casefold()
+
+
 @dataclasses.dataclass(slots=True)
 class _Entry:
     polls: int
     due: float
+    added: float
 
 
-_FATAL = (NotFoundError, AuthenticationError, PermissionDeniedError, BadRequestError)
 _RECHECK = 1.0  # seconds: the longest the scheduler sleeps without re-checking the webhook state
 
 Poll = Callable[[str], Awaitable[Workflow]]
@@ -143,8 +194,9 @@ class PollScheduler:
         """Start polling ``workflow_id`` (no-op when already scheduled)."""
         if workflow_id in self._entries:
             return
-        due = self._clock() + (self._interval(0) if delay is None else delay)
-        self._entries[workflow_id] = _Entry(0, due)
+        now = self._clock()
+        due = now + (self._interval(0) if delay is None else delay)
+        self._entries[workflow_id] = _Entry(0, due, now)
         self._push(due, workflow_id)
 
     def remove(self, workflow_id: str) -> None:
@@ -236,66 +288,108 @@ class PollScheduler:
                 await self._wakeup.wait()
 
     async def _run(self) -> None:
+        """The one task: survives a bug in any step (a dead task would hang every wait)."""
         was_stretched = False
         while True:
-            stretched = self._stretched()
-            if was_stretched and not stretched:
-                self.expedite()  # webhooks stopped or the bus went down: back to normal pace
-            was_stretched = stretched
-            if not self._heap:
-                await self._sleep(3600.0)
-                continue
-            due, wid = self._heap[0]
-            entry = self._entries.get(wid)
-            if entry is None or entry.due != due:
-                heapq.heappop(self._heap)  # stale: removed or rescheduled
-                continue
-            now = self._clock()
-            wait = max(due - now, self._paused_until - now)
-            if wait > 0:
-                await self._sleep(min(wait, _RECHECK))  # wakes now and then to notice changes
-                continue
-            wait = self._take_token(now)
-            if wait > 0:
-                await self._sleep(wait)
-                continue
-            await self._slots.acquire()
-            # The heap may have changed while we waited for a slot (removals, compaction).
-            if not self._heap or self._heap[0] != (due, wid) or self._entries.get(wid) is not entry:
-                self._slots.release()
-                continue
-            heapq.heappop(self._heap)
-            entry.due = float("inf")  # in flight: not due until the answer reschedules it
+            try:
+                was_stretched = await self._step(was_stretched)
+            except Exception as exc:
+                log.error("poll scheduler step failed: %s", type(exc).__name__, exc_info=True)
+                await self._sleep(_RECHECK)
+
+    async def _step(self, was_stretched: bool) -> bool:
+        """One turn of the loop: sleep until something is due, or start one poll. Returns
+        whether polls are stretched now (to notice when webhooks stop)."""
+        stretched = self._stretched()
+        if was_stretched and not stretched:
+            self.expedite()  # webhooks stopped or the bus went down: back to normal pace
+        if not self._heap:
+            await self._sleep(3600.0)
+            return stretched
+        due, wid = self._heap[0]
+        entry = self._entries.get(wid)
+        if entry is None or entry.due != due:
+            heapq.heappop(self._heap)  # stale: removed or rescheduled
+            return stretched
+        now = self._clock()
+        wait = max(due - now, self._paused_until - now)
+        if wait > 0:
+            await self._sleep(min(wait, _RECHECK))  # wakes now and then to notice changes
+            return stretched
+        wait = self._take_token(now)
+        if wait > 0:
+            await self._sleep(wait)
+            return stretched
+        await self._slots.acquire()
+        # The heap may have changed while we waited for a slot (removals, compaction).
+        if not self._heap or self._heap[0] != (due, wid) or self._entries.get(wid) is not entry:
+            self._slots.release()
+            return stretched
+        heapq.heappop(self._heap)
+        entry.due = float("inf")  # in flight: not due until the answer reschedules it
+        try:
             task = asyncio.get_running_loop().create_task(self._poll_one(wid))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+        except BaseException:
+            self._slots.release()
+            self._reschedule(wid)
+            raise
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return stretched
 
     async def _poll_one(self, wid: str) -> None:
+        """One poll and what follows from it. Whatever happens, the entry ends up either
+        rescheduled or removed with its waiters told (never left "in flight" for good)."""
         try:
             self.recorder.poll_sent(wid)
             workflow = await self._poll(wid)
-        except RateLimitError as exc:
-            pause = self._slow_down(exc.retry_after)
-            self._reschedule(wid, delay=pause)
-        except _FATAL as exc:  # polling again cannot help: the waiters get the error now
-            self._entries.pop(wid, None)
-            self._on_error(wid, exc)
-        except (WorkflowsError, OSError) as exc:
-            log.debug("poll of %s failed: %s", wid, type(exc).__name__)
-            self._reschedule(wid)
-        except Exception as exc:  # a bug must not stop this workflow's polling for good
-            log.warning("poll of %s failed unexpectedly: %s", wid, type(exc).__name__)
-            self._reschedule(wid)
-        else:
             self._rate = min(self.policy.rate, self._rate * 1.1)
-            if self._is_terminal(workflow.status):
+            if not same_workflow(wid, workflow.id):
+                # A misrouted or cached answer: never resolve a wait with another's state.
+                log.warning("poll of %s answered for another workflow; polling again", wid)
+                self._reschedule(wid)
+            elif self._is_terminal(workflow.status):
+                if workflow.id != wid:  # another spelling: the id waited for is the truth
+                    workflow = msgspec.structs.replace(workflow, id=wid)
+                self._on_terminal(wid, workflow)  # first: if it raises, the entry is kept
                 self._entries.pop(wid, None)
                 self.recorder.polled_terminal(wid)
-                self._on_terminal(wid, workflow)  # by the id polled, whatever the answer spells
             else:
+                self._reschedule(wid)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # close(): this poll is being cancelled
+            log.warning("poll of %s raised a stray CancelledError; polling again", wid)
+            self._reschedule(wid)
+        except Exception as exc:
+            try:
+                self._failed(wid, exc)
+            except Exception as bug:  # e.g. in on_error: keep the entry, try again later
+                log.error("handling a poll error of %s failed: %s", wid, type(bug).__name__)
                 self._reschedule(wid)
         finally:
             self._slots.release()
+
+    def _failed(self, wid: str, exc: Exception) -> None:
+        entry = self._entries.get(wid)
+        waited = self._clock() - entry.added if entry is not None else 0.0
+        verdict = poll_error_verdict(
+            exc, waited=waited, not_found_grace=self.policy.not_found_grace
+        )
+        if verdict is PollVerdict.SLOW_DOWN:
+            retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
+            self._reschedule(wid, delay=self._slow_down(retry_after))
+        elif verdict is PollVerdict.FAIL:
+            log.debug("poll of %s failed for good: %s", wid, type(exc).__name__)
+            self._on_error(wid, exc)  # first: if it raises, the entry is kept
+            self._entries.pop(wid, None)
+        elif isinstance(exc, WorkflowsError | OSError):
+            log.debug("poll of %s failed: %s", wid, type(exc).__name__)
+            self._reschedule(wid)
+        else:  # a bug (here, in the poll function or in a callback) must not stall the wait
+            log.warning("poll of %s failed unexpectedly: %s", wid, type(exc).__name__)
+            self._reschedule(wid)
 
     def _slow_down(self, retry_after: float | None) -> float:
         """Pause every poll (for the server's Retry-After, at most ``max_interval``: polling is

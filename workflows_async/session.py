@@ -26,6 +26,7 @@ from . import _logging, _otel
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
 from ._metrics import Recorder, WaitHandle
+from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
 from ._version import __version__
 from .auth import Auth, KeySecretAuth, TokenAuth
@@ -36,6 +37,7 @@ from .errors import (
     OutcomeUnknownError,
     SessionClosedError,
     WorkflowFailed,
+    WorkflowsError,
     WorkflowTimeout,
 )
 from .hooks import EventCallback
@@ -78,6 +80,47 @@ _ENCODE = msgspec.json.Encoder().encode
 
 
 _RECEIVER = web.AppKey("workflows_async.receiver", WebhookReceiver)
+
+
+class _WaitScope:
+    """One wait's deadline and its errors: on expiry :class:`WorkflowTimeout`; once the
+    workflow id is known, every :class:`WorkflowsError` leaving the scope carries it."""
+
+    def __init__(self, timeout: float, workflow_id: str | None = None) -> None:
+        self.timeout = timeout
+        self.workflow_id = workflow_id
+        self._deadline = asyncio.timeout(timeout)
+
+    async def __aenter__(self) -> Self:
+        await self._deadline.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._deadline.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            if not self._deadline.expired():
+                raise
+            raise self._timed_out() from None
+        if isinstance(exc, WorkflowsError) and exc.workflow_id is None and self.workflow_id:
+            exc.workflow_id = self.workflow_id  # then re-raised as it is
+
+    def _timed_out(self) -> WorkflowTimeout:
+        wid = self.workflow_id
+        if wid is None:
+            return WorkflowTimeout(
+                "timed out before the API answered the run request", workflow_id=""
+            )
+        return WorkflowTimeout(
+            f"workflow {wid}: no result within {self.timeout:g} s; "
+            f"await session.wait({wid!r}) to pick it up again",
+            workflow_id=wid,
+        )
 
 
 def _accept(api_version: int | None) -> str:
@@ -403,44 +446,33 @@ class Session:
         """Run a workflow and wait for its result, by webhook or polling, whichever is first.
 
         ``parameters`` creates a parameter set first (or pass ``parameters_id``). One
-        ``timeout`` covers everything; on expiry :class:`WorkflowTimeout` (also a
-        ``TimeoutError``) carries the workflow id for a later ``wait(workflow_id)``. A failure
-        status raises :class:`WorkflowFailed` unless ``raise_on_failure=False``. Cancelling the
-        call cancels only this local wait: the workflow goes on at the API.
+        ``timeout`` covers everything, the result fetch included; on expiry
+        :class:`WorkflowTimeout` (also a ``TimeoutError``) carries the workflow id for a later
+        ``wait(workflow_id)``. Once the run has answered, every error raised carries
+        ``workflow_id``. A failure status raises :class:`WorkflowFailed` unless
+        ``raise_on_failure=False``. Cancelling the call cancels only this local wait: the
+        workflow goes on at the API.
         """
         if parameters is not None and parameters_id is not None:
             raise ConfigurationError("pass parameters or parameters_id, not both")
         start = time.monotonic()
-        workflow_id: str | None = None
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting("run_and_wait") as wait:
-            try:
-                async with asyncio.timeout(timeout) as deadline:
-                    if parameters is not None:
-                        created = await self.create_parameters(workflow_definition_id, parameters)
-                        parameters_id = created.id
-                    workflow = await self.run_workflow(
-                        case_id, workflow_definition_id, parameters_id=parameters_id
-                    )
-                    workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
-                    self._recorder.wait_id(wait, workflow_id)
-                    if self.statuses.is_terminal(workflow.status):
-                        completion = Completion(workflow, Channel.RUN)
-                    else:
-                        completion = await self._waiting.completion(workflow.id, first_poll=None)
-                    return await self._outcome(completion, start, raise_on_failure, wait)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                if workflow_id is None:
-                    raise WorkflowTimeout(
-                        "timed out before the API answered the run request", workflow_id=""
-                    ) from None
-                raise WorkflowTimeout(
-                    f"workflow {workflow_id}: no result within {timeout:g} s; "
-                    f"await session.wait({workflow_id!r}) to pick it up again",
-                    workflow_id=workflow_id,
-                ) from None
+            scope = _WaitScope(timeout)
+            async with scope:
+                if parameters is not None:
+                    created = await self.create_parameters(workflow_definition_id, parameters)
+                    parameters_id = created.id
+                workflow = await self.run_workflow(
+                    case_id, workflow_definition_id, parameters_id=parameters_id
+                )
+                scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
+                self._recorder.wait_id(wait, scope.workflow_id)
+                if self.statuses.is_terminal(workflow.status):
+                    completion = Completion(workflow, Channel.RUN)
+                else:
+                    completion = await self._waiting.completion(workflow.id, first_poll=None)
+                return await self._outcome(completion, start, raise_on_failure, wait)
 
     async def wait(
         self,
@@ -454,17 +486,9 @@ class Session:
         start = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting("wait", workflow_id) as wait:
-            try:
-                async with asyncio.timeout(timeout) as deadline:
-                    completion = await self._waiting.completion(workflow_id, first_poll=0.0)
-                    return await self._outcome(completion, start, raise_on_failure, wait)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                raise WorkflowTimeout(
-                    f"workflow {workflow_id}: no result within {timeout:g} s",
-                    workflow_id=workflow_id,
-                ) from None
+            async with _WaitScope(timeout, workflow_id):
+                completion = await self._waiting.completion(workflow_id, first_poll=0.0)
+                return await self._outcome(completion, start, raise_on_failure, wait)
 
     async def _outcome(
         self, completion: Completion, start: float, raise_on_failure: bool, wait: WaitHandle
@@ -473,7 +497,9 @@ class Session:
         result: WorkflowResult | None = None
         failed = self.statuses.is_failure(workflow.status)
         if not failed:
-            result = await self.get_result(workflow.id)
+            # The end is known, the result may lag (409 result_not_ready, a 404, a 5xx): fetch
+            # again with backoff; the wait's deadline bounds it.
+            result = await fetch_with_retries(lambda: self.get_result(workflow.id))
         event = completion.event
         polls, webhook_seen = self._recorder.wait_finished(
             wait,

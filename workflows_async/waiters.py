@@ -130,10 +130,12 @@ class Registry:
             if not future.done():
                 future.set_exception(error)
 
-    def fail_all(self, error: BaseException) -> None:
-        """Fail every pending waiter (the Session is closing)."""
+    def fail_all(self, error_for: Callable[[str], BaseException]) -> None:
+        """Fail every pending waiter (the Session is closing), each workflow's waiters with
+        ``error_for(workflow_id)``: one exception object never names two workflows."""
         waiters, self._waiters = self._waiters, {}
-        for futures in waiters.values():
+        for workflow_id, futures in waiters.items():
+            error = error_for(workflow_id)
             for future in futures:
                 if not future.done():
                     future.set_exception(error)

@@ -2,7 +2,8 @@
 
 Invariants: a workflow is polled only while a local waiter waits for it and the bus has not
 already told us its end; every exit from a wait (result, failure, timeout, cancellation) removes
-the waiter and, when it was the last one, the poll entry; closing fails every pending wait.
+the waiter and, when it was the last one, the poll entry; closing fails every pending wait; an
+error a waiter gets names its workflow (``workflow_id``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ _PENDING_TTL = 10.0  # seconds a process may take to publish an event before oth
 # Seconds a published event is remembered. The platform's retries last ~30 s, but it signs no
 # timestamp: a captured webhook can be replayed at any time, so the mark lasts a week.
 _PUBLISHED_TTL = REPLAY_WINDOW
+
+
+def _closed_while_waiting(workflow_id: str) -> SessionClosedError:
+    error = SessionClosedError(f"the Session was closed while waiting for workflow {workflow_id}")
+    error.workflow_id = workflow_id
+    return error
 
 
 class Waiting:
@@ -154,6 +161,8 @@ class Waiting:
         self.registry.resolve(Completion(workflow, Channel.POLL), workflow_id=workflow_id)
 
     def _poll_failed(self, workflow_id: str, error: BaseException) -> None:
+        if isinstance(error, WorkflowsError) and error.workflow_id is None:
+            error.workflow_id = workflow_id  # the caller can resume with wait(workflow_id)
         self.registry.fail(workflow_id, error)
 
     async def recheck(self) -> None:
@@ -175,18 +184,27 @@ class Waiting:
         future = self.registry.register(workflow_id)
         try:
             if not future.done():
-                for event in await self.bus.last_terminal([workflow_id]):
+                for event in await self._remembered(workflow_id):
                     self.registry.resolve(
                         Completion(workflow_from_event(event), Channel.WEBHOOK, event)
                     )
             self._check_open()  # closed meanwhile: nothing would ever resolve this future
             if not future.done():
+                self.scheduler.start()  # restarts a scheduler task that died, else no-op
                 self.scheduler.add(workflow_id, delay=first_poll)
             completion = await future
         finally:
             if self.registry.unregister(workflow_id, future):
                 self.scheduler.remove(workflow_id)
         return completion
+
+    async def _remembered(self, workflow_id: str) -> list[WebhookEvent]:
+        """The bus's remembered terminal event, if any; a bus fault leaves it to polling."""
+        try:
+            return await self.bus.last_terminal([workflow_id])
+        except Exception as exc:  # any bus's fault: polling is the truth anyway
+            log.warning("bus lookup for %s failed (%s); polling", workflow_id, type(exc).__name__)
+            return []
 
     def pending(self) -> list[str]:
         return self.registry.pending()
@@ -195,7 +213,7 @@ class Waiting:
         if self._closed:
             return
         self._closed = True
-        self.registry.fail_all(SessionClosedError("the Session was closed while waiting"))
+        self.registry.fail_all(_closed_while_waiting)
         await self.scheduler.close()
         await self.hooks.close()
         try:  # also when a start is half-way: the bus then stops what it began

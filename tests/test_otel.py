@@ -117,7 +117,9 @@ def test_calls_inside_a_wait_are_its_children_and_polls_too(telemetry: Telemetry
     assert attrs["workflows.channel"] == "poll" and attrs["workflows.polls"] == 1
     assert attrs["workflows.workflow_id"] == WID
     metrics = telemetry.metrics()
-    assert [p.attributes for p in metrics["workflows.waits"]] == [{"workflows.channel": "poll"}]
+    assert [p.attributes for p in metrics["workflows.waits"]] == [
+        {"workflows.outcome": "finished", "workflows.channel": "poll"}
+    ]
     assert sum(p.value for p in metrics["workflows.polls"]) == 1
     assert sum(p.value for p in metrics["workflows.waits.pending"]) == 0
 

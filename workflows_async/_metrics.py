@@ -437,7 +437,7 @@ class Recorder:
             },
         )
         if self.otel is not None:
-            self.otel.waits.add(1, {"workflows.channel": channel})
+            self.otel.waits.add(1, {"workflows.outcome": "finished", "workflows.channel": channel})
             self.otel.wait_duration.record(elapsed, {"workflows.channel": channel})
             if handle.span is not None:
                 handle.span.set_attribute("workflows.channel", channel)

@@ -77,8 +77,10 @@ class WaitStats:
     """``run_and_wait``/``wait`` calls: how many wait now and how the others ended.
 
     ``finished`` maps the channel that brought the end (``run``, ``webhook``, ``poll``) to a
-    count; ``timed_out``, ``failed`` (an error other than a timeout) and ``cancelled`` count the
-    waits that ended without an outcome; ``seconds`` is the total time of finished waits.
+    count (a workflow that ended with a failure status is finished too, even when the call then
+    raised :class:`WorkflowFailed`); ``timed_out``, ``failed`` (another error: the workflow does
+    not exist, the result could not be fetched...) and ``cancelled`` count the waits that ended
+    without an outcome; ``seconds`` is the total time of finished waits.
     """
 
     pending: int = 0

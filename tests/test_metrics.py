@@ -231,7 +231,7 @@ def test_lost_tracking_is_bounded() -> None:
     rec = Recorder(clock=Clock(), max_tracked=10)
     for i in range(100):
         rec.polled_terminal(f"w{i}")
-    assert len(rec._awaiting_webhook) == 10
+    assert len(rec.lost) == 10
 
 
 # -- log records -------------------------------------------------------------------------------

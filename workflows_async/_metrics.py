@@ -19,12 +19,11 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from ._ttl import TTLMap
+from ._lost import LostWebhooks
 from .errors import WorkflowTimeout
 from .stats import CallStats, PollStats, Stats, WaitStats, WebhookStats, _frozen
 
@@ -145,9 +144,6 @@ class Recorder:
         self.otel = otel
         self.server_address = server_address
         self.server_port = server_port
-        self.lost_grace = lost_grace
-        self.warn_interval = warn_interval
-        self.warn_min = warn_min
         self._clock = clock
         # [2xx, 4xx, 5xx, transport, seconds] by template
         self.calls: dict[str, list[float]] = {}
@@ -174,13 +170,13 @@ class Recorder:
         self._polls: dict[str, int] = {}
         self._waiters: dict[str, int] = {}
         self._wait_spans: dict[str, Span] = {}
-        self._webhook_seen: TTLMap[bool] = TTLMap(max(lost_grace, 1.0) * 4, max_tracked, clock)
-        self._awaiting_webhook: OrderedDict[str, float] = OrderedDict()
-        self._max_tracked = max_tracked
-        self._interval_start = clock()
-        self._interval_polled = 0
-        self._interval_webhooks = 0
-        self._warned = False
+        self.lost = LostWebhooks(
+            grace=lost_grace,
+            interval=warn_interval,
+            warn_min=warn_min,
+            max_tracked=max_tracked,
+            clock=clock,
+        )
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -331,19 +327,14 @@ class Recorder:
         self.webhooks_delivered += 1
         if not terminal:
             return
-        self._webhook_seen.put(workflow_id, True)
-        self._roll_interval(self._clock())
-        self._interval_webhooks += 1
-        found_at = self._awaiting_webhook.pop(workflow_id, None)
-        if found_at is not None:
+        late = self.lost.webhook(workflow_id)
+        if late is not None:
             hook_log.debug(
-                "webhook for workflow %s came %.1f s after a poll found its end",
-                workflow_id,
-                self._clock() - (found_at - self.lost_grace),
+                "webhook for workflow %s came %.1f s after a poll found its end", workflow_id, late
             )
 
     def webhook_seen(self, workflow_id: str) -> bool:
-        return self._webhook_seen.get(workflow_id) is not None
+        return self.lost.seen(workflow_id)
 
     # -- waits ---------------------------------------------------------------------------------
 
@@ -516,36 +507,17 @@ class Recorder:
 
     def polled_terminal(self, workflow_id: str) -> None:
         """A poll found ``workflow_id`` ended: its webhook should follow within the grace."""
-        now = self._clock()
-        self._roll_interval(now)
-        self._interval_polled += 1
-        if not self.webhook_seen(workflow_id):
-            self._awaiting_webhook.pop(workflow_id, None)
-            self._awaiting_webhook[workflow_id] = now + self.lost_grace
-            while len(self._awaiting_webhook) > self._max_tracked:
-                self._awaiting_webhook.popitem(last=False)
-        self._sweep(now)
-        if (
-            self.receiver_mounted
-            and not self._warned
-            and self._interval_polled >= self.warn_min
-            and self._interval_polled > self._interval_webhooks
-        ):
-            self._warned = True
+        alarm = self.lost.polled(workflow_id, alarm=self.receiver_mounted)
+        self._sweep()
+        if alarm:
+            polled, webhooks = self.lost.interval_polled, self.lost.interval_webhooks
             hook_log.warning(
                 "webhooks are not arriving: is the webhook URL configured? "
                 "(%d of %d completions in the last %.0f s were found by polling)",
-                self._interval_polled,
-                self._interval_polled + self._interval_webhooks,
-                now - self._interval_start,
+                polled,
+                polled + webhooks,
+                self.lost.interval_age,
             )
-
-    def _roll_interval(self, now: float) -> None:
-        if now - self._interval_start >= self.warn_interval:
-            self._interval_start = now
-            self._interval_polled = 0
-            self._interval_webhooks = 0
-            self._warned = False
 
     @property
     def webhooks_expected(self) -> bool:
@@ -553,12 +525,9 @@ class Recorder:
         mounted in this process, or events have come over the bus."""
         return self.receiver_mounted or self.webhooks_delivered > 0
 
-    def _sweep(self, now: float | None = None) -> None:
+    def _sweep(self) -> None:
         """Count as lost every awaited webhook whose grace has run out."""
-        if not self._awaiting_webhook:
-            return
-        now = self._clock() if now is None else now
-        expired = list(self._take_expired(now))
+        expired = self.lost.expired()
         if not expired or not self.webhooks_expected:
             return
         self.webhooks_lost += len(expired)
@@ -567,19 +536,10 @@ class Recorder:
                 "webhook lost: none came for workflow %s within %.0f s of the poll that "
                 "found its end",
                 wid,
-                self.lost_grace,
+                self.lost.grace,
             )
         if self.otel is not None:
             self.otel.webhooks_lost.add(len(expired))
-
-    def _take_expired(self, now: float) -> Iterator[str]:
-        pending = self._awaiting_webhook
-        while pending:
-            wid, deadline = next(iter(pending.items()))
-            if deadline > now:
-                return
-            del pending[wid]
-            yield wid
 
     # -- the snapshot --------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ def local(api: FakeAPI, auth: wa.Auth | None = None, **kwargs: Any) -> wa.Sessio
 
 @pytest.fixture
 async def session(mocked: FakeAPI) -> AsyncIterator[wa.Session]:
-    async with local(mocked, wa.TokenAuth("tok-123"), api_version=2, retry=FAST) as s:
+    async with local(mocked, wa.TokenAuth("tok-123"), api_version=1, retry=FAST) as s:
         yield s
 
 
@@ -54,7 +54,7 @@ async def test_create_case_sends_camel_case_and_headers(
     }
     headers = call.headers
     assert headers["Authorization"] == "Bearer tok-123"
-    assert headers["Accept"] == "application/json;version=2"
+    assert headers["Accept"] == "application/json;version=1"
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"] == f"workflows-async/{wa.__version__}"
     assert "1990" not in repr(case) and "Ann" not in repr(case)

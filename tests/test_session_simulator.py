@@ -31,7 +31,7 @@ async def client(
 
 
 async def test_full_flow_case_parameters_run_status_result() -> None:
-    async with Simulator(time_scale=0.01, seed=1) as sim, client(sim, api_version=2) as session:
+    async with Simulator(time_scale=0.01, seed=1) as sim, client(sim, api_version=1) as session:
         case = await session.create_case(
             first_name="Ada", last_name="Lovelace", personal_number="18151210-0000"
         )
@@ -44,7 +44,7 @@ async def test_full_flow_case_parameters_run_status_result() -> None:
         assert result.case_id == case.id and result.party_id and result.created_date
         assert result["parameters"] == {"country": "GB", "level": 2}
         assert result["case"]["firstName"] == "Ada"
-        assert {r.api_version for r in sim.requests if not r.path.startswith("/auth")} == {2}
+        assert {r.api_version for r in sim.requests if not r.path.startswith("/auth")} == {1}
 
 
 async def test_unknown_things_are_not_found() -> None:
@@ -69,12 +69,12 @@ async def test_expired_tokens_are_refreshed() -> None:
 
 
 async def test_tokens_expired_early_get_one_renewal_then_a_clear_error() -> None:
-    faults = Faults(expire_tokens_early=True)
+    faults = Faults(issue_expired_tokens=True)
     async with Simulator(seed=1, faults=faults) as sim, client(sim) as session:
         with pytest.raises(wa.AuthenticationError):
             await session.create_case()
         assert sim.calls_by_route["POST /cases"] == 2  # the call and its one resend
-        sim.faults.expire_tokens_early = False
+        sim.faults.issue_expired_tokens = False
         assert (await session.create_case()).id
 
 

@@ -251,8 +251,8 @@ async def test_access_tokens_expire_and_refresh_tokens_renew_them() -> None:
         assert unknown.status == 401
 
 
-async def test_expire_tokens_early_issues_dead_tokens() -> None:
-    async with serve(faults=Faults(expire_tokens_early=True)) as (_, api):
+async def test_issue_expired_tokens_issues_dead_tokens() -> None:
+    async with serve(faults=Faults(issue_expired_tokens=True)) as (_, api):
         tokens = (await api.call("POST", "/auth/authorize", CREDENTIALS)).body
         assert tokens["expiryDuration"] == 3600
         api.token = tokens["accessToken"]

@@ -14,7 +14,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
-    from .auth import Auth, KeySecretAuth, TokenAuth
+    from .auth import Auth, KeySecretAuth, OrganizationTokenAuth, TokenAuth
     from .bus import Bus, InMemoryBus
     from .errors import (
         APIError,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         WorkflowTimeout,
     )
     from .events import WebhookEvent
+    from .executions import Execution, ExecutionOutcome
     from .keys import KeyStore, WebhookVerifier
     from .models import (
         Case,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         WorkflowStatus,
     )
     from .polling import PollPolicy
+    from .records import Record
     from .redis_bus import RedisBus
     from .session import Session
     from .stats import CallStats, PollStats, Stats, WaitStats, WebhookStats
@@ -73,17 +75,21 @@ __all__ = [
     "ConflictError",
     "CredentialsError",
     "DecodeError",
+    "Execution",
+    "ExecutionOutcome",
     "InMemoryBus",
     "KeySecretAuth",
     "KeyStore",
     "KeyUnavailableError",
     "NotFoundError",
+    "OrganizationTokenAuth",
     "OutcomeUnknownError",
     "Parameters",
     "PermissionDeniedError",
     "PollPolicy",
     "PollStats",
     "RateLimitError",
+    "Record",
     "RedisBus",
     "RequestTimeout",
     "ResponseTooLargeError",
@@ -127,17 +133,21 @@ _SOURCES: dict[str, str] = {
     "ConflictError": ".errors",
     "CredentialsError": ".errors",
     "DecodeError": ".errors",
+    "Execution": ".executions",
+    "ExecutionOutcome": ".executions",
     "InMemoryBus": ".bus",
     "KeySecretAuth": ".auth",
     "KeyStore": ".keys",
     "KeyUnavailableError": ".errors",
     "NotFoundError": ".errors",
+    "OrganizationTokenAuth": ".auth",
     "OutcomeUnknownError": ".errors",
     "Parameters": ".models",
     "PermissionDeniedError": ".errors",
     "PollPolicy": ".polling",
     "PollStats": ".stats",
     "RateLimitError": ".errors",
+    "Record": ".records",
     "RedisBus": ".redis_bus",
     "RequestTimeout": ".errors",
     "ResponseTooLargeError": ".errors",

@@ -7,13 +7,16 @@ request id.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from . import errors
 from ._retry import parse_retry_after
 
-__all__ = ["error_for_status", "request_id"]
+__all__ = ["error_for_status", "permission_from_body", "request_id"]
 
 _BY_STATUS: dict[int, type[errors.APIError]] = {
     400: errors.BadRequestError,
@@ -38,6 +41,45 @@ def _excerpt(body: bytes) -> str:
     return " ".join(text.split())[:200]
 
 
+_PERMISSION = re.compile(r"[a-z][a-z0-9_]{1,63}")
+_PERMISSION_IN_TEXT = re.compile(r"\b(can_[a-z0-9_]{1,59})\b")
+_PERMISSION_KEYS = ("permission", "requiredPermission", "missingPermission", "scope")
+
+
+def _named(value: Any) -> str | None:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]  # e.g. {"missingPermissions": ["can_run"]}
+    if isinstance(value, str) and _PERMISSION.fullmatch(value):
+        return value
+    return None
+
+
+def permission_from_body(body: bytes) -> str | None:
+    """The permission a 403 body names, or None. Tolerant, and never more than a short name.
+
+    Rule: in a JSON object (or its ``error``/``details`` object), the first of ``permission``,
+    ``requiredPermission``, ``missingPermission``, ``scope`` (or their plural with exactly one
+    item) that is a lower-case identifier; otherwise the only ``can_*`` word of the body's text
+    (two different ones: ambiguous, None). Anything else of the body is never returned.
+    """
+    text = body[:2000].decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    objects = [data] if isinstance(data, dict) else []
+    for nested in ("error", "details"):
+        if objects and isinstance(objects[0].get(nested), dict):
+            objects.append(objects[0][nested])
+    for obj in objects:
+        for key in _PERMISSION_KEYS:
+            for name in (key, key + "s"):
+                if (found := _named(obj.get(name))) is not None:
+                    return found
+    words = set(_PERMISSION_IN_TEXT.findall(text))
+    return words.pop() if len(words) == 1 else None
+
+
 def error_for_status(
     status: int,
     *,
@@ -54,6 +96,16 @@ def error_for_status(
     if cls is None:
         cls = errors.ServerError if status >= 500 else errors.APIError
     retry_after = parse_retry_after(headers.get("Retry-After"), now)
+    if cls is errors.PermissionDeniedError:
+        return errors.PermissionDeniedError(
+            status,
+            method=method,
+            path=path,
+            body_excerpt=_excerpt(body),
+            request_id=request_id(headers),
+            retry_after=retry_after,
+            permission=permission_from_body(body),
+        )
     return cls(
         status,
         method=method,

@@ -46,6 +46,7 @@ __all__ = ["DEFAULT_MAX_RESPONSE_BODY", "HttpClient", "Response"]
 DEFAULT_MAX_RESPONSE_BODY = 16 << 20
 # An error answer is read only this far: its excerpt is all that is kept of it.
 _ERROR_BODY_LIMIT = 64 << 10
+_FIXED_TOKEN_REFUSED = "a fixed token cannot be renewed; supply a new one"  # noqa: S105
 _TOKEN_PATHS = frozenset({"/auth/authorize", "/auth/refresh"})
 _DEBUG = functools.partial(logging.getLogger("workflows_async.http").isEnabledFor, logging.DEBUG)
 _AIOHTTP_DEFAULT_LIMIT = 100  # aiohttp.TCPConnector's own default
@@ -283,7 +284,7 @@ class HttpClient:
                 path=first.path,
                 body_excerpt=first.body_excerpt,
                 request_id=first.request_id,
-                detail="a fixed token cannot be renewed; supply a new one",
+                detail=getattr(auth, "refused_detail", _FIXED_TOKEN_REFUSED),
             ) from None
         # A 401 now, after a renewal, is a plain AuthenticationError: the token is new, so the
         # next call renews again (e.g. tokens revoked in the meantime), never in a loop here.

@@ -1,4 +1,5 @@
-"""Authentication: a fixed bearer token, or key + secret with tokens that renew themselves.
+"""Authentication: an organization token (sent as it is, the recommended credential), a fixed
+JWT bearer token, or (legacy) key + secret with tokens that renew themselves.
 
 An auth does no HTTP of its own: it gives the ``Authorization`` header value to send, and when
 the API refused one with 401 it gives the value to resend with (renewing through the
@@ -16,7 +17,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import msgspec
@@ -31,7 +32,16 @@ from .errors import (
 )
 from .models import Token
 
-__all__ = ["Auth", "KeySecretAuth", "TokenAuth", "TokenRequest"]
+__all__ = [
+    "ORGANIZATION_TOKEN_PREFIX",
+    "Auth",
+    "KeySecretAuth",
+    "OrganizationTokenAuth",
+    "TokenAuth",
+    "TokenRequest",
+    "auth_from_env",
+    "is_organization_token",
+]
 
 _TOKEN_DECODER = msgspec.json.Decoder(Token)
 
@@ -60,12 +70,20 @@ class Auth(Protocol):
 
 
 class TokenAuth:
-    """A fixed bearer token (obtained elsewhere), sent as ``Bearer <token>``. It cannot be
-    renewed: a 401 raises :class:`~workflows_async.errors.CredentialsError`."""
+    """A fixed JWT bearer token obtained elsewhere (legacy), sent as ``Bearer <token>``. It
+    cannot be renewed: a 401 raises :class:`~workflows_async.errors.CredentialsError`. An
+    organization token (``tot_...``) is refused here: use :class:`OrganizationTokenAuth`, which
+    sends it without ``Bearer``."""
 
     def __init__(self, token: str) -> None:
         if not token or not isinstance(token, str):
             raise ConfigurationError("TokenAuth needs a non-empty token")
+        if token.startswith(ORGANIZATION_TOKEN_PREFIX):
+            raise ConfigurationError(
+                "this is an organization token (tot_...): use OrganizationTokenAuth, "
+                "which sends it without 'Bearer '"
+            )
+        _check_header_safe(token, "TokenAuth")
         self._value = f"Bearer {token}"
 
     async def authorization(self, send: TokenRequest) -> str:
@@ -76,6 +94,59 @@ class TokenAuth:
 
     def __repr__(self) -> str:
         return "TokenAuth(token=***)"
+
+
+ORGANIZATION_TOKEN_PREFIX = "tot_"  # noqa: S105 - a prefix, not a secret
+
+
+def _check_header_safe(token: str, what: str) -> None:
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise ConfigurationError(f"{what}: the token must be printable ASCII without spaces")
+
+
+class OrganizationTokenAuth:
+    """An organization token (``tot_...``, made in the dashboard): the recommended credential.
+
+    It is sent as it is, ``Authorization: tot_...``, without ``Bearer ``. It has no renewal: a
+    401 is final and raises :class:`~workflows_async.errors.CredentialsError` (revoked, expired
+    or mistyped token); a 403 means the token lacks a permission scope
+    (:class:`~workflows_async.errors.PermissionDeniedError`, naming it).
+    """
+
+    refused_detail = (
+        "the organization token was refused (revoked, expired or wrong); organization tokens "
+        "cannot be renewed: check or replace it in the dashboard"
+    )
+
+    def __init__(self, token: str) -> None:
+        if not token or not isinstance(token, str):
+            raise ConfigurationError("OrganizationTokenAuth needs a non-empty token")
+        token = token.strip()
+        if token.lower().startswith("bearer "):
+            raise ConfigurationError(
+                "pass the organization token itself (tot_...), without 'Bearer '"
+            )
+        if not token.startswith(ORGANIZATION_TOKEN_PREFIX) or len(token) <= 4:
+            raise ConfigurationError(
+                "an organization token starts with 'tot_'; for a JWT access token use "
+                "TokenAuth, for a key and secret KeySecretAuth"
+            )
+        _check_header_safe(token, "OrganizationTokenAuth")
+        self._value = token
+
+    async def authorization(self, send: TokenRequest) -> str:
+        return self._value  # as it is: no "Bearer "
+
+    async def renew(self, send: TokenRequest, rejected: str) -> str | None:
+        return None  # nothing to renew: the 401 is final
+
+    def __repr__(self) -> str:
+        return "OrganizationTokenAuth(token=***)"
+
+
+def is_organization_token(token: str) -> bool:
+    """True for a ``tot_...`` organization token (as found e.g. in ``WORKFLOWS_TOKEN``)."""
+    return token.strip().startswith(ORGANIZATION_TOKEN_PREFIX)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -101,7 +172,8 @@ def jwt_expiry(token: str) -> float | None:
 
 
 class KeySecretAuth:
-    """``POST /auth/authorize`` with key and secret; ``POST /auth/refresh`` before expiry.
+    """Legacy (prefer :class:`OrganizationTokenAuth`): JWT bearer tokens from
+    ``POST /auth/authorize`` with key and secret; ``POST /auth/refresh`` before expiry.
 
     The expiry comes from the access token's ``exp`` claim when it is a JWT, otherwise from
     ``expiryDuration`` read as seconds. The token is renewed ``refresh_margin`` seconds early,
@@ -203,3 +275,26 @@ class KeySecretAuth:
         else:
             # Renew early, but never so early that a short-lived token is renewed at every call.
             self._renew_at = now + lifetime - min(self._margin, max(lifetime, 0.0) / 2)
+
+
+def auth_from_env(source: Mapping[str, str]) -> Auth:
+    """The credentials ``Session.from_env`` picks (see there); ConfigurationError if none."""
+    key, secret = source.get("WORKFLOWS_API_KEY"), source.get("WORKFLOWS_API_SECRET")
+    token = (source.get("WORKFLOWS_TOKEN") or "").strip()
+    org_token = (source.get("WORKFLOWS_ORG_TOKEN") or "").strip()
+    if org_token and token and is_organization_token(token) and token != org_token:
+        raise ConfigurationError("WORKFLOWS_ORG_TOKEN and WORKFLOWS_TOKEN hold different tokens")
+    if org_token:
+        return OrganizationTokenAuth(org_token)
+    if token and is_organization_token(token):
+        return OrganizationTokenAuth(token)
+    if key and secret:
+        return KeySecretAuth(key, secret)
+    if token:
+        return TokenAuth(token)
+    if key or secret:
+        raise ConfigurationError("set both WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET")
+    raise ConfigurationError(
+        "no credentials: set WORKFLOWS_ORG_TOKEN (an organization token, tot_...), or "
+        "(legacy) WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET, or WORKFLOWS_TOKEN"
+    )

@@ -1,5 +1,5 @@
-"""The ``workflows-async`` command: ``demo``, ``run``, ``status``, ``result``, ``wait``, ``batch``,
-``simulate`` and ``listen``.
+"""The ``workflows-async`` command: ``demo``, ``run``, ``execute``, ``status``, ``result``,
+``wait``, ``batch``, ``simulate`` and ``listen``.
 
 Invariants: ``main`` returns an exit code and never lets a traceback out: every error becomes
 one line ``workflows-async: error: ...`` on stderr (2 usage, 3 failure status, 4 timeout,
@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from ._cli import api, batch, demo, servers
+from ._cli import api, batch, demo, execute, servers
 from ._cli.common import (
     EXIT_ERROR,
     EXIT_FAILED,
@@ -49,6 +49,7 @@ def build_parser() -> CliParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     demo.add_parser(commands, common)
     api.add_parsers(commands, common)
+    execute.add_parser(commands, common)
     batch.add_parser(commands, common)
     servers.add_parsers(commands, common)
     for sub in commands.choices.values():

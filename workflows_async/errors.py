@@ -34,7 +34,7 @@ the HTTP method and the path (ids only), never request bodies.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .models import Workflow
@@ -150,7 +150,15 @@ class CredentialsError(AuthenticationError):
 
 
 class PermissionDeniedError(APIError):
-    """403: the credentials may not do this."""
+    """403: the credentials may not do this. ``permission`` is the permission the server named
+    (e.g. ``can_run`` on a workflow definition), when it named one as a short identifier; the
+    message names the call and that permission, nothing else of the server's body."""
+
+    def __init__(self, status: int, *, permission: str | None = None, **fields: Any) -> None:
+        if permission and "detail" not in fields:
+            fields["detail"] = f"missing permission {permission}"
+        super().__init__(status, **fields)
+        self.permission = permission
 
 
 class NotFoundError(APIError):

@@ -40,13 +40,21 @@ class _Request(
 
 
 class WorkflowStatus(enum.StrEnum):
-    """Status values this library knows by name. Only ``COMPLETED`` is documented by the API.
+    """Status values this library knows by name, and where each comes from.
+
+    ``COMPLETED`` is the one status the vendor's docs define; ``RUNNING`` appears in the docs'
+    examples of the execution API (``POST /workflows``) and is not terminal. ``IN_PROGRESS`` and
+    ``AWAITING`` are the non-terminal states of a run and of the "awaiting" webhook notice (user
+    part done, background tasks still run). ``FAILED``, ``ERROR``, ``CANCELLED``/``CANCELED``,
+    ``EXPIRED`` (an execution past its ``expiresAt``) and ``REJECTED`` are not documented: they
+    are failure-like names this library treats as final failures should the API send them.
 
     A :class:`Workflow` keeps its status as the plain string the server sent, so a value not
     listed here is never a decode error; members compare equal to those strings.
     """
 
     IN_PROGRESS = "IN_PROGRESS"
+    RUNNING = "RUNNING"
     AWAITING = "AWAITING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
@@ -58,16 +66,21 @@ class WorkflowStatus(enum.StrEnum):
 
 
 DEFAULT_SUCCESS_STATUSES: frozenset[str] = frozenset({"COMPLETED"})
+"""Documented: ``COMPLETED`` is the only success the vendor's docs name."""
 DEFAULT_FAILURE_STATUSES: frozenset[str] = frozenset(
     {"FAILED", "ERROR", "CANCELLED", "CANCELED", "EXPIRED", "REJECTED"}
 )
+"""Not documented by the vendor: failure-like names treated as final (see WorkflowStatus)."""
 
 
 class StatusSet:
     """Which statuses end a workflow, and which of those are failures.
 
     Statuses are compared case-insensitively. Anything not listed (``IN_PROGRESS``,
-    ``AWAITING``, a value this library has never seen) is not terminal.
+    ``RUNNING``, ``AWAITING``, a value this library has never seen) is not terminal. The
+    default success set is the documented ``COMPLETED``; the default failure set holds names the
+    docs do not define (see :class:`WorkflowStatus`): pass your own sets when your workflows
+    use other final statuses.
     """
 
     __slots__ = ("failure", "success")
@@ -177,13 +190,17 @@ class ParametersRequest(_Request):
 
 
 class RunRequest(_Request):
-    case_id: str
+    """``POST /workflows/run``: ``caseId`` in API version 1, optional ``recordId`` in 2."""
+
     workflow_definition_id: str
+    case_id: str | None = None
+    record_id: str | None = None
     parameters_id: str | None = None
 
 
 class Workflow(_Response):
-    """A workflow run: its id, its case and its status (an open string, kept as it came).
+    """A workflow run: its id, its case (API version 1) or record (version 2, ``recordId``) and
+    its status (an open string, kept as it came).
 
     ``is_terminal`` and ``is_failure`` use the default :class:`StatusSet`; a Session configured
     with another set decides with that one.
@@ -191,6 +208,7 @@ class Workflow(_Response):
 
     id: str
     case_id: str | None = None
+    record_id: str | None = None
     status: str = ""
 
     @property

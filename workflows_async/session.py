@@ -10,10 +10,12 @@ names the workflow it was waiting for.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 from urllib.parse import urlsplit
@@ -28,8 +30,9 @@ from ._ids import check_base_url, check_path_id, is_local_url
 from ._metrics import Recorder, WaitHandle
 from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
+from ._v2_calls import V2Calls, run_request
 from ._version import __version__
-from .auth import Auth, KeySecretAuth, TokenAuth
+from .auth import Auth, auth_from_env
 from .bus import Bus, InMemoryBus
 from .errors import (
     ConfigurationError,
@@ -40,6 +43,7 @@ from .errors import (
     WorkflowsError,
     WorkflowTimeout,
 )
+from .executions import Execution, ExecutionOutcome
 from .hooks import EventCallback
 from .jws import DEFAULT_ALGORITHMS
 from .keys import KeyMaterial, KeyStore, WebhookVerifier
@@ -49,7 +53,6 @@ from .models import (
     Channel,
     Parameters,
     ParametersRequest,
-    RunRequest,
     StatusSet,
     Workflow,
     WorkflowOutcome,
@@ -71,6 +74,7 @@ DEFAULT_WAIT_TIMEOUT = 900.0
 _CASE = msgspec.json.Decoder(Case)
 _PARAMETERS = msgspec.json.Decoder(Parameters)
 _WORKFLOW = msgspec.json.Decoder(Workflow)
+_EXECUTION = msgspec.json.Decoder(Execution)
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
 _ANY = msgspec.json.Decoder()
 # Signing-key fetches have their own small pool, so slow API calls never hold them up.
@@ -86,9 +90,12 @@ class _WaitScope:
     """One wait's deadline and its errors: on expiry :class:`WorkflowTimeout`; once the
     workflow id is known, every :class:`WorkflowsError` leaving the scope carries it."""
 
-    def __init__(self, timeout: float, workflow_id: str | None = None) -> None:
+    def __init__(
+        self, timeout: float, workflow_id: str | None = None, *, before: str = "the run request"
+    ) -> None:
         self.timeout = timeout
         self.workflow_id = workflow_id
+        self._before = before  # what the API had not answered when no id is known yet
         self._deadline = asyncio.timeout(timeout)
 
     async def __aenter__(self) -> Self:
@@ -114,7 +121,7 @@ class _WaitScope:
         wid = self.workflow_id
         if wid is None:
             return WorkflowTimeout(
-                "timed out before the API answered the run request", workflow_id=""
+                f"timed out before the API answered {self._before}", workflow_id=""
             )
         return WorkflowTimeout(
             f"workflow {wid}: no result within {self.timeout:g} s; "
@@ -129,7 +136,7 @@ def _accept(api_version: int | None) -> str:
     return f"application/json;version={api_version}"
 
 
-class Session:
+class Session(V2Calls):
     """An async client of the Workflows API. Use ``async with Session(...) as session:``.
 
     ``base_url`` must be ``https://`` unless ``allow_insecure_http=True`` (a local Simulator).
@@ -249,27 +256,18 @@ class Session:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Session:
-        """A Session configured from ``WORKFLOWS_BASE_URL``, ``WORKFLOWS_API_KEY`` +
-        ``WORKFLOWS_API_SECRET`` (or ``WORKFLOWS_TOKEN``) and ``WORKFLOWS_API_VERSION``.
+        """A Session configured from ``WORKFLOWS_BASE_URL``, the credentials and
+        ``WORKFLOWS_API_VERSION``.
 
-        Keyword ``options`` are passed on to the constructor and win over the environment.
+        Credentials, first found wins: an organization token in ``WORKFLOWS_ORG_TOKEN`` (or a
+        ``tot_...`` value in ``WORKFLOWS_TOKEN``), then (legacy) ``WORKFLOWS_API_KEY`` +
+        ``WORKFLOWS_API_SECRET``, then a JWT access token in ``WORKFLOWS_TOKEN``. Keyword
+        ``options`` are passed on to the constructor and win over the environment.
         """
         source = os.environ if env is None else env
         base_url = options.pop("base_url", None) or source.get("WORKFLOWS_BASE_URL", "")
         if "auth" not in options:
-            key, secret = source.get("WORKFLOWS_API_KEY"), source.get("WORKFLOWS_API_SECRET")
-            token = source.get("WORKFLOWS_TOKEN")
-            if key and secret:
-                options["auth"] = KeySecretAuth(key, secret)
-            elif token:
-                options["auth"] = TokenAuth(token)
-            elif key or secret:
-                raise ConfigurationError("set both WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET")
-            else:
-                raise ConfigurationError(
-                    "no credentials: set WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET, "
-                    "or WORKFLOWS_TOKEN"
-                )
+            options["auth"] = auth_from_env(source)
         version = source.get("WORKFLOWS_API_VERSION")
         if version and "api_version" not in options:
             if not version.isdigit():
@@ -366,9 +364,18 @@ class Session:
         return await self._call_json("POST", "/parameters", _PARAMETERS, body=encoded, known=known)
 
     async def run_workflow(
-        self, case_id: str, workflow_definition_id: str, *, parameters_id: str | None = None
+        self,
+        case_id: str | None = None,
+        workflow_definition_id: str | None = None,
+        *,
+        record_id: str | None = None,
+        parameters_id: str | None = None,
     ) -> Workflow:
         """``POST /workflows/run``: start a workflow; its status may already be terminal.
+
+        API version 1 (the default) runs it for ``case_id``; with ``api_version=2`` pass the
+        optional ``record_id`` instead (records replace cases). The wrong one for the Session's
+        version is a :class:`ConfigurationError`, raised before anything is sent.
 
         Never resent unless it surely did not reach the API (connection never made, or 429):
         any other failure whose outcome is unknown raises :class:`OutcomeUnknownError` (see
@@ -376,17 +383,19 @@ class Session:
         rest is kept: the :class:`Workflow` then has ``status == ""``, which is never terminal,
         so ``run_and_wait`` goes on waiting for it.
         """
-        check_path_id(case_id, "case_id")
-        if not isinstance(workflow_definition_id, str) or not workflow_definition_id:
-            raise ConfigurationError("workflow_definition_id must be a non-empty string")
-        if parameters_id is not None:
-            check_path_id(parameters_id, "parameters_id")
-        body = RunRequest(
-            case_id=case_id,
-            workflow_definition_id=workflow_definition_id,
+        body = run_request(
+            self.api_version,
+            case_id,
+            workflow_definition_id,
+            record_id=record_id,
             parameters_id=parameters_id,
         )
-        known = {"case_id": case_id, "workflow_definition_id": workflow_definition_id}
+        ids = {
+            "case_id": case_id,
+            "record_id": record_id,
+            "workflow_definition_id": body.workflow_definition_id,
+        }
+        known = {name: value for name, value in ids.items() if value is not None}
         response = await self._call("POST", "/workflows/run", body=_ENCODE(body), known=known)
         return _started(response.body, known)
 
@@ -435,9 +444,10 @@ class Session:
 
     async def run_and_wait(
         self,
-        case_id: str,
-        workflow_definition_id: str,
+        case_id: str | None = None,
+        workflow_definition_id: str | None = None,
         *,
+        record_id: str | None = None,
         parameters_id: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
@@ -445,6 +455,7 @@ class Session:
     ) -> WorkflowOutcome:
         """Run a workflow and wait for its result, by webhook or polling, whichever is first.
 
+        ``case_id`` (API version 1) or ``record_id`` (version 2) as for :meth:`run_workflow`.
         ``parameters`` creates a parameter set first (or pass ``parameters_id``). One
         ``timeout`` covers everything, the result fetch included; on expiry
         :class:`WorkflowTimeout` (also a ``TimeoutError``) carries the workflow id for a later
@@ -455,24 +466,92 @@ class Session:
         """
         if parameters is not None and parameters_id is not None:
             raise ConfigurationError("pass parameters or parameters_id, not both")
-        start = time.monotonic()
+        definition = run_request(  # every check before anything is sent
+            self.api_version,
+            case_id,
+            workflow_definition_id,
+            record_id=record_id,
+            parameters_id=parameters_id,
+        ).workflow_definition_id
+
+        async def start() -> Workflow:
+            pid = parameters_id
+            if parameters is not None:
+                pid = (await self.create_parameters(definition, parameters)).id
+            return await self.run_workflow(
+                case_id, definition, record_id=record_id, parameters_id=pid
+            )
+
+        return await self._start_and_wait(
+            start, "the run request", timeout=timeout, raise_on_failure=raise_on_failure
+        )
+
+    async def execute_and_wait(
+        self,
+        workflow_definition_id: str,
+        *,
+        locale: str,
+        parameters: Mapping[str, Any],
+        expires_at: datetime | None = None,
+        record_id: str | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool = True,
+    ) -> ExecutionOutcome:
+        """Start an execution (:meth:`start_execution`) and wait for its result, with exactly
+        the guarantees of :meth:`run_and_wait`: one deadline, webhook or poll, whichever is
+        first; :class:`WorkflowTimeout` carries the execution id for ``wait(id)``;
+        :class:`WorkflowFailed` on a failure status unless ``raise_on_failure=False``.
+
+        The outcome also holds the started ``execution``. A UI execution waits for its end user:
+        to hand them ``execution.link`` first, call ``start_execution`` and then ``wait(id)``.
+        """
+        body = self._execution_body(
+            workflow_definition_id, locale, parameters, expires_at, record_id
+        )
+        started: list[Execution] = []
+
+        async def start() -> Workflow:
+            execution = await self._post_execution(body, workflow_definition_id, record_id)
+            started.append(execution)
+            return Workflow(id=execution.id, record_id=execution.record_id, status=execution.status)
+
+        outcome = await self._start_and_wait(
+            start,
+            "the execution request",
+            timeout=timeout,
+            raise_on_failure=raise_on_failure,
+            kind="execute_and_wait",
+        )
+        return ExecutionOutcome(**msgspec.structs.asdict(outcome), execution=started[0])
+
+    async def _start_and_wait(
+        self,
+        start: Callable[[], Awaitable[Workflow]],
+        what: str,
+        *,
+        timeout: float,
+        raise_on_failure: bool,
+        kind: str = "run_and_wait",
+    ) -> WorkflowOutcome:
+        """The one waiting engine of every start-and-wait: ``start()`` sends the request that
+        starts the workflow (run or execution) and returns its answer; then the same deadline,
+        webhook-or-poll wait, result and errors, whatever started it. ``kind`` names the wait
+        in logs, stats and its span."""
+        begin = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
-        with self._recorder.waiting("run_and_wait") as wait:
-            scope = _WaitScope(timeout)
+        with self._recorder.waiting(kind) as wait:
+            scope = _WaitScope(timeout, before=what)
             async with scope:
-                if parameters is not None:
-                    created = await self.create_parameters(workflow_definition_id, parameters)
-                    parameters_id = created.id
-                workflow = await self.run_workflow(
-                    case_id, workflow_definition_id, parameters_id=parameters_id
-                )
+                workflow = await start()
                 scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
                 self._recorder.wait_id(wait, scope.workflow_id)
                 if self.statuses.is_terminal(workflow.status):
                     completion = Completion(workflow, Channel.RUN)
                 else:
-                    completion = await self._waiting.completion(workflow.id, first_poll=None)
-                return await self._outcome(completion, start, raise_on_failure, wait)
+                    completion = _known_ids(
+                        await self._waiting.completion(workflow.id, first_poll=None), workflow
+                    )
+                return await self._outcome(completion, begin, raise_on_failure, wait)
 
     async def wait(
         self,
@@ -680,9 +759,11 @@ def _started(body: bytes, known: Mapping[str, str]) -> Workflow:
         if not isinstance(found, str):
             raise _unknown("POST", "/workflows/run", "it holds no workflow id", known) from None
         case_id, status = fields.get("caseId"), fields.get("status")
+        record_id = fields.get("recordId")
         workflow = Workflow(
             id=found,
             case_id=case_id if isinstance(case_id, str) else None,
+            record_id=record_id if isinstance(record_id, str) else None,
             status=status if isinstance(status, str) else "",
         )
     try:
@@ -690,3 +771,15 @@ def _started(body: bytes, known: Mapping[str, str]) -> Workflow:
     except ConfigurationError:
         raise _unknown("POST", "/workflows/run", "its workflow id is unusable", known) from None
     return workflow
+
+
+def _known_ids(completion: Completion, started: Workflow) -> Completion:
+    """The final state with the case or record id the start answer named, when the event or
+    poll that ended the wait did not carry it (e.g. a webhook without ``recordId``)."""
+    final = completion.workflow
+    case_id = final.case_id or started.case_id
+    record_id = final.record_id or started.record_id
+    if (case_id, record_id) == (final.case_id, final.record_id):
+        return completion
+    workflow = msgspec.structs.replace(final, case_id=case_id, record_id=record_id)
+    return dataclasses.replace(completion, workflow=workflow)

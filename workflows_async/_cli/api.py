@@ -62,6 +62,10 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     case.add_argument("--case-id", metavar="ID", help="use an existing case instead")
     run.add_argument(
+        "--record-id", metavar="ID",
+        help="with --api-version 2: run for this record (records replace cases; optional)",
+    )  # fmt: skip
+    run.add_argument(
         "--parameters", metavar="JSON|@FILE", help="parameters for the workflow (a JSON object)"
     )
     run.add_argument("--no-wait", action="store_true", help="print the run response and exit")
@@ -119,14 +123,14 @@ def _finish(outcome: WorkflowOutcome) -> int:
     return EXIT_FAILED
 
 
-def _timed_out(exc: WorkflowTimeout, timeout: float) -> int:
+def _timed_out(exc: WorkflowTimeout, timeout: float, what: str = "the run request") -> int:
     if exc.workflow_id:
         warn(
             f"error: workflow {exc.workflow_id} did not finish within {timeout:g} s; "
             f"pick it up later with: {PROG} wait {exc.workflow_id}"
         )
     else:
-        warn(f"error: timed out after {timeout:g} s before the API answered the run request")
+        warn(f"error: timed out after {timeout:g} s before the API answered {what}")
     return EXIT_TIMEOUT
 
 
@@ -142,13 +146,22 @@ async def _run(
     args: argparse.Namespace, case: dict[str, str], parameters: dict[str, Any] | None
 ) -> int:
     async with make_session(args, poll=poll_policy(args)) as session:
-        case_id = args.case_id or (await session.create_case(**case)).id
+        case_id: str | None = None
+        if (session.api_version or 1) >= 2:
+            if case or args.case_id or args.case_file:
+                raise UsageError(
+                    "API version 2 runs a workflow for a record (--record-id), not a case"
+                )
+        elif args.record_id:
+            raise UsageError("--record-id needs --api-version 2 (version 1 runs cases)")
+        else:
+            case_id = args.case_id or (await session.create_case(**case)).id
         if args.no_wait:
             parameters_id = None
             if parameters is not None:
                 parameters_id = (await session.create_parameters(args.definition, parameters)).id
             workflow = await session.run_workflow(
-                case_id, args.definition, parameters_id=parameters_id
+                case_id, args.definition, record_id=args.record_id, parameters_id=parameters_id
             )
             print_json(workflow_json(workflow))
             return EXIT_OK
@@ -156,6 +169,7 @@ async def _run(
             outcome = await session.run_and_wait(
                 case_id,
                 args.definition,
+                record_id=args.record_id,
                 parameters=parameters,
                 timeout=args.timeout,
                 raise_on_failure=False,

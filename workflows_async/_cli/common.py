@@ -106,14 +106,23 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
     """``--base-url`` and friends; each falls back to its ``WORKFLOWS_*`` variable."""
     group = parser.add_argument_group(
         "API connection",
-        "Flags win over the variables WORKFLOWS_BASE_URL, WORKFLOWS_API_KEY, "
-        "WORKFLOWS_API_SECRET, WORKFLOWS_TOKEN and WORKFLOWS_API_VERSION.",
+        "Flags win over the variables WORKFLOWS_BASE_URL, WORKFLOWS_ORG_TOKEN, "
+        "WORKFLOWS_TOKEN, WORKFLOWS_API_KEY, WORKFLOWS_API_SECRET and WORKFLOWS_API_VERSION. "
+        "An organization token (tot_...) is the recommended credential; key and secret are "
+        "legacy.",
     )
     group.add_argument("--base-url", metavar="URL", help="the API's base URL (https://...)")
-    group.add_argument("--api-key", metavar="KEY", help="API key (with --api-secret)")
-    group.add_argument("--api-secret", metavar="SECRET", help="API secret (prefer the variable)")
-    group.add_argument("--token", metavar="TOKEN", help="a ready access token instead of a key")
-    group.add_argument("--api-version", metavar="N", type=int, help="API version (Accept header)")
+    group.add_argument(
+        "--token", metavar="TOKEN",
+        help="an organization token (tot_..., sent as it is) or a JWT access token "
+        "(sent as Bearer); prefer the variable WORKFLOWS_ORG_TOKEN",
+    )  # fmt: skip
+    group.add_argument("--api-key", metavar="KEY", help="legacy: API key (with --api-secret)")
+    group.add_argument("--api-secret", metavar="SECRET", help="legacy: API secret")
+    group.add_argument(
+        "--api-version", metavar="N", type=int,
+        help="API version (Accept header); 2 runs workflows for records instead of cases",
+    )  # fmt: skip
     group.add_argument(
         "--insecure-http",
         action="store_true",
@@ -155,22 +164,24 @@ def poll_policy(args: argparse.Namespace) -> PollPolicy:
 
 
 def _auth_from_flags(args: argparse.Namespace) -> Auth | None:
-    from ..auth import KeySecretAuth, TokenAuth
+    from ..auth import KeySecretAuth, OrganizationTokenAuth, TokenAuth, is_organization_token
 
     key, secret, token = args.api_key, args.api_secret, args.token
+    if token and (key or secret):
+        raise UsageError("pass --token or --api-key and --api-secret, not both")
     if key or secret:
         if not (key and secret):
             raise UsageError("pass both --api-key and --api-secret")
         return KeySecretAuth(key, secret)
     if token:
-        return TokenAuth(token)
+        return OrganizationTokenAuth(token) if is_organization_token(token) else TokenAuth(token)
     return None
 
 
 def _env_has_credentials() -> bool:
     env = os.environ
     has_key = bool(env.get("WORKFLOWS_API_KEY") and env.get("WORKFLOWS_API_SECRET"))
-    return has_key or bool(env.get("WORKFLOWS_TOKEN"))
+    return has_key or bool(env.get("WORKFLOWS_TOKEN") or env.get("WORKFLOWS_ORG_TOKEN"))
 
 
 def make_session(args: argparse.Namespace, *, require_auth: bool = True, **options: Any) -> Session:
@@ -193,7 +204,8 @@ def make_session(args: argparse.Namespace, *, require_auth: bool = True, **optio
     elif not _env_has_credentials():
         if require_auth:
             raise UsageError(
-                "no credentials: pass --api-key and --api-secret (or --token), or set "
+                "no credentials: pass --token (an organization token, tot_...) or set "
+                "WORKFLOWS_ORG_TOKEN; legacy: --api-key and --api-secret, or "
                 "WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET (or WORKFLOWS_TOKEN)"
             )
         options["auth"] = None
@@ -231,13 +243,17 @@ def print_json(value: Any) -> None:
 
 
 def workflow_json(workflow: Workflow) -> dict[str, Any]:
-    return {"id": workflow.id, "caseId": workflow.case_id, "status": workflow.status}
+    data = {"id": workflow.id, "caseId": workflow.case_id, "status": workflow.status}
+    if workflow.record_id is not None:
+        data = {"id": workflow.id, "recordId": workflow.record_id, "status": workflow.status}
+    return data
 
 
 def outcome_json(outcome: WorkflowOutcome) -> dict[str, Any]:
     return {
         "workflowId": outcome.workflow.id,
         "caseId": outcome.workflow.case_id,
+        **({"recordId": outcome.workflow.record_id} if outcome.workflow.record_id else {}),
         "status": outcome.workflow.status,
         "channel": str(outcome.channel),
         "elapsed": round(outcome.elapsed, 3),

@@ -1,4 +1,6 @@
-"""``workflows-async demo``: a batch of workflows against an in-process Simulator.
+"""``workflows-async demo``: a batch of workflows against an in-process Simulator: the case flow
+(``POST /workflows/run``, API version 1), then the execution flow (``POST /workflows`` for a
+record), both with an organization token.
 
 Invariants: everything listens on 127.0.0.1 and is closed before the command returns; each row
 shows the channel that actually finished its workflow, as ``run_and_wait`` reported it (the
@@ -54,10 +56,11 @@ class DemoReport:
     api_calls: int
     polls: int
     webhooks_received: int
+    executions: list[DemoRow] = dataclasses.field(default_factory=list)
 
     @property
     def all_terminal(self) -> bool:
-        return all(row.error is None for row in self.rows)
+        return all(row.error is None for row in [*self.rows, *self.executions])
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -113,7 +116,7 @@ def plan(total: int) -> list[str]:
 async def run_demo(total: int, *, seed: int = 7) -> DemoReport:
     from aiohttp import web
 
-    from ..auth import KeySecretAuth
+    from ..auth import OrganizationTokenAuth
     from ..session import Session
     from ..testing import Simulator, WorkflowDefinition
 
@@ -123,7 +126,7 @@ async def run_demo(total: int, *, seed: int = 7) -> DemoReport:
         sim.define(REVIEW, WorkflowDefinition(("IN_PROGRESS", "COMPLETED"), duration=9.0))
         session = Session(
             sim.base_url,
-            KeySecretAuth(sim.key, sim.secret),
+            OrganizationTokenAuth(sim.organization_token()),
             allow_insecure_http=True,
             poll=POLICY,
         )
@@ -147,6 +150,9 @@ async def run_demo(total: int, *, seed: int = 7) -> DemoReport:
                 sim.faults.drop_webhooks = 1.0
                 await asyncio.gather(*tasks.values())
                 wall_time = time.monotonic() - start
+                sim.faults.drop_webhooks = 0.0
+                executions = [DemoRow(i, name) for i, name in enumerate(EXECUTIONS)]
+                await asyncio.gather(*(_execution(session, row) for row in executions))
         calls = sim.calls_by_route
         return DemoReport(
             rows=rows,
@@ -154,7 +160,32 @@ async def run_demo(total: int, *, seed: int = 7) -> DemoReport:
             api_calls=sum(calls.values()),
             polls=calls["GET /workflows/{id}"],
             webhooks_received=received,
+            executions=executions,
         )
+
+
+EXECUTIONS = ("kyc-basic", "kyc-instant")
+"""The execution flow: one finished by webhook, one final in the start answer."""
+
+
+async def _execution(session: Session, row: DemoRow) -> None:
+    try:
+        record = await session.create_record("customers", {"companyName": "Demo Company"})
+        outcome = await session.execute_and_wait(
+            row.definition,
+            locale="en",
+            parameters={},
+            record_id=record.id,
+            timeout=WAIT_TIMEOUT,
+            raise_on_failure=False,
+        )
+    except WorkflowsError as exc:
+        row.error = f"{type(exc).__name__}: {exc}"
+        return
+    row.workflow_id = outcome.workflow.id
+    row.status = outcome.workflow.status
+    row.channel = str(outcome.channel)
+    row.elapsed = outcome.elapsed
 
 
 async def _one(session: Session, row: DemoRow) -> None:
@@ -211,12 +242,24 @@ def format_report(report: DemoReport) -> str:
         f"webhook events received: {report.webhooks_received}",
     ]
     lines += [f"error in row {row.index + 1}: {row.error}" for row in errors]
+    if report.executions:
+        lines += [
+            "",
+            "execution flow: POST /workflows for a record (create_record + execute_and_wait)",
+            "",
+            format_table(report.executions),
+        ]
+        lines += [
+            f"error in execution {row.index + 1}: {row.error}"
+            for row in report.executions
+            if row.error
+        ]
     return "\n".join(lines)
 
 
 def report_json(report: DemoReport) -> dict[str, Any]:
-    return {
-        "workflows": [
+    def rows(rows: list[DemoRow]) -> list[dict[str, Any]]:
+        return [
             {
                 "workflowId": row.workflow_id or None,
                 "definition": row.definition,
@@ -225,8 +268,12 @@ def report_json(report: DemoReport) -> dict[str, Any]:
                 "elapsed": round(row.elapsed, 3),
                 "error": row.error,
             }
-            for row in report.rows
-        ],
+            for row in rows
+        ]
+
+    return {
+        "workflows": rows(report.rows),
+        "executions": rows(report.executions),
         "wallTime": round(report.wall_time, 3),
         "apiCalls": report.api_calls,
         "polls": report.polls,

@@ -19,7 +19,9 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from . import _executions, _records_api
 from ._faults import Dice, Faults
+from ._org_tokens import PRINCIPAL, OrgTokenStore, authenticate, require
 from ._records import Fault, RequestRecord
 from ._signing import KeyRing
 from ._state import SimState
@@ -32,7 +34,6 @@ from ._wire import (
     encode,
     error_body,
     negotiate_version,
-    parse_bearer,
     required_str,
 )
 
@@ -68,6 +69,8 @@ class Backend:
     """Tell the scheduler a transition is due at this ``time.monotonic()`` time."""
     requests: list[RequestRecord]
     calls_by_route: Counter[str]
+    org_tokens: OrgTokenStore = field(default_factory=OrgTokenStore)
+    tables: _records_api.RecordTables = field(default_factory=_records_api.RecordTables)
     scheduled_faults: dict[str, deque[ScheduledFault]] = field(default_factory=dict)
     """``"METHOD /path"`` (a route template or an exact path) -> faults, first one next."""
 
@@ -97,6 +100,8 @@ class Backend:
 
 
 BACKEND = web.AppKey("workflows_simulator_backend", Backend)
+VERSION = "workflows_simulator.version"
+"""The request key under which the middleware keeps the negotiated API version."""
 
 
 def build_app(
@@ -115,6 +120,8 @@ def build_app(
     app.router.add_post("/workflows/run", _run)
     app.router.add_get("/workflows/{id}", _workflow, allow_head=False)
     app.router.add_get("/workflows/{id}/result", _result, allow_head=False)
+    _records_api.add_routes(app, lambda request: request.app[BACKEND].tables, _json)
+    _executions.add_routes(app, lambda request: request.app[BACKEND], _json)
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     return app
@@ -141,7 +148,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
                 raise _injected(503, faults)
             response = await handler(request)
         else:
-            version = negotiate_version(request.headers.get(hdrs.ACCEPT))
+            version = request[VERSION] = negotiate_version(request.headers.get(hdrs.ACCEPT))
             injected, after_effect = _pick_fault(backend, route, f"{request.method} {request.path}")
             if injected and not after_effect:
                 fault = "error"
@@ -153,7 +160,9 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
                 ):
                     backend.tokens.revoke()
                     fault = "tokens_revoked"
-                backend.tokens.check_access(parse_bearer(request.headers.get(hdrs.AUTHORIZATION)))
+                request[PRINCIPAL] = authenticate(
+                    request.headers.get(hdrs.AUTHORIZATION), backend.tokens, backend.org_tokens
+                )
             response = await handler(request)
             if injected:  # the call took effect; its answer is lost
                 fault = "error_after_effect"
@@ -215,7 +224,7 @@ def _error(reject: Reject) -> web.Response:
     headers = dict(reject.headers)
     if reject.status == 401 and reject.error in _TOKEN_ERRORS:
         headers[hdrs.WWW_AUTHENTICATE] = f'Bearer error="{reject.error}"'
-    body = error_body(reject.status, reject.message, reject.error)
+    body = error_body(reject.status, reject.message, reject.error, reject.extra)
     return web.Response(
         status=reject.status, body=body, content_type="application/json", headers=headers
     )
@@ -277,12 +286,16 @@ async def _create_case(request: web.Request) -> web.StreamResponse:
 
 async def _create_parameters(request: web.Request) -> web.StreamResponse:
     backend, body = request.app[BACKEND], await _json(request)
+    require(request, "can_run", str(body.get("workflowDefinitionId")))
     return _json_response(backend.state.create_parameters(body), status=201)
 
 
 async def _run(request: web.Request) -> web.StreamResponse:
     backend, body = request.app[BACKEND], await _json(request)
-    workflow, first, due = backend.state.run(body)
+    require(request, "can_run", str(body.get("workflowDefinitionId")))
+    workflow, first, due = backend.state.run(
+        body, version=request.get(VERSION, 1), records=backend.tables
+    )
     if due is not None:
         backend.scheduled(due)
     if backend.faults().webhook_before_response:
@@ -298,12 +311,14 @@ async def _run(request: web.Request) -> web.StreamResponse:
 
 async def _workflow(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND]
+    require(request, "can_view_workspace")
     backend.advance()
-    return _json_response(backend.state.get(request.match_info["id"]))
+    return _json_response(backend.state.get(request.match_info["id"], request.get(VERSION, 1)))
 
 
 async def _result(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND]
+    require(request, "can_view_workspace")
     backend.advance()
     delay = backend.faults().result_delay
     return _json_response(backend.state.result(request.match_info["id"], delay=delay))

@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Self
 
@@ -49,6 +49,12 @@ class Simulator:
     already carries (unless ``Faults.webhook_before_response``), except a ``terminal_on_run``
     final status, announced right after the response. The README's "Testing with the
     Simulator" section has the rest.
+
+    Today's API: `organization_token` mints ``tot_...`` tokens (sent without ``Bearer``; access
+    tokens from ``/auth/authorize`` only with it), optionally limited to scopes (a missing one is
+    a 403 naming it); ``Accept: ...;version=2`` runs workflows for records (`define_table`;
+    ``customers`` is built in), an unsupported version is a 406; ``POST /workflows`` starts an
+    execution (``RUNNING``, then the definition's later statuses, with the same webhooks).
     """
 
     def __init__(
@@ -133,6 +139,7 @@ class Simulator:
             requests=self.requests,
             calls_by_route=self.calls_by_route,
         )
+        self._org_tokens, self._tables = backend.org_tokens, backend.tables
         self._app = build_app(backend, self._lifecycle, self._on_shutdown)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -258,6 +265,23 @@ class Simulator:
         if not isinstance(definition, WorkflowDefinition) or not definition_id:
             raise TypeError("define(definition_id: str, definition: WorkflowDefinition)")
         self._state.definitions[definition_id] = definition
+
+    def organization_token(self, scopes: Iterable[str] | None = None) -> str:
+        """Mint an organization token (``tot_...``), sent as the whole Authorization header.
+
+        ``scopes``: None for every permission; else names such as ``"can_run"`` (on every
+        definition) or ``"can_run:kyc-basic"`` (on one); the permissions checked are
+        ``can_run`` (definition), ``can_view_workspace``, ``can_create_records`` and
+        ``can_view_records`` (table). A missing one is a 403 naming it."""
+        return self._org_tokens.mint(scopes)
+
+    def revoke_organization_token(self, token: str) -> None:
+        """From now on ``token`` is refused with 401."""
+        self._org_tokens.revoke(token)
+
+    def define_table(self, table_id: str, fields: Iterable[str] | None = None) -> None:
+        """Add a records table (``customers`` is built in); ``fields`` None accepts any field."""
+        self._tables.define(table_id, fields)
 
     @property
     def webhook_urls(self) -> tuple[str, ...]:

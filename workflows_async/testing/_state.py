@@ -13,7 +13,7 @@ import heapq
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -53,6 +53,9 @@ class WorkflowDefinition:
     duration: float = 1.0
     terminal_on_run: bool = False
     result: Mapping[str, Any] = field(default_factory=dict)
+    execution_type: str = "BACKGROUND"
+    """What an execution of it (``POST /workflows``) reports; anything else is a UI variant,
+    answered with a ``link`` and a ``token``."""
 
     def __post_init__(self) -> None:
         statuses = tuple(self.statuses)
@@ -79,10 +82,11 @@ class Transition:
     """A workflow reached ``status`` at wall-clock time ``at``."""
 
     workflow_id: str
-    case_id: str
+    case_id: str | None
     status: str
     final: bool
     at: float
+    record_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +95,22 @@ class WorkflowInfo:
 
     id: str
     case_id: str
+    """The case of a version 1 run; empty for a record's run and for an execution."""
     definition_id: str
     parameters_id: str | None
     status: str
     final: bool
     history: tuple[tuple[str, float], ...]
     """Every status it has had, with the wall-clock time it got it."""
+    record_id: str | None = None
+    execution: Mapping[str, Any] | None = None
+    """For an execution (``POST /workflows``): its fields as answered, status aside."""
 
 
 @dataclass(slots=True)
 class _Run:
     id: str
-    case_id: str
+    case_id: str | None
     definition_id: str
     parameters_id: str | None
     definition: WorkflowDefinition
@@ -116,6 +124,8 @@ class _Run:
     """Wall-clock time of the final status."""
     final_at: float = 0.0
     """``clock`` time of the final status."""
+    record_id: str | None = None
+    execution: dict[str, Any] | None = None
 
 
 class SimState:
@@ -168,17 +178,29 @@ class SimState:
         return record
 
     # -- workflows ---------------------------------------------------------------------------
-    def run(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], Transition, float | None]:
-        """Start a workflow: its JSON, its first status, and when its next transition is due."""
-        check_fields(body, ("caseId", "workflowDefinitionId", "parametersId"))
-        case_id = required_uuid(body, "caseId")
+    def run(
+        self, body: Mapping[str, Any], *, version: int = 1, records: Container[str] = ()
+    ) -> tuple[dict[str, Any], Transition, float | None]:
+        """Start a workflow: its JSON, its first status, and when its next transition is due.
+
+        Version 1 runs it for a case (``caseId``), version 2 for an optional record
+        (``recordId``, looked up in ``records``)."""
+        case_id: str | None = None
+        record_id: str | None = None
+        if version >= 2:
+            check_fields(body, ("recordId", "workflowDefinitionId", "parametersId"))
+            if body.get("recordId") is not None:
+                record_id = required_uuid(body, "recordId")
+                if record_id not in records:
+                    raise Reject(404, "unknown record", error="record_not_found")
+        else:
+            check_fields(body, ("caseId", "workflowDefinitionId", "parametersId"))
+            case_id = required_uuid(body, "caseId")
         definition_id = required_str(body, "workflowDefinitionId")
         parameters_id = optional_str(body, "parametersId")
-        if case_id not in self._cases:
+        if case_id is not None and case_id not in self._cases:
             raise Reject(404, "unknown case", error="case_not_found")
-        definition = self.definitions.get(definition_id)
-        if definition is None:
-            raise Reject(404, "unknown workflow definition", error="definition_not_found")
+        definition = self.definition(definition_id)
         if parameters_id is not None:
             parameters = self._parameters.get(parameters_id)
             if parameters is None:
@@ -186,6 +208,28 @@ class SimState:
             if parameters["workflowDefinitionId"] != definition_id:
                 message = "the parameter set belongs to another workflow definition"
                 raise Reject(400, message, error="parameters_mismatch")
+        run, first, due = self.start(
+            definition_id, definition, case_id=case_id, record_id=record_id
+        )
+        run.parameters_id = parameters_id
+        return self._public(run, version), first, due
+
+    def definition(self, definition_id: str) -> WorkflowDefinition:
+        definition = self.definitions.get(definition_id)
+        if definition is None:
+            raise Reject(404, "unknown workflow definition", error="definition_not_found")
+        return definition
+
+    def start(
+        self,
+        definition_id: str,
+        definition: WorkflowDefinition,
+        *,
+        case_id: str | None = None,
+        record_id: str | None = None,
+        execution: dict[str, Any] | None = None,
+    ) -> tuple[_Run, Transition, float | None]:
+        """The one way a workflow starts (a run or an execution): schedule its statuses."""
         now, wall, statuses = self._clock(), self._wall(), definition.statuses
         last = len(statuses) - 1
         instant = definition.terminal_on_run or last == 0
@@ -195,7 +239,7 @@ class SimState:
             id=str(uuid.uuid4()),
             case_id=case_id,
             definition_id=definition_id,
-            parameters_id=parameters_id,
+            parameters_id=None,
             definition=definition,
             started=now,
             step=step,
@@ -203,18 +247,24 @@ class SimState:
             status=statuses[index],
             final=instant,
             history=[(statuses[index], wall)],
+            record_id=record_id,
         )
+        if execution is not None:
+            run.execution = {**execution, "id": run.id}
         self._runs[run.id] = run
         due = None
         if instant:
             run.completed_at, run.final_at = wall, now
         else:
             due = self._schedule(run, 1)
-        first = Transition(run.id, case_id, run.status, run.final, wall)
-        return self._public(run), first, due
+        first = Transition(run.id, case_id, run.status, run.final, wall, record_id)
+        return run, first, due
 
-    def get(self, workflow_id: str) -> dict[str, Any]:
-        return self._public(self._find(workflow_id))
+    def public(self, workflow_id: str, version: int = 1) -> dict[str, Any]:
+        return self._public(self._find(workflow_id), version)
+
+    def get(self, workflow_id: str, version: int = 1) -> dict[str, Any]:
+        return self._public(self._find(workflow_id), version)
 
     def result(self, workflow_id: str, *, delay: float = 0.0) -> dict[str, Any]:
         """The result; 409 ``result_not_ready`` before the final status and ``delay`` seconds on."""
@@ -225,6 +275,17 @@ class SimState:
         if delay > 0 and self._clock() < run.final_at + delay:
             raise Reject(409, "the workflow's result is not ready yet", error="result_not_ready")
         parameters = self._parameters.get(run.parameters_id or "")
+        if run.case_id is None:  # a record's workflow or an execution: no case, no party
+            own = run.execution["parameters"] if run.execution else None
+            return {
+                "createdDate": iso8601(run.completed_at),
+                "workflowId": run.id,
+                "workflowDefinitionId": run.definition_id,
+                "recordId": run.record_id,
+                "status": run.status,
+                "parameters": dict(own or (parameters["parameters"] if parameters else {})),
+                **run.definition.result,
+            }
         result: dict[str, Any] = {
             "createdDate": iso8601(run.completed_at),
             "workflowId": run.id,
@@ -255,7 +316,9 @@ class SimState:
                 self.active -= 1
             else:
                 self._schedule(run, index + 1, counted=True)
-            moved.append(Transition(run.id, run.case_id, run.status, run.final, wall))
+            moved.append(
+                Transition(run.id, run.case_id, run.status, run.final, wall, run.record_id)
+            )
         return moved
 
     def force(self, workflow_id: str, status: str) -> Transition | None:
@@ -269,7 +332,7 @@ class SimState:
         run.status, run.final, run.completed_at = status, True, wall
         run.final_at = self._clock()
         run.history.append((status, wall))
-        return Transition(run.id, run.case_id, status, True, wall)
+        return Transition(run.id, run.case_id, status, True, wall, run.record_id)
 
     def next_due(self) -> float | None:
         """When the earliest live transition is due (``clock`` time), or None."""
@@ -286,12 +349,14 @@ class SimState:
         run = self._runs[workflow_id]
         return WorkflowInfo(
             id=run.id,
-            case_id=run.case_id,
+            case_id=run.case_id or "",
             definition_id=run.definition_id,
             parameters_id=run.parameters_id,
             status=run.status,
             final=run.final,
             history=tuple(run.history),
+            record_id=run.record_id,
+            execution=MappingProxyType(dict(run.execution)) if run.execution else None,
         )
 
     def workflow_ids(self) -> Iterator[str]:
@@ -315,7 +380,11 @@ class SimState:
         return run
 
     @staticmethod
-    def _public(run: _Run) -> dict[str, Any]:
+    def _public(run: _Run, version: int = 1) -> dict[str, Any]:
+        if run.execution is not None:
+            return {**run.execution, "status": run.status}
+        if version >= 2:
+            return {"id": run.id, "recordId": run.record_id, "status": run.status}
         return {"id": run.id, "caseId": run.case_id, "status": run.status}
 
 

@@ -123,16 +123,16 @@ class WebhookDispatcher:
 
     def _make_event(self, transition: Transition, urls: tuple[str, ...], faults: Faults) -> _Event:
         event_id = str(uuid.uuid4())
-        body = encode(
-            {
-                "eventId": event_id,
-                "eventType": event_type(transition.status, final=transition.final),
-                "workflowId": transition.workflow_id,
-                "caseId": transition.case_id,
-                "status": transition.status,
-                "timestamp": iso8601(transition.at),
-            }
-        )
+        fields: dict[str, Any] = {
+            "eventId": event_id,
+            "eventType": event_type(transition.status, final=transition.final),
+            "workflowId": transition.workflow_id,
+            "caseId": transition.case_id,
+            "recordId": transition.record_id,
+            "status": transition.status,
+            "timestamp": iso8601(transition.at),
+        }
+        body = encode({k: v for k, v in fields.items() if v is not None})
         dice = self._dice
         copies = 2 if dice.chance(faults.duplicate_webhooks) else 1
         signature: Signature = "valid"

@@ -44,6 +44,7 @@ CASE_FIELDS = (
 _ERROR_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
@@ -70,17 +71,23 @@ class Reject(Exception):
         *,
         error: str | None = None,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.error = error or _ERROR_CODES.get(status, "error")
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+        """More fields of the error body, e.g. ``{"permission": "can_run"}`` on a 403."""
 
 
-def error_body(status: int, message: str, error: str | None = None) -> bytes:
-    """The JSON error body every failing call answers with."""
-    return encode({"error": error or _ERROR_CODES.get(status, "error"), "message": message})
+def error_body(
+    status: int, message: str, error: str | None = None, extra: Mapping[str, Any] | None = None
+) -> bytes:
+    """The JSON error body every failing call answers with (``extra`` fields added)."""
+    code = error or _ERROR_CODES.get(status, "error")
+    return encode({**(extra or {}), "error": code, "message": message})
 
 
 def iso8601(wall: float) -> str:

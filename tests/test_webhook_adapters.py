@@ -132,5 +132,14 @@ async def test_every_adapter_gives_the_same_answers_and_dispatches(way: str) -> 
             while len(dispatched) < 2:
                 await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)  # a stray extra dispatch would show up by now
+        stats = session.stats().webhooks
     assert answers == EXPECTED
     assert sorted(dispatched) == [("wf-1", "COMPLETED"), ("wf-5", "RUNNING")]
+    # Counted once per delivery, in the core, whatever the adapter.
+    assert (stats.accepted, stats.duplicates) == (2, 1)
+    assert dict(stats.refused) == {
+        "bad_signature": 3,
+        "body_too_large": 1,
+        "bad_event": 1,
+        "method_not_allowed": 1,
+    }

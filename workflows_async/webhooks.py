@@ -16,7 +16,9 @@ a usable event, or not readable (broken chunking, connection trouble, client gon
 signature missing, malformed, of a disallowed algorithm, or not matching, or key refused for
 good; 405 not a POST (with ``Allow: POST``); 408 body not received within ``read_timeout``;
 413 body over ``max_body``; 503 retry later (signing key not published yet, key fetch budget
-spent or key endpoint down, bus down, Session closing, or an unexpected error).
+spent or key endpoint down, bus down, Session closing, or an unexpected error). Every delivery
+is reported to the ``recorder`` once, whatever the adapter (counted by outcome, refusals
+logged at INFO with a reason code, one span each with OpenTelemetry).
 """
 
 from __future__ import annotations
@@ -28,14 +30,19 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ._metrics import Recorder, publish_outcome
 from .errors import ConfigurationError, KeyUnavailableError, SignatureError, WorkflowsError
 from .events import BadEventError, WebhookEvent, parse_event
 from .keys import WebhookVerifier
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -56,12 +63,14 @@ check, under the size limit and the read deadline)."""
 
 class BodyReadError(Exception):
     """Raised by an adapter's body iterator when the body cannot be read (broken chunking, the
-    client went away): the core answers ``status`` (400 unless told) and closes."""
+    client went away): the core answers ``status`` (400 unless told) and closes. ``code`` is the
+    fixed reason the refusal is counted under."""
 
-    def __init__(self, reason: str, *, status: int = 400) -> None:
+    def __init__(self, reason: str, *, status: int = 400, code: str = "unreadable_body") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.code = code
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,8 +125,8 @@ class WebhookCore:
 
     ``verifier=None`` accepts unsigned events (development). ``max_body`` bounds the body in
     bytes (413 above it); ``read_timeout`` bounds the time the whole body may take to arrive
-    (408 after it; the platform itself gives up after 10 s). Get one from
-    ``Session.webhook_core()``.
+    (408 after it; the platform itself gives up after 10 s). Every delivery is reported to
+    ``recorder`` once. Get one from ``Session.webhook_core()``.
     """
 
     def __init__(
@@ -128,6 +137,7 @@ class WebhookCore:
         max_body: int = 1 << 20,
         read_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        recorder: Recorder | None = None,
     ) -> None:
         if read_timeout <= 0:
             raise ConfigurationError("read_timeout must be positive")
@@ -136,63 +146,74 @@ class WebhookCore:
         self.max_body = max_body
         self.read_timeout = read_timeout
         self._clock = clock
-        self.accepted = 0
-        self.rejected = 0
+        self._recorder = recorder if recorder is not None else Recorder()
 
     async def receive(self, method: str, headers: Mapping[str, str], body: Body) -> WebhookAnswer:
         """Answer one delivery. ``headers`` is any mapping (keys in any case); ``body`` is the
         raw bytes, or an async iterable of chunks that is read only once the method, the
         Content-Length and the signature header are acceptable. Never raises (but
         cancellation); never answers 5xx but 503."""
+        span = self._recorder.webhook_span()
         try:
-            return await self._receive(method, headers, body)
+            return await self._receive(span, method, headers, body)
         except Exception as exc:  # the last resort: the endpoint never answers 500
-            return self._unexpected(exc)
+            return self._unexpected(span, exc)
 
-    async def _receive(self, method: str, headers: Mapping[str, str], body: Body) -> WebhookAnswer:
+    async def _receive(
+        self, span: Span | None, method: str, headers: Mapping[str, str], body: Body
+    ) -> WebhookAnswer:
         received = self._clock()
         if method.upper() != "POST":
-            return self._reject(405, "only POST is accepted")
+            return self._reject(span, 405, "method_not_allowed", "only POST is accepted")
         length = _content_length(header(headers, "Content-Length"))
         if length is not None and length > self.max_body:
-            return self._reject(413, "body too large", close=True)
+            return self._reject(span, 413, "body_too_large", "body too large", True)
         signature = header(headers, SIGNATURE_HEADER)
         if self._verifier is not None:
             try:  # the header alone, before a byte of the body is read
                 self._verifier.parse(signature)
             except SignatureError as exc:
-                return self._reject(401, str(exc), close=True)
+                return self._reject(span, 401, "bad_signature", str(exc), True)
         try:
             async with asyncio.timeout(self.read_timeout):
                 raw = await self._read_body(body)
         except TimeoutError:
-            return self._reject(408, "body not received in time", close=True)
+            return self._reject(span, 408, "read_timeout", "body not received in time", True)
         except _TooLarge:
-            return self._reject(413, "body too large", close=True)
+            return self._reject(span, 413, "body_too_large", "body too large", True)
         except BodyReadError as exc:
-            return self._reject(exc.status, exc.reason, close=True)
+            return self._reject(span, exc.status, exc.code, exc.reason, True)
         except OSError as exc:  # connection trouble while reading
-            return self._reject(400, f"body could not be read ({type(exc).__name__})", close=True)
+            why = f"body could not be read ({type(exc).__name__})"
+            return self._reject(span, 400, "unreadable_body", why, True)
         if self._verifier is not None:
             try:
                 await self._verifier.verify(signature, raw)
             except SignatureError as exc:
-                return self._reject(401, str(exc))
+                return self._reject(span, 401, "bad_signature", str(exc))
             except KeyUnavailableError as exc:
-                return self._reject(503, str(exc))
+                return self._reject(span, 503, "key_unavailable", str(exc))
             except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
-                return self._reject(503, f"event not accepted now ({type(exc).__name__})")
+                why = f"event not accepted now ({type(exc).__name__})"
+                return self._reject(span, 503, "unavailable", why)
         try:
             event = parse_event(raw, received_at=received)
         except BadEventError as exc:
-            return self._reject(400, str(exc))
+            return self._reject(span, 400, "bad_event", str(exc))
+        trace = self._recorder.webhook_event(span, event.workflow_id, event.status)
+        if trace is not None:  # travels with the event, so a wait anywhere can link to it
+            event = msgspec.structs.replace(event, trace_context=trace)
+        publish_outcome.set(None)
         try:
             published = await self._publish(event)
         except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
-            return self._reject(503, f"event not accepted now ({type(exc).__name__})")
+            why = f"event not accepted now ({type(exc).__name__})"
+            return self._reject(span, 503, "unavailable", why)
+        outcome = publish_outcome.get()
         if not published:
-            return self._reject(503, "event could not be published; retry later")
-        self.accepted += 1
+            why = "event could not be published; retry later"
+            return self._reject(span, 503, outcome or "not_published", why)
+        self._recorder.webhook_accepted(span, duplicate=outcome == "duplicate")
         return ACCEPTED
 
     async def _read_body(self, body: Body) -> bytes:
@@ -210,16 +231,18 @@ class WebhookCore:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _unexpected(self, exc: BaseException) -> WebhookAnswer:
+    def _unexpected(self, span: Span | None, exc: BaseException) -> WebhookAnswer:
         # The type only: an exception's text might quote the body.
         log.error("webhook handling failed unexpectedly: %s", type(exc).__name__)
-        return self._reject(
-            503, f"unexpected error ({type(exc).__name__}); retry later", close=True
-        )
+        why = f"unexpected error ({type(exc).__name__}); retry later"
+        return self._reject(span, 503, "unexpected_error", why, True)
 
-    def _reject(self, status: int, reason: str, *, close: bool = False) -> WebhookAnswer:
-        self.rejected += 1
-        log.info("webhook refused with %s: %s", status, reason)
+    def _reject(
+        self, span: Span | None, status: int, code: str, reason: str, close: bool = False
+    ) -> WebhookAnswer:
+        """Refuse a delivery: ``code`` is a fixed reason for counting, ``reason`` our own
+        short text (never the body) for the answer and the INFO log line."""
+        self._recorder.webhook_refused(span, code, status, reason)
         return WebhookAnswer(status, reason, close)
 
 
@@ -260,9 +283,15 @@ class WebhookReceiver:
         max_body: int = 1 << 20,
         read_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        recorder: Recorder | None = None,
     ) -> None:
         self.core = WebhookCore(
-            verifier, publish, max_body=max_body, read_timeout=read_timeout, clock=clock
+            verifier,
+            publish,
+            max_body=max_body,
+            read_timeout=read_timeout,
+            clock=clock,
+            recorder=recorder,
         )
 
     @classmethod
@@ -271,14 +300,6 @@ class WebhookReceiver:
         receiver = cls.__new__(cls)
         receiver.core = core
         return receiver
-
-    @property
-    def accepted(self) -> int:
-        return self.core.accepted
-
-    @property
-    def rejected(self) -> int:
-        return self.core.rejected
 
     def app(self) -> web.Application:
         """An aiohttp application to mount with ``app.add_subapp(prefix, ...)``: it answers at

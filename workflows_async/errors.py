@@ -5,6 +5,7 @@
     WorkflowsError
     ├── ConfigurationError            (also ValueError) bad settings, refused http://, bad ids
     ├── SessionClosedError            (also RuntimeError) the Session was closed
+    │   └── WrongEventLoopError       the Session is used from a loop it was not opened in
     ├── TransportError                network failure, connection reset, timeout
     │   └── RequestTimeout            (also TimeoutError)
     ├── APIError                      the API answered with an error status
@@ -64,6 +65,7 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowTimeout",
     "WorkflowsError",
+    "WrongEventLoopError",
 ]
 
 _EXCERPT_LIMIT = 200
@@ -86,6 +88,12 @@ class ConfigurationError(WorkflowsError, ValueError):
 
 class SessionClosedError(WorkflowsError, RuntimeError):
     """The Session was closed; open a new one."""
+
+
+class WrongEventLoopError(SessionClosedError):
+    """The Session was first used in another event loop (its connections belong to that loop):
+    e.g. a module-level Session reused across two ``asyncio.run`` calls. Open one Session per
+    event loop: inside the coroutine ``asyncio.run`` runs, or in a worker's start-up hook."""
 
 
 class TransportError(WorkflowsError):

@@ -33,6 +33,7 @@ from .common import (
     url_host,
     warn,
 )
+from .forward import Forwarder, check_forward_url
 
 if TYPE_CHECKING:  # imported where used, so that parsing the command line stays cheap
     from ..bus import Bus
@@ -82,9 +83,10 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         parents=[parent],
         help="run a standalone webhook receiver that prints each verified event",
         description=(
-            "Receive the platform's webhooks on http://HOST:PORT/PATH/, verify their "
-            "signatures with keys fetched from the API, and print each verified event as one "
-            "JSON line on stdout."
+            "Receive the platform's webhooks on http://HOST:PORT/PATH, verify their "
+            "signatures with keys fetched from the API (no credentials needed), and print "
+            "each verified event as one JSON line on stdout; --forward-to relays each one "
+            "to a local app."
         ),
     )
     listen.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -96,6 +98,19 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     listen.add_argument("--redis", metavar="URL", help="publish events to Redis (redis://...)")
     listen.add_argument("--raw", action="store_true", help="include each event's body")
+    listen.add_argument(
+        "--forward-to", metavar="URL",
+        help="POST each verified event's raw body to URL (a local app), with the header "
+        "Workflows-Signature-Verified: true instead of the signature",
+    )  # fmt: skip
+    listen.add_argument(
+        "--forward-remote", action="store_true",
+        help="allow a --forward-to URL that is not on this machine",
+    )  # fmt: skip
+    listen.add_argument(
+        "--forward-timeout", type=positive_float, default=10.0, metavar="S",
+        help="seconds each relay may take (default: 10)",
+    )  # fmt: skip
     add_api_arguments(listen)
     listen.set_defaults(func=listen_command)
 
@@ -206,22 +221,42 @@ def listen_command(args: argparse.Namespace) -> int:
         args.base_url or os.environ.get("WORKFLOWS_BASE_URL", "")
     ):
         raise UsageError("--no-verify is only allowed with a local API (localhost --base-url)")
+    forward_to = None
+    if args.forward_to:
+        forward_to = check_forward_url(args.forward_to, allow_remote=args.forward_remote)
+    # No credentials needed: the signing-key endpoint is called without a token.
     session = make_session(
-        args, require_auth=not args.no_verify, verify_webhooks=not args.no_verify,
-        bus=_bus(args.redis),
+        args, require_auth=False, verify_webhooks=not args.no_verify, bus=_bus(args.redis),
     )  # fmt: skip
     _check_host(args.host)
-    return asyncio.run(_listen(session, args.host, args.port, path, raw=args.raw))
+    forwarder = None
+    if forward_to is not None:
+        forwarder = Forwarder(forward_to, verified=not args.no_verify, timeout=args.forward_timeout)
+    return asyncio.run(
+        _listen(session, args.host, args.port, path, raw=args.raw, forwarder=forwarder)
+    )
 
 
-async def _listen(session: Session, host: str, port_number: int, path: str, *, raw: bool) -> int:
+async def _listen(
+    session: Session,
+    host: str,
+    port_number: int,
+    path: str,
+    *,
+    raw: bool,
+    forwarder: Forwarder | None = None,
+) -> int:
     from aiohttp import web
 
     def show(event: WebhookEvent) -> None:
         print(json.dumps(event_json(event, raw=raw)), flush=True)
 
     session.on_event(show)
-    async with session:
+    async with contextlib.AsyncExitStack() as stack:
+        if forwarder is not None:
+            await stack.enter_async_context(forwarder)
+            session.on_event(forwarder.forward)
+        await stack.enter_async_context(session)
         receiver = session.webhook_app()
         if path == "/":
             app = receiver
@@ -229,7 +264,7 @@ async def _listen(session: Session, host: str, port_number: int, path: str, *, r
             app = web.Application()
             app.add_subapp(path, receiver)
         async with serve(app, host, port_number) as actual:
-            suffix = "/" if path == "/" else f"{path}/"
+            suffix = "/" if path == "/" else path
             warn(f"listening on http://{url_host(host)}:{actual}{suffix} (Ctrl-C to stop)")
             started = time.monotonic()
             await _until_stopped()

@@ -3,16 +3,23 @@
 The server is a helper process answering every request with the same workflow JSON at almost
 no cost, so the figures are the clients' own. Each client sends the same headers and decodes
 the body (``json.loads`` for the raw clients, the msgspec model for the Session). Repetitions
-run the three clients interleaved, in a rotating order; the medians are reported.
+run the clients interleaved, in a rotating order; the medians are reported.
+
+Telemetry: the plain ``Session`` runs with the library's loggers at WARNING and OpenTelemetry
+off (what a user without the ``otel`` extra gets); "Session + OTel API" has the extra installed
+but no SDK configured (spans are non-recording); "Session + OTel SDK" records every span through
+the SDK (a span processor that exports to nowhere) and every metric into an in-memory reader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import httpx
@@ -22,6 +29,14 @@ from _report import CONCURRENCY, Mode, Row, Section, median
 import workflows_async as wa
 
 __all__ = ["run"]
+
+try:  # the SDK comes with the dev extra; without it the traced rows are left out
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+except ImportError:  # pragma: no cover - the dev extra has it
+    TracerProvider = None  # type: ignore[assignment,misc]
 
 Call = Callable[[], Awaitable[object]]
 
@@ -34,6 +49,7 @@ async def _burst(call: Call, calls: int) -> tuple[float, float]:
         for _ in remaining:
             await call()
 
+    gc.collect()  # a client's garbage is collected on its own time, not on the next one's
     wall, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return time.perf_counter() - wall, time.process_time() - cpu
@@ -45,7 +61,11 @@ async def run(mode: Mode) -> Section:
     body = json.dumps({"id": workflow_id, "caseId": str(uuid.uuid4()), "status": "IN_PROGRESS"})
     async with await Child.start("fixed", {"body": body}) as server:
         base_url = server.info["url"]
-        session = wa.Session(base_url, wa.TokenAuth("bench-token"), allow_insecure_http=True)
+        logging.getLogger("workflows_async").setLevel(logging.WARNING)
+        session = wa.Session(
+            base_url, wa.TokenAuth("bench-token"), allow_insecure_http=True, opentelemetry=False
+        )
+        sessions = [session]
         headers = dict(session._http._headers)  # the very headers the Session sends
         headers["Authorization"] = "Bearer bench-token"
         url = f"{base_url}/workflows/{workflow_id}"
@@ -73,6 +93,28 @@ async def run(mode: Mode) -> Section:
             "Session": session_call,
             "httpx": httpx_call,
         }
+        if TracerProvider is not None:
+            api_only = wa.Session(base_url, wa.TokenAuth("bench-token"), allow_insecure_http=True)
+            tracer_provider = TracerProvider()
+            tracer_provider.add_span_processor(SimpleSpanProcessor(_Nowhere()))
+            meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+            traced = wa.Session(
+                base_url,
+                wa.TokenAuth("bench-token"),
+                allow_insecure_http=True,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+            )
+            sessions += [api_only, traced]
+
+            async def api_only_call() -> object:
+                return await api_only.get_workflow(workflow_id)
+
+            async def traced_call() -> object:
+                return await traced.get_workflow(workflow_id)
+
+            clients["Session + OTel API"] = api_only_call
+            clients["Session + OTel SDK"] = traced_call
         try:
             walls: dict[str, list[float]] = {name: [] for name in clients}
             cpus: dict[str, list[float]] = {name: [] for name in clients}
@@ -87,7 +129,8 @@ async def run(mode: Mode) -> Section:
                     walls[name].append(seconds / calls * 1e6)
                     cpus[name].append(cpu_seconds / calls * 1e6)
         finally:
-            await session.close()
+            for opened in sessions:
+                await opened.close()
             await raw.close()
             await hx.aclose()
     wall: dict[str, float] = {name: median(values) for name, values in walls.items()}
@@ -104,8 +147,33 @@ async def run(mode: Mode) -> Section:
         Row("Session vs httpx, wall time per call", wall["Session"], "us",
             "httpx", wall["httpx"], "faster than httpx", wall["Session"] < wall["httpx"]),
     ]  # fmt: skip
+    if "Session + OTel SDK" in wall:
+        traced_goal = "<= 1.25x raw aiohttp"
+        api, sdk = wall["Session + OTel API"], wall["Session + OTel SDK"]
+        section.rows += [
+            Row("Session + OTel API (no SDK), wall time per call", api, "us",
+                "raw aiohttp", wall["raw aiohttp"], goal, api <= 1.10 * wall["raw aiohttp"]),
+            Row("Session + OTel SDK (spans + metrics), wall time per call", sdk, "us",
+                "raw aiohttp", wall["raw aiohttp"], traced_goal,
+                sdk <= 1.25 * wall["raw aiohttp"]),
+            Row("Session + OTel SDK, client CPU per call", cpu["Session + OTel SDK"], "us",
+                "raw aiohttp", cpu["raw aiohttp"], traced_goal,
+                cpu["Session + OTel SDK"] <= 1.25 * cpu["raw aiohttp"]),
+        ]  # fmt: skip
     section.notes.append(
         f"{mode.overhead_reps} interleaved repetitions x {mode.overhead_calls} calls per client;"
         " medians. The server is a separate process answering a fixed body."
     )
     return section
+
+
+if TracerProvider is not None:
+
+    class _Nowhere(SpanExporter):
+        """Takes every finished span and keeps none: the SDK's own cost, not an exporter's."""
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            return None

@@ -236,12 +236,22 @@ def wait_for_new_workflow(sim: SimThread, before: set[str]) -> str:
     raise AssertionError("no workflow started")
 
 
+def wait_for_a_poll(sim: SimThread, workflow_id: str) -> None:
+    """Until the CLI polled ``workflow_id``: it is waiting (not starting up) when this returns."""
+    path = f"/workflows/{workflow_id}"
+    for _ in range(1500):
+        if sim.call(lambda: any(r.path == path for r in sim.sim.requests)):
+            return
+        time.sleep(0.02)
+    raise AssertionError("never polled")
+
+
 def test_run_ctrl_c_names_the_workflow_and_the_wait_command(sim: SimThread) -> None:
     before = set(sim.call(lambda: list(sim.sim.workflows)))
     child = Child("run", "--definition", "kyc-slow", "--company-name", "A", *api(sim), *FAST)
     try:
         workflow_id = wait_for_new_workflow(sim, before)
-        time.sleep(0.3)  # the run answered: the CLI is waiting
+        wait_for_a_poll(sim, workflow_id)  # the run answered: the CLI is waiting
     finally:
         code, err = child.stop()
     assert code == 130, err
@@ -253,7 +263,7 @@ def test_wait_ctrl_c_names_the_wait_command(sim: SimThread) -> None:
     workflow_id = json.loads(done.stdout)["id"]
     child = Child("wait", workflow_id, *api(sim), *FAST)
     try:
-        time.sleep(1.0)
+        wait_for_a_poll(sim, workflow_id)
     finally:
         code, err = child.stop()
     assert code == 130, err

@@ -121,7 +121,7 @@ async def test_429_slows_everyone_down() -> None:
     scheduler = make(api, policy, finished)
     scheduler.start()
     scheduler.add("a", delay=0)
-    while scheduler.rate_limited == 0:
+    while scheduler.recorder.snapshot().polls.rate_limited == 0:
         await asyncio.sleep(0.005)
     assert scheduler.current_rate == 50
     scheduler.add("b", delay=0)
@@ -256,7 +256,7 @@ async def test_a_huge_retry_after_pauses_polling_for_max_interval_at_most() -> N
     while not finished:
         await asyncio.sleep(0.05)
     await scheduler.close()
-    assert scheduler.rate_limited == 1
+    assert scheduler.recorder.snapshot().polls.rate_limited == 1
 
 
 async def test_a_poll_answer_with_another_spelling_of_the_id_resolves_the_waiter() -> None:

@@ -109,7 +109,7 @@ async def test_a_401_for_an_older_token_resends_then_renews_when_the_newer_is_re
             async with asyncio.timeout(10):
                 workflow = await held  # 401 (t1) -> t2: 401 -> renewal -> t3
     assert workflow.id == "held"
-    assert api.issued == 3 and auth.token_requests == 3
+    assert api.issued == 3 and session.stats().token_requests == 3
 
 
 async def test_a_request_queued_for_a_connection_takes_its_token_when_it_goes_out() -> None:
@@ -164,7 +164,7 @@ async def test_a_401_after_a_successful_renewal_is_a_plain_authentication_error(
             await session.get_workflow(WF_ID)
     assert type(info.value) is errors.AuthenticationError  # the wait keeps polling on it
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 2
-    assert auth.token_requests == 2
+    assert session.stats().token_requests == 2
 
 
 async def test_a_fixed_token_refused_is_a_credentials_error(mocked: FakeAPI) -> None:

@@ -116,16 +116,17 @@ class Worker:
 
     async def state(self, request: web.Request) -> web.Response:
         registry = self.session._waiting.registry
+        stats = self.session.stats()
         return web.json_response(
             {
                 "name": self.name,
                 "pid": os.getpid(),
                 "results": self.results,
                 "pending": self.session.pending(),
-                "dispatched": registry.dispatched,
+                "dispatched": stats.webhooks.delivered,
                 "duplicates": registry.duplicates,
-                "claimed_duplicates": self.session._waiting.duplicate_deliveries,
-                "deferred_duplicates": self.session._waiting.deferred_deliveries,
+                "claimed_duplicates": stats.webhooks.duplicates,
+                "deferred_duplicates": stats.webhooks.refused.get("in_progress", 0),
                 "hooks": dict(self.hook_calls),
                 "bus": {
                     "healthy": self.bus.healthy,

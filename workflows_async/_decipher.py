@@ -16,7 +16,7 @@ from typing import Any
 from . import errors
 from ._retry import parse_retry_after
 
-__all__ = ["code_from_body", "error_for_status", "permission_from_body"]
+__all__ = ["code_from_body", "error_for_status", "permission_from_body", "request_id"]
 
 _BY_STATUS: dict[int, type[errors.APIError]] = {
     400: errors.BadRequestError,
@@ -29,6 +29,11 @@ _BY_STATUS: dict[int, type[errors.APIError]] = {
 }
 
 _REQUEST_ID_HEADERS = ("X-Request-Id", "X-Correlation-Id", "Request-Id")
+
+
+def request_id(headers: Mapping[str, str]) -> str | None:
+    """The server's id for a request, from the first request-id header it sent."""
+    return next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None)
 
 
 def _excerpt(body: bytes) -> str:
@@ -119,7 +124,6 @@ def error_for_status(
     cls = _BY_STATUS.get(status)
     if cls is None:
         cls = errors.ServerError if status >= 500 else errors.APIError
-    request_id = next((headers[h] for h in _REQUEST_ID_HEADERS if h in headers), None)
     retry_after = parse_retry_after(headers.get("Retry-After"), now)
     code = code_from_body(body)
     if cls is errors.PermissionDeniedError:
@@ -128,7 +132,7 @@ def error_for_status(
             method=method,
             path=path,
             body_excerpt=_excerpt(body),
-            request_id=request_id,
+            request_id=request_id(headers),
             retry_after=retry_after,
             permission=permission_from_body(body),
             code=code,
@@ -138,7 +142,7 @@ def error_for_status(
         method=method,
         path=path,
         body_excerpt=_excerpt(body),
-        request_id=request_id,
+        request_id=request_id(headers),
         retry_after=retry_after,
         code=code,
     )

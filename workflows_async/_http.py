@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
@@ -24,7 +25,8 @@ import aiohttp
 import backoff
 from multidict import CIMultiDictProxy
 
-from ._decipher import error_for_status
+from ._decipher import error_for_status, request_id
+from ._metrics import CallHandle, Recorder, renewal_reason
 from ._retry import IDEMPOTENT_METHODS, RetryPolicy
 from .auth import Auth
 from .errors import (
@@ -46,6 +48,7 @@ DEFAULT_MAX_RESPONSE_BODY = 16 << 20
 _ERROR_BODY_LIMIT = 64 << 10
 _FIXED_TOKEN_REFUSED = "a fixed token cannot be renewed; supply a new one"  # noqa: S105
 _TOKEN_PATHS = frozenset({"/auth/authorize", "/auth/refresh"})
+_DEBUG = functools.partial(logging.getLogger("workflows_async.http").isEnabledFor, logging.DEBUG)
 _AIOHTTP_DEFAULT_LIMIT = 100  # aiohttp.TCPConnector's own default
 Authorization = Callable[[], Awaitable[str]]
 
@@ -91,25 +94,44 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-def _next_delay(policy: RetryPolicy, retry: int, failed: _Retry, deadline: float) -> float:
+def _reason(error: APIError | TransportError) -> str:
+    """A retry's reason for its log line: a status or an error class, never a path or body."""
+    if isinstance(error, APIError):
+        return f"status {error.status}"
+    return type(error).__name__
+
+
+def _next_delay(
+    policy: RetryPolicy,
+    retry: int,
+    failed: _Retry,
+    deadline: float,
+    call: CallHandle | None = None,
+    recorder: Recorder | None = None,
+) -> float:
     """The wait before the next try; raises ``failed`` when none fits before ``deadline``.
 
     A server's Retry-After is honoured in full or not at all: a try before it is over would
-    only be refused again."""
+    only be refused again. The retry is reported to ``recorder`` (counted and logged)."""
     left = deadline - time.monotonic()
     wait = policy.delay(retry, failed.retry_after)
     if left <= 0 or (failed.retry_after is not None and wait > left):
         raise failed
-    return min(wait, left)
+    wait = min(wait, left)
+    if recorder is not None and call is not None:
+        recorder.retry(call, wait, _reason(failed.error))
+    return wait
 
 
-def _wait_gen(policy: RetryPolicy, retry: int, deadline: float) -> Generator[float, Any, None]:
+def _wait_gen(
+    policy: RetryPolicy, retry: int, deadline: float, call: CallHandle, recorder: Recorder
+) -> Generator[float, Any, None]:
     """A ``backoff`` wait generator over :func:`_next_delay`; ``retry`` numbers the first wait."""
     sent = yield 0.0  # backoff primes the generator with send(None)
     while True:
         if not isinstance(sent, _Retry):  # pragma: no cover - backoff sends what it caught
             raise TypeError("unexpected value sent to the wait generator")
-        sent = yield _next_delay(policy, retry, sent, deadline)
+        sent = yield _next_delay(policy, retry, sent, deadline, call, recorder)
         retry += 1
 
 
@@ -127,8 +149,10 @@ class HttpClient:
         auth: Auth | None = None,
         max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
         connection_limit: int | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.recorder = recorder if recorder is not None else Recorder()
         self._headers = dict(headers)
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
         self.retry = retry
@@ -186,8 +210,33 @@ class HttpClient:
         renew (one renewal shared by every caller) and resend once more. ``replayable`` says
         that sending the request twice cannot duplicate an effect (default: by method).
         ``gated=False`` skips the wait for a slot: for the token request that the requests
-        holding slots may be waiting for.
+        holding slots may be waiting for. Every attempt is reported to the recorder; the call
+        is one span however many attempts it takes.
         """
+        call = self.recorder.call_started(method, path)
+        try:
+            response = await self._request(
+                call, method, path, body, params, accept, retry, authorize, replayable, gated
+            )
+        except BaseException as exc:
+            self.recorder.call_ended(call, getattr(exc, "status", None), type(exc).__name__)
+            raise
+        self.recorder.call_ended(call, response.status)
+        return response
+
+    async def _request(
+        self,
+        call: CallHandle,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+        accept: str | None,
+        retry: bool,
+        authorize: bool,
+        replayable: bool | None,
+        gated: bool,
+    ) -> Response:
         headers = dict(self._headers)
         if accept is not None:
             headers["Accept"] = accept
@@ -196,7 +245,7 @@ class HttpClient:
         if replayable is None:
             replayable = method.upper() in IDEMPOTENT_METHODS
         send = functools.partial(
-            self._send, method, path, body, params, retry, replayable, gated, headers
+            self._send, call, method, path, body, params, retry, replayable, gated, headers
         )
         auth = self.auth if authorize else None
         if auth is None:
@@ -223,7 +272,11 @@ class HttpClient:
                 raise
             except AuthenticationError:
                 pass
-        renewed = await auth.renew(self._token_request, used)
+        why = renewal_reason.set(f"401 from {call.template}")
+        try:
+            renewed = await auth.renew(self._token_request, used)
+        finally:
+            renewal_reason.reset(why)
         if renewed is None:
             raise CredentialsError(
                 first.status,
@@ -241,6 +294,7 @@ class HttpClient:
 
     async def _token_request(self, path: str, body: bytes) -> bytes:
         """The auth's way to ask for a token: no Authorization header, retried like a GET."""
+        self.recorder.token_request(path.rpartition("/")[2], renewal_reason.get())
         response = await self.request(
             "POST", path, body=body, authorize=False, replayable=True, gated=False
         )
@@ -248,6 +302,7 @@ class HttpClient:
 
     async def _send(
         self,
+        call: CallHandle,
         method: str,
         path: str,
         body: bytes | None,
@@ -261,14 +316,14 @@ class HttpClient:
         """One request with the retries the policy allows, under one deadline."""
         policy = self.retry
         deadline = time.monotonic() + policy.max_time
-        args = (method, path, body, headers, params, replayable, gated, authorization)
+        args = (call, method, path, body, headers, params, replayable, gated, authorization)
         try:
             return await self._send_once(*args)
         except _Retry as failed:
             if not retry or policy.max_attempts == 1:
                 raise failed.error from None
             try:
-                first_wait = _next_delay(policy, 0, failed, deadline)
+                first_wait = _next_delay(policy, 0, failed, deadline, call, self.recorder)
             except _Retry:
                 raise failed.error from None
         # Most calls succeed at once and never pay for backoff's bookkeeping (it was most of
@@ -285,6 +340,8 @@ class HttpClient:
             policy=policy,
             retry=1,
             deadline=deadline,
+            call=call,
+            recorder=self.recorder,
         )(self._send_once)
         try:
             response: Response = await send(*args)
@@ -294,6 +351,7 @@ class HttpClient:
 
     async def _send_once(
         self,
+        call: CallHandle,
         method: str,
         path: str,
         body: bytes | None,
@@ -303,7 +361,8 @@ class HttpClient:
         gated: bool,
         authorization: Authorization | None,
     ) -> Response:
-        args = (self._client(), method, path, body, headers, params, replayable, authorization)
+        client = self._client()
+        args = (client, call, method, path, body, headers, params, replayable, authorization)
         if gated and self._slots is not None:
             async with self._slots:
                 return await self._attempt(*args)
@@ -312,6 +371,7 @@ class HttpClient:
     async def _attempt(
         self,
         client: aiohttp.ClientSession,
+        call: CallHandle,
         method: str,
         path: str,
         body: bytes | None,
@@ -323,6 +383,7 @@ class HttpClient:
         if authorization is not None:  # taken now, when the request is about to go out
             headers = {**headers, "Authorization": await authorization()}
         url = self.base_url + path
+        started = time.perf_counter()
         try:
             async with client.request(
                 method,
@@ -343,6 +404,9 @@ class HttpClient:
                 else:
                     payload = await _read(resp, limit, truncate=False)
         except _TooLarge:
+            self.recorder.attempt(
+                call, status, time.perf_counter() - started, error="ResponseTooLargeError"
+            )
             too_large = ResponseTooLargeError(
                 method=method, path=path, limit=self.max_response_body, status=status
             )
@@ -351,17 +415,27 @@ class HttpClient:
             why = "its answer was too large to read"
             raise self._unknown(method, path, why, status) from too_large
         except aiohttp.ClientConnectorError as exc:
+            self._no_answer(call, started, "cannot connect")
             reason = f"cannot connect ({exc.os_error})"
             raise self._transport(method, path, reason, False, replayable) from None
         except aiohttp.ConnectionTimeoutError:
+            self._no_answer(call, started, "connection timed out")
             raise self._transport(method, path, "connection timed out", False, replayable) from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
+            self._no_answer(call, started, "timed out")
             raise self._transport(
                 method, path, "timed out", True, replayable, timeout=True
             ) from None
         except (aiohttp.ClientError, ValueError, LookupError) as exc:
             # ValueError/LookupError: e.g. a header or URL aiohttp or yarl cannot take.
+            self._no_answer(call, started, type(exc).__name__)
             raise self._transport(method, path, type(exc).__name__, True, replayable) from None
+        self.recorder.attempt(
+            call,
+            status,
+            time.perf_counter() - started,
+            request_id=request_id(resp_headers) if _DEBUG() else None,
+        )
         error = error_for_status(
             status, method=method, path=path, headers=resp_headers, body=payload
         )
@@ -382,6 +456,9 @@ class HttpClient:
                 code=error.code,
             ) from None
         raise _Retry(error, error.retry_after)
+
+    def _no_answer(self, call: CallHandle, started: float, reason: str) -> None:
+        self.recorder.attempt(call, None, time.perf_counter() - started, error=reason)
 
     @staticmethod
     def _unknown(method: str, path: str, why: str, status: int | None) -> OutcomeUnknownError:

@@ -66,6 +66,6 @@ async def fetch_with_retries(
             delay = result_retry_delay(exc, retries, rand())
             if delay is None:
                 raise
-            log.debug("result fetch failed (%s); again in %.2f s", type(exc).__name__, delay)
+            log.info("result fetch failed (%s); again in %.2f s", type(exc).__name__, delay)
         retries += 1
         await sleep(delay)

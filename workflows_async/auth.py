@@ -200,8 +200,6 @@ class KeySecretAuth:
         self._refresh: str | None = None
         self._renew_at: float | None = None
         self._renewal: asyncio.Task[None] | None = None
-        self.token_requests = 0
-        """How many authorize/refresh requests were sent (for tests and monitoring)."""
 
     def __repr__(self) -> str:
         return "KeySecretAuth(key=***, secret=***)"
@@ -257,7 +255,6 @@ class KeySecretAuth:
             ) from None
 
     async def _request(self, send: TokenRequest, path: str, payload: dict[str, str]) -> None:
-        self.token_requests += 1
         body = await send(path, msgspec.json.encode(payload))
         try:
             token = _TOKEN_DECODER.decode(body)

@@ -36,6 +36,9 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str | None = None
     raw: bytes = b""
     received_at: float = 0.0
+    trace_context: str | None = None
+    """The W3C ``traceparent`` of the OpenTelemetry span that received it (None without
+    tracing): it travels with the event over the bus, so a wait in any process links to it."""
 
     @property
     def dedup_key(self) -> str:

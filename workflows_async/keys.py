@@ -124,14 +124,8 @@ class KeyStore:
         self._turned_away: OrderedDict[str, None] = OrderedDict()
         self._max_tracked = max_tracked
         self._retry_budget = _Budget(max_fetches, per_seconds)
-        self._fetch_count = 0
         for kid, material in (pinned or {}).items():
             self.add(kid, material)
-
-    @property
-    def fetch_count(self) -> int:
-        """How many fetches this store has started."""
-        return self._fetch_count
 
     def add(self, kid: str, material: KeyMaterial) -> None:
         """Pin ``material`` as the key for ``kid`` (exactly as the platform sends it);
@@ -182,7 +176,6 @@ class KeyStore:
             if not (came_back and self._retry_budget.take(now)):
                 self._track_turned_away(kid)
                 raise KeyUnavailableError("too many signing key fetches; retry later")
-        self._fetch_count += 1
         task = asyncio.get_running_loop().create_task(self._load(kid, self._fetch))
         self._inflight[kid] = task
         task.add_done_callback(functools.partial(self._fetch_done, kid))

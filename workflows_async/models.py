@@ -289,13 +289,18 @@ class WorkflowOutcome(msgspec.Struct, frozen=True, kw_only=True):
     ``workflow`` is the final state, ``result`` the workflow's result (None when it ended with
     a failure status and the caller asked for the outcome instead of an exception),
     ``channel`` how the end was learned first (``run``, ``webhook`` or ``poll``) and
-    ``elapsed`` the seconds the call took.
+    ``elapsed`` the seconds the call took. ``polls`` is how many status polls were sent for
+    the workflow while it was waited for, and ``webhook_seen`` whether a webhook for its end
+    reached this process by the time the call returned (False with ``channel="poll"`` and
+    webhooks configured: see ``session.stats().webhooks.lost``).
     """
 
     workflow: Workflow
     result: WorkflowResult | None
     channel: Channel
     elapsed: float
+    polls: int = 0
+    webhook_seen: bool = False
 
     @property
     def succeeded(self) -> bool:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from ._metrics import Recorder
 from .errors import (
     BadRequestError,
     ConfigurationError,
@@ -163,6 +164,7 @@ class PollScheduler:
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         stretch_allowed: Callable[[], bool] = lambda: True,
+        recorder: Recorder | None = None,
     ) -> None:
         self.policy = policy
         self._poll = poll
@@ -182,9 +184,9 @@ class PollScheduler:
         self._refilled = clock()
         self._paused_until = 0.0
         self._last_webhook = float("-inf")
-        self.polls_sent = 0
-        self.rate_limited = 0
         self._stretch_allowed = stretch_allowed
+        self.recorder = recorder or Recorder(clock=clock)
+        self.recorder.poll_state = self._state
 
     # -- waiters come and go ---------------------------------------------------------------
 
@@ -227,6 +229,14 @@ class PollScheduler:
     @property
     def current_rate(self) -> float:
         return self._rate
+
+    @property
+    def paused(self) -> bool:
+        """True while a 429 holds every poll back."""
+        return self._clock() < self._paused_until
+
+    def _state(self) -> tuple[float, bool, int]:
+        return self._rate, self.paused, len(self._entries)
 
     # -- the one task -----------------------------------------------------------------------
 
@@ -331,7 +341,7 @@ class PollScheduler:
         """One poll and what follows from it. Whatever happens, the entry ends up either
         rescheduled or removed with its waiters told (never left "in flight" for good)."""
         try:
-            self.polls_sent += 1
+            self.recorder.poll_sent(wid)
             workflow = await self._poll(wid)
             self._rate = min(self.policy.rate, self._rate * 1.1)
             if not same_workflow(wid, workflow.id):
@@ -343,6 +353,7 @@ class PollScheduler:
                     workflow = msgspec.structs.replace(workflow, id=wid)
                 self._on_terminal(wid, workflow)  # first: if it raises, the entry is kept
                 self._entries.pop(wid, None)
+                self.recorder.polled_terminal(wid)
             else:
                 self._reschedule(wid)
         except asyncio.CancelledError:
@@ -383,11 +394,11 @@ class PollScheduler:
     def _slow_down(self, retry_after: float | None) -> float:
         """Pause every poll (for the server's Retry-After, at most ``max_interval``: polling is
         what finishes waits whose webhooks were lost) and halve the rate; returns the pause."""
-        self.rate_limited += 1
         pause = retry_after if retry_after is not None else self.policy.rate_limit_pause
         pause = min(pause, self.policy.max_interval)
         self._paused_until = max(self._paused_until, self._clock() + pause)
         self._rate = max(self.policy.rate / 64, self._rate / 2)
+        self.recorder.poll_rate_limited(pause, self._rate)
         return pause
 
     def _reschedule(self, wid: str, *, delay: float | None = None) -> None:

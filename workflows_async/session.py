@@ -18,13 +18,16 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 from aiohttp import web
 
+from . import _logging, _otel
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
+from ._metrics import Recorder, WaitHandle
 from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
 from ._v2_calls import V2Calls, run_request
@@ -56,6 +59,7 @@ from .models import (
     WorkflowResult,
 )
 from .polling import PollPolicy
+from .stats import Stats
 from .waiters import Completion
 from .waiting import Waiting
 from .webhooks import WebhookReceiver
@@ -152,6 +156,13 @@ class Session(V2Calls):
     ``max_response_body`` (bytes, default 16 MiB) caps every answer's body: a larger one is not
     read and raises :class:`ResponseTooLargeError`. Signing keys are fetched through a small
     connection pool of their own, so slow API calls never hold up a webhook's verification.
+
+    Observability: :meth:`stats` counts what the Session did; records go to the
+    ``workflows_async`` loggers (``WORKFLOWS_LOG=debug|info`` adds a stderr handler).
+    ``opentelemetry``: spans and metrics through OpenTelemetry (None: when the ``otel`` extra
+    is installed; False: never; True: required), on ``tracer_provider``/``meter_provider``
+    (default: the global ones). When a poll finds a workflow ended, its webhook has
+    ``lost_webhook_grace`` seconds to come before it counts in ``stats().webhooks.lost``.
     """
 
     def __init__(
@@ -175,8 +186,16 @@ class Session(V2Calls):
         webhook_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
         max_webhook_body: int = 1 << 20,
         max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
+        opentelemetry: bool | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        lost_webhook_grace: float = 30.0,
     ) -> None:
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        _logging.setup_from_env()
+        self._recorder = _recorder(
+            self.base_url, opentelemetry, tracer_provider, meter_provider, lost_webhook_grace
+        )
         if api_version is not None and (
             isinstance(api_version, bool) or not isinstance(api_version, int) or api_version < 1
         ):
@@ -202,6 +221,7 @@ class Session(V2Calls):
             session=http_session,
             auth=auth,
             max_response_body=max_response_body,
+            recorder=self._recorder,
         )
         # Its aiohttp session is made at the first key fetch; it never sends the credentials.
         self._keys_http = HttpClient(
@@ -211,6 +231,7 @@ class Session(V2Calls):
             retry=RetryPolicy.none(),
             max_response_body=min(max_response_body, _KEY_BODY_LIMIT),
             connection_limit=_KEY_CONNECTIONS,
+            recorder=self._recorder,
         )
         if not verify_webhooks and not is_local_url(self.base_url) and not force_unverified:
             raise ConfigurationError(
@@ -221,7 +242,7 @@ class Session(V2Calls):
         if verify_webhooks:
             # Pinned keys mean "only these" unless fetching is asked for as well.
             fetch = not webhook_keys if fetch_webhook_keys is None else fetch_webhook_keys
-            keys = KeyStore(self.get_webhook_key if fetch else None, pinned=webhook_keys)
+            keys = KeyStore(self._fetch_key if fetch else None, pinned=webhook_keys)
             self._verifier = WebhookVerifier(keys, algorithms=webhook_algorithms)
         self._max_webhook_body = max_webhook_body
         self.poll_policy = poll or PollPolicy()
@@ -230,6 +251,7 @@ class Session(V2Calls):
             policy=self.poll_policy,
             bus=bus or InMemoryBus(),
             poll=self._poll_workflow,
+            recorder=self._recorder,
         )
 
     @classmethod
@@ -255,6 +277,11 @@ class Session(V2Calls):
 
     def __repr__(self) -> str:
         return f"Session(base_url={self.base_url!r}, auth={self.auth!r})"
+
+    def stats(self) -> Stats:
+        """A snapshot of what this Session has done so far: calls by endpoint template and
+        status class, retries, token requests, key fetches, webhooks, waits and polls."""
+        return self._recorder.snapshot()
 
     @property
     def auth(self) -> Auth | None:
@@ -397,9 +424,21 @@ class Session(V2Calls):
         )
         return response.body.decode("utf-8", errors="replace")
 
+    async def _fetch_key(self, kid: str) -> str:
+        """The key store's fetch: reported (counted, logged), then :meth:`get_webhook_key`."""
+        self._recorder.key_fetch(kid)
+        try:
+            return await self.get_webhook_key(kid)
+        except Exception as exc:
+            self._recorder.key_fetch_failed(kid, type(exc).__name__)
+            raise
+
     async def _poll_workflow(self, workflow_id: str) -> Workflow:
-        """One poll for the scheduler: no retries here, the scheduler spaces and budgets them."""
-        return await self._call_json("GET", f"/workflows/{workflow_id}", _WORKFLOW, retry=False)
+        """One poll for the scheduler: no retries here, the scheduler spaces and budgets them.
+        Its span is a child of the wait's (the scheduler's own task is not)."""
+        with self._recorder.poll_context(workflow_id):
+            path = f"/workflows/{workflow_id}"
+            return await self._call_json("GET", path, _WORKFLOW, retry=False)
 
     # -- waiting --------------------------------------------------------------------------
 
@@ -486,7 +525,11 @@ class Session(V2Calls):
             return Workflow(id=execution.id, record_id=execution.record_id, status=execution.status)
 
         outcome = await self._start_and_wait(
-            start, "the execution request", timeout=timeout, raise_on_failure=raise_on_failure
+            start,
+            "the execution request",
+            timeout=timeout,
+            raise_on_failure=raise_on_failure,
+            kind="execute_and_wait",
         )
         return ExecutionOutcome(**msgspec.structs.asdict(outcome), execution=started[0])
 
@@ -497,25 +540,30 @@ class Session(V2Calls):
         *,
         timeout: float,
         raise_on_failure: bool,
+        kind: str = "run_and_wait",
         on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
     ) -> WorkflowOutcome:
         """The one waiting engine of every start-and-wait: ``start()`` sends the request that
         starts the workflow (run or execution) and returns its answer; then the same deadline,
-        webhook-or-poll wait, result and errors, whatever started it."""
+        webhook-or-poll wait, result and errors, whatever started it. ``kind`` names the wait
+        in logs, stats and its span."""
         begin = time.monotonic()
-        scope = _WaitScope(timeout, before=what)
-        async with scope:
-            workflow = await start()
-            scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
-            if on_started is not None and (pending := on_started(workflow)) is not None:
-                await pending
-            if self.statuses.is_terminal(workflow.status):
-                completion = Completion(workflow, Channel.RUN)
-            else:
-                completion = _known_ids(
-                    await self._waiting.completion(workflow.id, first_poll=None), workflow
-                )
-            return await self._outcome(completion, begin, raise_on_failure)
+        await self.start()  # outside the wait's span: the scheduler and the bus outlive it
+        with self._recorder.waiting(kind) as wait:
+            scope = _WaitScope(timeout, before=what)
+            async with scope:
+                workflow = await start()
+                scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
+                self._recorder.wait_id(wait, scope.workflow_id)
+                if on_started is not None and (pending := on_started(workflow)) is not None:
+                    await pending
+                if self.statuses.is_terminal(workflow.status):
+                    completion = Completion(workflow, Channel.RUN)
+                else:
+                    completion = _known_ids(
+                        await self._waiting.completion(workflow.id, first_poll=None), workflow
+                    )
+                return await self._outcome(completion, begin, raise_on_failure, wait)
 
     async def wait(
         self,
@@ -527,27 +575,37 @@ class Session(V2Calls):
         """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``)."""
         check_path_id(workflow_id, "workflow_id")
         start = time.monotonic()
-        async with _WaitScope(timeout, workflow_id):
-            completion = await self._waiting.completion(workflow_id, first_poll=0.0)
-            return await self._outcome(completion, start, raise_on_failure)
+        await self.start()  # outside the wait's span: the scheduler and the bus outlive it
+        with self._recorder.waiting("wait", workflow_id) as wait:
+            async with _WaitScope(timeout, workflow_id):
+                completion = await self._waiting.completion(workflow_id, first_poll=0.0)
+                return await self._outcome(completion, start, raise_on_failure, wait)
 
     async def _outcome(
-        self, completion: Completion, start: float, raise_on_failure: bool
+        self, completion: Completion, start: float, raise_on_failure: bool, wait: WaitHandle
     ) -> WorkflowOutcome:
         workflow = completion.workflow
         result: WorkflowResult | None = None
-        if self.statuses.is_failure(workflow.status):
-            if raise_on_failure:
-                raise WorkflowFailed(workflow)
-        else:
+        failed = self.statuses.is_failure(workflow.status)
+        if not failed:
             # The end is known, the result may lag (409 result_not_ready, a 404, a 5xx): fetch
             # again with backoff; the wait's deadline bounds it.
             result = await fetch_with_retries(lambda: self.get_result(workflow.id))
+        event = completion.event
+        polls, webhook_seen = self._recorder.wait_finished(
+            wait,
+            completion.channel.value,
+            traceparent=event.trace_context if event is not None else None,
+        )
+        if failed and raise_on_failure:
+            raise WorkflowFailed(workflow)
         return WorkflowOutcome(
             workflow=workflow,
             result=result,
             channel=completion.channel,
             elapsed=time.monotonic() - start,
+            polls=polls,
+            webhook_seen=webhook_seen,
         )
 
     def pending(self) -> list[str]:
@@ -571,7 +629,9 @@ class Session(V2Calls):
             self._waiting.publish,
             max_body=self._max_webhook_body,
             read_timeout=read_timeout,
+            recorder=self._recorder,
         )
+        self._recorder.receiver_mounted = True  # webhooks are expected: lost ones count
         app = receiver.app()
         app[_RECEIVER] = receiver
         return app
@@ -650,6 +710,32 @@ class Session(V2Calls):
             for name, value in (known or {}).items():
                 setattr(exc, name, value)
             raise
+
+
+def _recorder(
+    base_url: str,
+    opentelemetry: bool | None,
+    tracer_provider: Any,
+    meter_provider: Any,
+    lost_webhook_grace: float,
+) -> Recorder:
+    """The Session's one Recorder, with OpenTelemetry when asked for and installed."""
+    if isinstance(lost_webhook_grace, bool) or not lost_webhook_grace >= 0:
+        raise ConfigurationError("lost_webhook_grace must be a number of seconds >= 0")
+    otel = None
+    if opentelemetry is not False:
+        otel = _otel.load(tracer_provider, meter_provider)
+        if otel is None and opentelemetry:
+            raise ConfigurationError(
+                "opentelemetry=True needs the otel extra: pip install 'workflows-async[otel]'"
+            )
+    where = urlsplit(base_url)
+    return Recorder(
+        otel=otel,
+        server_address=where.hostname or "",
+        server_port=where.port or (443 if where.scheme == "https" else 80),
+        lost_grace=lost_webhook_grace,
+    )
 
 
 def _unknown(

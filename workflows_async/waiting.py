@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from ._metrics import Recorder, publish_outcome
 from .bus import Bus
 from .errors import SessionClosedError, WorkflowsError
 from .events import REPLAY_WINDOW, WebhookEvent
@@ -49,8 +50,10 @@ class Waiting:
         bus: Bus,
         poll: Callable[[str], Awaitable[Workflow]],
         clock: Callable[[], float] = time.monotonic,
+        recorder: Recorder | None = None,
     ) -> None:
         self.statuses = statuses
+        self.recorder = recorder or Recorder(clock=clock)
         self.bus = bus
         self.registry = Registry(statuses, clock=clock)
         self.hooks = EventHooks(bus.claim)
@@ -62,13 +65,10 @@ class Waiting:
             self._poll_failed,
             clock=clock,
             stretch_allowed=lambda: bus.healthy,
+            recorder=self.recorder,
         )
         if hasattr(bus, "on_reconnect") and getattr(bus, "on_reconnect", None) is None:
             bus.on_reconnect = self.recheck  # e.g. RedisBus: catch up after an outage
-        self.duplicate_deliveries = 0
-        """Deliveries acknowledged without publishing: the event had been published."""
-        self.deferred_deliveries = 0
-        """Deliveries refused (503) because another process was publishing the same event."""
         self._started = False
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -108,20 +108,20 @@ class Waiting:
         await self.start()
         pending, published = f"event:{event.dedup_key}", f"published:{event.dedup_key}"
         if await self.bus.is_claimed(published):
-            self.duplicate_deliveries += 1
+            publish_outcome.set("duplicate")
             return True
         if not await self.bus.claim(pending, _PENDING_TTL):
             if await self.bus.is_claimed(published):
-                self.duplicate_deliveries += 1
+                publish_outcome.set("duplicate")
                 return True
-            self.deferred_deliveries += 1
+            publish_outcome.set("in_progress")
             return False  # another process is publishing it right now: retry later
         if await self.bus.is_claimed(published):
             # Published between our first look and our claim (its publisher then dropped its
             # pending claim, which let ours through): a copy, not a new event.
             with contextlib.suppress(WorkflowsError, OSError):
                 await self.bus.release(pending)
-            self.duplicate_deliveries += 1
+            publish_outcome.set("duplicate")
             return True
         terminal = self.statuses.is_terminal(event.status)
         try:
@@ -141,12 +141,16 @@ class Waiting:
         # Otherwise a 503 makes the platform retry, perhaps on a worker that can publish it.
         needed = event.workflow_id in self.registry.pending()
         self._deliver(event)
+        if not needed:
+            publish_outcome.set("not_published")
         return needed
 
     def _deliver(self, event: WebhookEvent) -> None:
         """The bus calls this for every event published by any process."""
         if not self.registry.accept(event):
             return
+        terminal = self.statuses.is_terminal(event.status)
+        self.recorder.event_delivered(event.workflow_id, terminal)
         self.scheduler.note_webhook()
         if self.registry.deliver(event):
             self.scheduler.remove(event.workflow_id)

@@ -24,13 +24,19 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
+import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ._metrics import Recorder, publish_outcome
 from .errors import ConfigurationError, KeyUnavailableError, SignatureError, WorkflowsError
 from .events import BadEventError, WebhookEvent, parse_event
 from .keys import WebhookVerifier
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["SIGNATURE_HEADER", "WebhookReceiver"]
 
@@ -64,6 +70,8 @@ class WebhookReceiver:
 
     ``max_body`` bounds the body in bytes (413 above it); ``read_timeout`` bounds the time the
     whole body may take to arrive (408 after it; the platform itself gives up after 10 s).
+    Every delivery is reported to ``recorder`` (counted by outcome, refusals logged at INFO
+    with a reason code, one span each with OpenTelemetry).
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class WebhookReceiver:
         max_body: int = 1 << 20,
         read_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        recorder: Recorder | None = None,
     ) -> None:
         if read_timeout <= 0:
             raise ConfigurationError("read_timeout must be positive")
@@ -82,8 +91,7 @@ class WebhookReceiver:
         self._max_body = max_body
         self._read_timeout = read_timeout
         self._clock = clock
-        self.accepted = 0
-        self.rejected = 0
+        self._recorder = recorder if recorder is not None else Recorder()
 
     def app(self) -> web.Application:
         """An aiohttp application to mount with ``app.add_subapp(prefix, ...)``."""
@@ -93,15 +101,16 @@ class WebhookReceiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         """Answer one delivery; never raises (but cancellation), never answers 5xx but 503."""
+        span = self._recorder.webhook_span()
         try:
-            response = await self._handle(request)
+            response = await self._handle(request, span)
         except web.HTTPException as exc:  # raised by aiohttp itself while reading
             if 400 <= exc.status < 500:
-                response = self._reject(exc.status, exc.reason, close=True)
+                response = self._reject(span, exc.status, "unreadable_body", exc.reason, True)
             else:
-                response = self._unexpected(exc)
+                response = self._unexpected(span, exc)
         except Exception as exc:  # the last resort: the endpoint never answers 500
-            response = self._unexpected(exc)
+            response = self._unexpected(span, exc)
         if response.keep_alive is False and not request.content.is_eof():
             await self._send_and_close(request, response)
         return response
@@ -117,45 +126,54 @@ class WebhookReceiver:
             pass
         request.protocol.force_close()  # the transport flushes what was written, then closes
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request, span: Span | None) -> web.Response:
         received = self._clock()
         if request.content_length is not None and request.content_length > self._max_body:
-            return self._reject(413, "body too large", close=True)
+            return self._reject(span, 413, "body_too_large", "body too large", True)
         signature = request.headers.get(SIGNATURE_HEADER)
         if self._verifier is not None:
             try:  # the header alone, before a byte of the body is read
                 self._verifier.parse(signature)
             except SignatureError as exc:
-                return self._reject(401, str(exc), close=True)
+                return self._reject(span, 401, "bad_signature", str(exc), True)
         try:
             async with asyncio.timeout(self._read_timeout):
                 body = await self._read_body(request)
         except TimeoutError:
-            return self._reject(408, "body not received in time", close=True)
+            return self._reject(span, 408, "read_timeout", "body not received in time", True)
         except _TooLarge:
-            return self._reject(413, "body too large", close=True)
+            return self._reject(span, 413, "body_too_large", "body too large", True)
         except (HttpProcessingError, OSError) as exc:  # broken chunking, connection trouble
-            return self._reject(400, f"body could not be read ({type(exc).__name__})", close=True)
+            why = f"body could not be read ({type(exc).__name__})"
+            return self._reject(span, 400, "unreadable_body", why, True)
         if self._verifier is not None:
             try:
                 await self._verifier.verify(signature, body)
             except SignatureError as exc:
-                return self._reject(401, str(exc))
+                return self._reject(span, 401, "bad_signature", str(exc))
             except KeyUnavailableError as exc:
-                return self._reject(503, str(exc))
+                return self._reject(span, 503, "key_unavailable", str(exc))
             except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
-                return self._reject(503, f"event not accepted now ({type(exc).__name__})")
+                why = f"event not accepted now ({type(exc).__name__})"
+                return self._reject(span, 503, "unavailable", why)
         try:
             event = parse_event(body, received_at=received)
         except BadEventError as exc:
-            return self._reject(400, str(exc))
+            return self._reject(span, 400, "bad_event", str(exc))
+        trace = self._recorder.webhook_event(span, event.workflow_id, event.status)
+        if trace is not None:  # travels with the event, so a wait anywhere can link to it
+            event = msgspec.structs.replace(event, trace_context=trace)
+        publish_outcome.set(None)
         try:
             published = await self._publish(event)
         except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
-            return self._reject(503, f"event not accepted now ({type(exc).__name__})")
+            why = f"event not accepted now ({type(exc).__name__})"
+            return self._reject(span, 503, "unavailable", why)
+        outcome = publish_outcome.get()
         if not published:
-            return self._reject(503, "event could not be published; retry later")
-        self.accepted += 1
+            why = "event could not be published; retry later"
+            return self._reject(span, 503, outcome or "not_published", why)
+        self._recorder.webhook_accepted(span, duplicate=outcome == "duplicate")
         return _accepted()
 
     async def _read_body(self, request: web.Request) -> bytes:
@@ -173,14 +191,16 @@ class WebhookReceiver:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _unexpected(self, exc: BaseException) -> web.Response:
+    def _unexpected(self, span: Span | None, exc: BaseException) -> web.Response:
         # The type only: an exception's text might quote the body.
         log.error("webhook handling failed unexpectedly: %s", type(exc).__name__)
-        return self._reject(
-            503, f"unexpected error ({type(exc).__name__}); retry later", close=True
-        )
+        why = f"unexpected error ({type(exc).__name__}); retry later"
+        return self._reject(span, 503, "unexpected_error", why, True)
 
-    def _reject(self, status: int, reason: str, *, close: bool = False) -> web.Response:
-        self.rejected += 1
-        log.info("webhook refused with %s: %s", status, reason)
+    def _reject(
+        self, span: Span | None, status: int, code: str, reason: str, close: bool = False
+    ) -> web.Response:
+        """Refuse a delivery: ``code`` is a fixed reason for counting, ``reason`` our own
+        short text (never the body) for the answer and the INFO log line."""
+        self._recorder.webhook_refused(span, code, status, reason)
         return _answer(status, reason, close=close)

@@ -21,8 +21,9 @@ from aiohttp import hdrs, web
 
 from . import _executions, _records_api
 from ._faults import Dice, Faults
-from ._org_tokens import PRINCIPAL, OrgTokenStore, authenticate, require
+from ._org_tokens import OrgTokenStore, authenticate, require
 from ._records import Fault, RequestRecord
+from ._request_keys import PRINCIPAL, VERSION
 from ._signing import KeyRing
 from ._state import SimState
 from ._tokens import TokenStore
@@ -100,7 +101,6 @@ class Backend:
 
 
 BACKEND = web.AppKey("workflows_simulator_backend", Backend)
-VERSION = "workflows_simulator.version"
 """The request key under which the middleware keeps the negotiated API version."""
 
 

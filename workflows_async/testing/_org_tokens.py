@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ._request_keys import PRINCIPAL
 from ._tokens import TokenStore
 from ._wire import Reject, parse_bearer
 
-__all__ = ["PRINCIPAL", "OrgTokenStore", "Principal", "authenticate", "require"]
+__all__ = ["OrgTokenStore", "Principal", "authenticate", "require"]
 
 PREFIX = "tot_"
 PERMISSIONS = ("can_run", "can_view_workspace", "can_create_records", "can_view_records")
@@ -37,8 +38,6 @@ class Principal:
         return permission in self.scopes or f"{permission}:{resource}" in self.scopes
 
 
-PRINCIPAL = "workflows_simulator.principal"
-"""The request key under which the middleware keeps the caller's `Principal`."""
 _ALL = Principal("access")
 
 

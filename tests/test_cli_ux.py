@@ -282,6 +282,19 @@ def test_verbose_shows_the_library_log_on_stderr(sim: SimThread) -> None:
     assert "DEBUG: workflows_async" in loud.stderr and "poll of" in loud.stderr
 
 
+def test_verbose_shows_retries(sim: SimThread) -> None:
+    done = run("run", "--definition", "kyc-instant", "--no-wait", *api(sim))
+    workflow_id = json.loads(done.stdout)["id"]
+    sim.call(lambda: sim.sim.fail_next("GET", "/workflows/{id}", status=502))
+    quiet = run("status", workflow_id, *api(sim))
+    assert quiet.returncode == 0 and "retrying" not in quiet.stderr
+    sim.call(lambda: sim.sim.fail_next("GET", "/workflows/{id}", status=502))
+    loud = run("status", workflow_id, *api(sim), "-v")
+    assert loud.returncode == 0, loud.stderr
+    assert "INFO: workflows_async.http: retrying GET /workflows/{id}" in loud.stderr
+    assert "502" in loud.stderr and "test-secret" not in loud.stderr
+
+
 # -- errors that say what to do ---------------------------------------------------------------
 
 

@@ -114,7 +114,9 @@ class APIError(WorkflowsError):
 
     ``body_excerpt`` is the first characters of the response body (the server's own error
     text). It is kept as an attribute only, never put in the message: a server may echo request
-    data, and messages end up in logs.
+    data, and messages end up in logs. ``code`` is the server's short error code (e.g.
+    ``result_not_ready``) when its JSON body named one as a plain identifier; the message
+    carries it after the status, and nothing else of the body.
     """
 
     def __init__(
@@ -127,14 +129,18 @@ class APIError(WorkflowsError):
         request_id: str | None = None,
         retry_after: float | None = None,
         detail: str = "",
+        code: str | None = None,
     ) -> None:
         self.status = status
+        self.code = code
         self.method = method
         self.path = path
         self.body_excerpt = body_excerpt[:_EXCERPT_LIMIT]
         self.request_id = request_id
         self.retry_after = retry_after
         text = f"{method} {path} answered {status}"
+        if code:
+            text += f" {code}"
         if request_id:
             text += f" (request id {request_id})"
         if detail:

@@ -471,6 +471,7 @@ class Session(V2Calls):
         parameters: Mapping[str, Any] | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool = True,
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
     ) -> WorkflowOutcome:
         """Run a workflow and wait for its result, by webhook or polling, whichever is first.
 
@@ -482,6 +483,10 @@ class Session(V2Calls):
         ``workflow_id``. A failure status raises :class:`WorkflowFailed` unless
         ``raise_on_failure=False``. Cancelling the call cancels only this local wait: the
         workflow goes on at the API.
+
+        ``on_started(workflow)`` (a function or a coroutine function) is called once the run
+        request answered, before any waiting, e.g. to persist the workflow id at once; it runs
+        inside the deadline, and what it raises leaves ``run_and_wait`` as it is.
         """
         if parameters is not None and parameters_id is not None:
             raise ConfigurationError("pass parameters or parameters_id, not both")
@@ -502,7 +507,11 @@ class Session(V2Calls):
             )
 
         return await self._start_and_wait(
-            start, "the run request", timeout=timeout, raise_on_failure=raise_on_failure
+            start,
+            "the run request",
+            timeout=timeout,
+            raise_on_failure=raise_on_failure,
+            on_started=on_started,
         )
 
     async def execute_and_wait(
@@ -551,6 +560,7 @@ class Session(V2Calls):
         timeout: float,
         raise_on_failure: bool,
         kind: str = "run_and_wait",
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
     ) -> WorkflowOutcome:
         """The one waiting engine of every start-and-wait: ``start()`` sends the request that
         starts the workflow (run or execution) and returns its answer; then the same deadline,
@@ -565,6 +575,8 @@ class Session(V2Calls):
                 workflow = await start()
                 scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
                 self._recorder.wait_id(wait, scope.workflow_id)
+                if on_started is not None and (pending := on_started(workflow)) is not None:
+                    await pending
                 if self.statuses.is_terminal(workflow.status):
                     completion = Completion(workflow, Channel.RUN)
                 else:

@@ -315,13 +315,27 @@ class WebhookReceiver:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one delivery; never raises (but cancellation), never answers 5xx but 503."""
-        answer = await self.core.receive(request.method, request.headers, _chunks(request))
+        body = _arrived(request)
+        answer = await self.core.receive(
+            request.method, request.headers, _chunks(request) if body is None else body
+        )
+        if answer is ACCEPTED:
+            return web.Response(body=_ACCEPTED, content_type="application/json")
         response = web.Response(body=answer.body, status=answer.status, headers=answer.headers)
         if answer.close:  # the rest of the body is not read: do not keep the connection for it
             response.force_close()
             if not request.content.is_eof():
                 await _send_and_close(request, response)
         return response
+
+
+def _arrived(request: web.Request) -> bytes | None:
+    """The whole body when it is in memory already (a webhook's usually came in the packets
+    of its headers), else None: then it is read as it arrives, under the core's limits."""
+    content = request.content
+    if not content.is_eof() or content.exception() is not None:
+        return None
+    return content.read_nowait()
 
 
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:

@@ -483,7 +483,11 @@ class Session(V2Calls):
             )
 
         return await self._start_and_wait(
-            start, "the run request", timeout=timeout, raise_on_failure=raise_on_failure
+            start,
+            "the run request",
+            timeout=timeout,
+            raise_on_failure=raise_on_failure,
+            definition=definition,
         )
 
     async def execute_and_wait(
@@ -521,6 +525,7 @@ class Session(V2Calls):
             timeout=timeout,
             raise_on_failure=raise_on_failure,
             kind="execute_and_wait",
+            definition=workflow_definition_id,
         )
         return ExecutionOutcome(**msgspec.structs.asdict(outcome), execution=started[0])
 
@@ -532,11 +537,13 @@ class Session(V2Calls):
         timeout: float,
         raise_on_failure: bool,
         kind: str = "run_and_wait",
+        definition: str | None = None,
     ) -> WorkflowOutcome:
         """The one waiting engine of every start-and-wait: ``start()`` sends the request that
         starts the workflow (run or execution) and returns its answer; then the same deadline,
         webhook-or-poll wait, result and errors, whatever started it. ``kind`` names the wait
-        in logs, stats and its span."""
+        in logs, stats and its span; ``definition`` (the workflow definition) lets the poll
+        schedule follow, and learn from, how long its workflows took before."""
         begin = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting(kind) as wait:
@@ -548,9 +555,16 @@ class Session(V2Calls):
                 if self.statuses.is_terminal(workflow.status):
                     completion = Completion(workflow, Channel.RUN)
                 else:
+                    scheduler = self._waiting.scheduler
+                    started = scheduler.clock()
                     completion = _known_ids(
-                        await self._waiting.completion(workflow.id, first_poll=None), workflow
+                        await self._waiting.completion(
+                            workflow.id, first_poll=None, definition=definition
+                        ),
+                        workflow,
                     )
+                    if definition is not None:
+                        scheduler.learn(definition, started, scheduler.clock())
                 return await self._outcome(completion, begin, raise_on_failure, wait)
 
     async def wait(

@@ -15,7 +15,9 @@ from collections import OrderedDict, deque
 __all__ = ["DurationSketch", "PollPlan"]
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
-_MARGIN = 0.01  # a planned point comes this share after the learned duration
+_MARGIN = 0.01  # a point aimed at a learned quantile comes this share after it
+_TRUSTED_MARGIN = 0.1  # the one trusted safety poll: room for the webhook's own delivery
+_GRID_JITTER = 0.25  # share of ``jitter`` by which grid points move earlier
 _MIN_GAP = 0.05  # share of the next point: planned polls closer than this are merged
 
 
@@ -104,21 +106,25 @@ class PollPlan:
         ``trusted``: webhooks are arriving, so only one safety poll is aimed, just after the
         longest learned duration; otherwise a poll is aimed just after each learned quantile,
         so an end whose webhook was lost is noticed soon. Between aimed points the polls are
-        spread evenly, never more than ``cap`` apart, and moved earlier by up to ``jitter / 2``
+        spread evenly, never more than ``cap`` apart, and moved earlier by up to ``jitter / 4``
         of a segment: ``rand`` is the wait's own phase (the same at every call), so waits
         started together do not all poll at once and no wait polls twice for one point.
         """
         learned = self.points(definition, now)
         if not learned:
             return None
-        aims = learned[-1:] if trusted else learned
+        if trusted:
+            aims = [learned[-1] * (1 + _TRUSTED_MARGIN)]
+        else:
+            aims = [point * (1 + _MARGIN) for point in learned]
         elapsed = now - started
         previous = 0.0
-        for aim in (a * (1 + _MARGIN) for a in aims):
+        share = jitter * _GRID_JITTER
+        for aim in aims:
             if aim > elapsed + min_gap:
-                segments = max(1, math.ceil((aim - previous) * (1 + jitter / 2) / cap))
+                segments = max(1, math.ceil((aim - previous) * (1 + share) / cap))
                 size = (aim - previous) / segments
-                shift = jitter / 2 * size * rand  # the same for every grid point of a wait
+                shift = share * size * rand  # the same for every grid point of a wait
                 index = math.floor((elapsed + min_gap + shift - previous) / size) + 1
                 if index >= segments:
                     return max(min_gap, aim - elapsed)

@@ -165,6 +165,7 @@ class _Entry:
     due: float
     added: float
     definition: str | None = None  # the workflow definition, when the waiter knows it
+    running: float = -math.inf  # when a poll last found it still running
 
 
 def _phase(workflow_id: str) -> float:
@@ -237,7 +238,9 @@ class PollScheduler:
 
     def learn(self, definition: str, started: float, ended: float) -> None:
         """A workflow of ``definition`` that started at ``started`` (this scheduler's clock)
-        was seen ended at ``ended``: the plan of later waits of it follows."""
+        ended at ``ended`` (a webhook said so): the plan of later waits of it follows. An end
+        found by a poll is learned here (``_poll_one``), as the middle of the time between
+        the last poll that found it running and the one that found it ended."""
         if self.policy.learn_durations:
             self.plan.observe(definition, started, ended)
 
@@ -427,9 +430,17 @@ class PollScheduler:
                 if workflow.id != wid:  # another spelling: the id waited for is the truth
                     workflow = msgspec.structs.replace(workflow, id=wid)
                 self._on_terminal(wid, workflow)  # first: if it raises, the entry is kept
-                self._entries.pop(wid, None)
+                entry = self._entries.pop(wid, None)
                 self.recorder.polled_terminal(wid)
+                if entry is not None and entry.definition is not None:
+                    now = self._clock()
+                    self.learn(
+                        entry.definition, entry.added, (max(entry.running, entry.added) + now) / 2
+                    )
             else:
+                entry = self._entries.get(wid)
+                if entry is not None:
+                    entry.running = self._clock()
                 self._reschedule(wid)
         except asyncio.CancelledError:
             task = asyncio.current_task()

@@ -563,8 +563,8 @@ class Session(V2Calls):
                         ),
                         workflow,
                     )
-                    if definition is not None:
-                        scheduler.learn(definition, started, scheduler.clock())
+                    if definition is not None and completion.channel is Channel.WEBHOOK:
+                        scheduler.learn(definition, started, scheduler.clock())  # polls: there
                 return await self._outcome(completion, begin, raise_on_failure, wait)
 
     async def wait(

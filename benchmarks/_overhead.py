@@ -121,7 +121,7 @@ async def run(mode: Mode) -> Section:
             walls: dict[str, list[float]] = {name: [] for name in clients}
             cpus: dict[str, list[float]] = {name: [] for name in clients}
             for call in clients.values():  # warm up: connections, caches
-                await _burst(call, max(200, mode.overhead_calls // 10))
+                await _burst(call, max(min(200, mode.overhead_calls), mode.overhead_calls // 10))
             names = list(clients)
             for rep in range(mode.overhead_reps):
                 order = names[rep % len(names) :] + names[: rep % len(names)]

@@ -40,7 +40,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Mode:
-    """How big each benchmark runs. ``full`` gives the README figures; ``quick`` < 1 min."""
+    """How big each benchmark runs. ``full`` gives the README figures (about 4 minutes on 2
+    cores), ``quick`` about 2 minutes, ``smoke`` seconds (it only proves they run)."""
 
     name: str
     overhead_calls: int  # get_workflow calls per repetition and client
@@ -64,8 +65,8 @@ MODES = {
                  10_000, 10.0),
     "quick": Mode("quick", 800, 7, 1200, 3, (10_000,), 10_000, 1000, 0.01, 5, 2, 300, 0.03,
                   10_000, 5.0),
-    "smoke": Mode("smoke", 200, 2, 150, 2, (1000,), 1000, 100, 0.002, 2, 1, 40, 0.01,
-                  500, 1.0),
+    "smoke": Mode("smoke", 50, 3, 40, 2, (300,), 300, 30, 0.002, 1, 1, 10, 0.01,
+                  100, 0.3),
 }  # fmt: skip
 LATENCY_RATE = 1000.0  # webhooks per second while latency is measured
 CONCURRENCY = 20  # concurrent get_workflow calls in the per-call overhead benchmark

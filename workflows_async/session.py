@@ -32,6 +32,7 @@ from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
 from ._v2_calls import V2Calls, run_request
 from ._version import __version__
+from .asgi import WebhookASGIApp
 from .auth import Auth, auth_from_env
 from .bus import Bus, InMemoryBus
 from .errors import (
@@ -42,7 +43,9 @@ from .errors import (
     WorkflowFailed,
     WorkflowsError,
     WorkflowTimeout,
+    WrongEventLoopError,
 )
+from .events import WebhookEvent
 from .executions import Execution, ExecutionOutcome
 from .hooks import EventCallback
 from .jws import DEFAULT_ALGORITHMS
@@ -62,7 +65,7 @@ from .polling import PollPolicy
 from .stats import Stats
 from .waiters import Completion
 from .waiting import Waiting
-from .webhooks import WebhookReceiver
+from .webhooks import WebhookCore, WebhookReceiver
 
 __all__ = ["Session"]
 
@@ -245,6 +248,7 @@ class Session(V2Calls):
             keys = KeyStore(self._fetch_key if fetch else None, pinned=webhook_keys)
             self._verifier = WebhookVerifier(keys, algorithms=webhook_algorithms)
         self._max_webhook_body = max_webhook_body
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first use
         self.poll_policy = poll or PollPolicy()
         self._waiting = Waiting(
             statuses=self.statuses,
@@ -301,9 +305,23 @@ class Session(V2Calls):
 
         Without it they start at the first wait or webhook; with a :class:`RedisBus`, starting
         early subscribes this process before events begin to flow."""
+        self._check_usable()
+        await self._waiting.start()
+
+    def _check_usable(self) -> None:
+        """Refuse a closed Session, and one used from another event loop than its first."""
         if self.closed:
             raise SessionClosedError("the Session is closed")
-        await self._waiting.start()
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise WrongEventLoopError(
+                "this Session was first used in another event loop and cannot be used in "
+                "this one (e.g. a module-level Session reused across asyncio.run calls): "
+                "open one Session per event loop, inside the coroutine that asyncio.run runs "
+                "or in your worker's start-up hook"
+            )
 
     async def __aexit__(
         self,
@@ -316,6 +334,8 @@ class Session(V2Calls):
     async def close(self) -> None:
         """Fail every pending wait with :class:`SessionClosedError`, stop polling, close the bus
         and the HTTP session (unless the caller supplied it). Safe to call twice."""
+        if self._loop is not None and not self.closed:
+            self._check_usable()  # its connections belong to that loop
         await self._waiting.close()
         await self._http.close()
         await self._keys_http.close()
@@ -417,8 +437,7 @@ class Session(V2Calls):
         # under /auth/, and a key must be fetchable even when the credentials are in trouble.
         # It goes through its own small connection pool: a webhook delivery waiting for a key
         # must not queue behind slow API calls.
-        if self.closed:
-            raise SessionClosedError("the Session is closed")
+        self._check_usable()
         response = await self._keys_http.request(
             "GET", path, params={"pem": "true"}, accept="text/plain, application/json", retry=False
         )
@@ -452,6 +471,7 @@ class Session(V2Calls):
         parameters: Mapping[str, Any] | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool = True,
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
     ) -> WorkflowOutcome:
         """Run a workflow and wait for its result, by webhook or polling, whichever is first.
 
@@ -463,6 +483,10 @@ class Session(V2Calls):
         ``workflow_id``. A failure status raises :class:`WorkflowFailed` unless
         ``raise_on_failure=False``. Cancelling the call cancels only this local wait: the
         workflow goes on at the API.
+
+        ``on_started(workflow)`` (a function or a coroutine function) is called once the run
+        request answered, before any waiting, e.g. to persist the workflow id at once; it runs
+        inside the deadline, and what it raises leaves ``run_and_wait`` as it is.
         """
         if parameters is not None and parameters_id is not None:
             raise ConfigurationError("pass parameters or parameters_id, not both")
@@ -488,6 +512,7 @@ class Session(V2Calls):
             timeout=timeout,
             raise_on_failure=raise_on_failure,
             definition=definition,
+            on_started=on_started,
         )
 
     async def execute_and_wait(
@@ -538,12 +563,14 @@ class Session(V2Calls):
         raise_on_failure: bool,
         kind: str = "run_and_wait",
         definition: str | None = None,
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
     ) -> WorkflowOutcome:
         """The one waiting engine of every start-and-wait: ``start()`` sends the request that
         starts the workflow (run or execution) and returns its answer; then the same deadline,
         webhook-or-poll wait, result and errors, whatever started it. ``kind`` names the wait
         in logs, stats and its span; ``definition`` (the workflow definition) lets the poll
         schedule follow, and learn from, how long its workflows took before."""
+        self._check_usable()
         begin = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting(kind) as wait:
@@ -552,6 +579,8 @@ class Session(V2Calls):
                 workflow = await start()
                 scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
                 self._recorder.wait_id(wait, scope.workflow_id)
+                if on_started is not None and (pending := on_started(workflow)) is not None:
+                    await pending
                 if self.statuses.is_terminal(workflow.status):
                     completion = Completion(workflow, Channel.RUN)
                 else:
@@ -576,6 +605,7 @@ class Session(V2Calls):
     ) -> WorkflowOutcome:
         """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``)."""
         check_path_id(workflow_id, "workflow_id")
+        self._check_usable()
         start = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting("wait", workflow_id) as wait:
@@ -616,27 +646,52 @@ class Session(V2Calls):
 
     # -- webhooks -------------------------------------------------------------------------
 
-    def webhook_app(self, *, read_timeout: float = 10.0) -> web.Application:
-        """The webhook receiver as an aiohttp sub-app: ``app.add_subapp("/webhooks", ...)``.
+    def webhook_core(self, *, read_timeout: float = 10.0) -> WebhookCore:
+        """The framework-free webhook receiver: ``await core.receive(method, headers, body)``
+        returns a :class:`WebhookAnswer` (``status``, ``body``, ``headers``) to send back.
 
-        Configure ``https://<your host>/webhooks/`` as the webhook URL (the sub-app answers at
-        its root). A body not received within ``read_timeout`` seconds is refused (408).
+        Every adapter uses it (``webhook_app``, ``webhook_asgi``, a Django view, a sync
+        framework through :class:`BlockingWebhookReceiver`): size limit, signature header
+        before the body, read deadline (``read_timeout`` seconds: 408), verification, parsing,
+        the cluster-wide claim and publishing, and an answer that is never 500.
         """
         if self.closed:
             raise SessionClosedError("the Session is closed")
         if self._verifier is None:
             log.warning("webhook signatures are NOT verified: local development only")
-        receiver = WebhookReceiver(
+        self._recorder.receiver_mounted = True  # webhooks are expected: lost ones count
+        return WebhookCore(
             self._verifier,
-            self._waiting.publish,
+            self._publish_event,
             max_body=self._max_webhook_body,
             read_timeout=read_timeout,
             recorder=self._recorder,
         )
-        self._recorder.receiver_mounted = True  # webhooks are expected: lost ones count
+
+    async def _publish_event(self, event: WebhookEvent) -> bool:
+        self._check_usable()
+        return await self._waiting.publish(event)
+
+    def webhook_app(self, *, read_timeout: float = 10.0) -> web.Application:
+        """The webhook receiver as an aiohttp sub-app: ``app.add_subapp("/webhooks", ...)``.
+
+        It answers at ``/webhooks`` and ``/webhooks/`` alike. A body not received within
+        ``read_timeout`` seconds is refused (408). For FastAPI, Starlette and other ASGI
+        frameworks use :meth:`webhook_asgi`: this app, called as an ASGI app, raises
+        :class:`ConfigurationError` saying so.
+        """
+        core = self.webhook_core(read_timeout=read_timeout)
+        receiver = WebhookReceiver.from_core(core)
         app = receiver.app()
         app[_RECEIVER] = receiver
         return app
+
+    def webhook_asgi(self, *, read_timeout: float = 10.0) -> WebhookASGIApp:
+        """The webhook receiver as a plain ASGI 3 app, for FastAPI, Starlette, Quart, Litestar
+        or Django's ASGI router: ``app.mount("/webhooks", session.webhook_asgi())``. Same path
+        and answers as :meth:`webhook_app`; it answers at the mount point, with or without a
+        trailing slash (as the framework routes it)."""
+        return WebhookASGIApp(self.webhook_core(read_timeout=read_timeout))
 
     @overload
     def on_event(
@@ -702,8 +757,7 @@ class Session(V2Calls):
         """One API call; the HTTP client does the retries and the 401 flow. ``known`` holds
         what is known of a POST that creates something, put on an :class:`OutcomeUnknownError`
         """
-        if self.closed:
-            raise SessionClosedError("the Session is closed")
+        self._check_usable()
         try:
             return await self._http.request(
                 method, path, body=body, params=params, accept=accept, retry=retry

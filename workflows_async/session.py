@@ -511,6 +511,7 @@ class Session(V2Calls):
             "the run request",
             timeout=timeout,
             raise_on_failure=raise_on_failure,
+            definition=definition,
             on_started=on_started,
         )
 
@@ -549,6 +550,7 @@ class Session(V2Calls):
             timeout=timeout,
             raise_on_failure=raise_on_failure,
             kind="execute_and_wait",
+            definition=workflow_definition_id,
         )
         return ExecutionOutcome(**msgspec.structs.asdict(outcome), execution=started[0])
 
@@ -560,12 +562,14 @@ class Session(V2Calls):
         timeout: float,
         raise_on_failure: bool,
         kind: str = "run_and_wait",
+        definition: str | None = None,
         on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
     ) -> WorkflowOutcome:
         """The one waiting engine of every start-and-wait: ``start()`` sends the request that
         starts the workflow (run or execution) and returns its answer; then the same deadline,
         webhook-or-poll wait, result and errors, whatever started it. ``kind`` names the wait
-        in logs, stats and its span."""
+        in logs, stats and its span; ``definition`` (the workflow definition) lets the poll
+        schedule follow, and learn from, how long its workflows took before."""
         self._check_usable()
         begin = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
@@ -580,9 +584,16 @@ class Session(V2Calls):
                 if self.statuses.is_terminal(workflow.status):
                     completion = Completion(workflow, Channel.RUN)
                 else:
+                    scheduler = self._waiting.scheduler
+                    started = scheduler.clock()
                     completion = _known_ids(
-                        await self._waiting.completion(workflow.id, first_poll=None), workflow
+                        await self._waiting.completion(
+                            workflow.id, first_poll=None, definition=definition
+                        ),
+                        workflow,
                     )
+                    if definition is not None and completion.channel is Channel.WEBHOOK:
+                        scheduler.learn(definition, started, scheduler.clock())  # polls: there
                 return await self._outcome(completion, begin, raise_on_failure, wait)
 
     async def wait(

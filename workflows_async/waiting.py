@@ -175,10 +175,13 @@ class Waiting:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    async def completion(self, workflow_id: str, *, first_poll: float | None) -> Completion:
+    async def completion(
+        self, workflow_id: str, *, first_poll: float | None, definition: str | None = None
+    ) -> Completion:
         """Wait (without a deadline of its own) until ``workflow_id`` ends.
 
-        ``first_poll`` is the delay before the first poll (None: the policy's initial delay).
+        ``first_poll`` is the delay before the first poll (None: the policy's initial delay,
+        or the learned plan of ``definition``, the workflow definition when known).
         """
         await self.start()
         future = self.registry.register(workflow_id)
@@ -191,7 +194,7 @@ class Waiting:
             self._check_open()  # closed meanwhile: nothing would ever resolve this future
             if not future.done():
                 self.scheduler.start()  # restarts a scheduler task that died, else no-op
-                self.scheduler.add(workflow_id, delay=first_poll)
+                self.scheduler.add(workflow_id, delay=first_poll, definition=definition)
             completion = await future
         finally:
             if self.registry.unregister(workflow_id, future):

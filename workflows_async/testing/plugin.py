@@ -41,9 +41,10 @@ FAST_DEFAULTS: dict[str, Any] = {"time_scale": 0.01, "webhook_timeout": 100.0, "
 """Simulator arguments of the fixtures: a 0.5 s workflow takes 5 ms, a retry waits 50 ms,
 a delivery attempt times out after 1 s, and fault randomness is reproducible."""
 
-FAST_POLL: dict[str, Any] = {"initial_delay": 0.2, "max_interval": 0.5}
-"""`PollPolicy` arguments of ``workflows_session``: the first poll 0.2 s after the run, then
-at most 0.5 s apart, so a wait whose webhook is lost still ends in well under a second."""
+FAST_POLL: dict[str, Any] = {"initial_delay": 0.5, "max_interval": 1.0}
+"""`PollPolicy` arguments of ``workflows_session``: the first poll 0.5 s after the run, then
+at most 1 s apart: a wait whose webhook is lost ends in about half a second, and a webhook
+has ample time to win on a busy machine."""
 
 MARKER = "workflows_simulator"
 SESSION_MARKER = "workflows_session"

@@ -7,9 +7,11 @@ The convention, per block, set by an HTML comment on the line just before its fe
   port first, so the test never collides with a service on this machine.
 - ``<!-- readme-test: pytest -->``: a test module for users, run by pytest in a project of its
   own (strict asyncio mode), which must pass.
+- ``<!-- readme-test: sketch -->``: a recipe for a framework this suite does not install
+  (Django, Flask, Celery, arq): only compiled, so its syntax cannot rot; not type-checked.
 - no comment: the block needs a real API, so it is only type-checked.
 
-Every block is also type-checked with ``mypy --strict``, all in one mypy run. A block that is
+Every other block is also type-checked with ``mypy --strict``, all in one mypy run. A block that is
 not a valid module by itself (top-level ``await`` or ``async with``: a fragment) is checked
 inside an ``async def``. Both kinds may use the names of `PRELUDE` without defining them.
 """
@@ -56,6 +58,7 @@ record: wa.Record
 store: _Store
 """
 
+KINDS = frozenset({"run", "pytest", "check", "sketch"})
 MARK = re.compile(r"<!-- readme-test: (\w+) -->\s*$")
 
 
@@ -80,7 +83,7 @@ def blocks() -> list[Block]:
             end = lines.index("```", start + 1)
             mark = MARK.match(lines[start - 1]) if start else None
             kind = mark.group(1) if mark else "check"
-            assert kind in {"run", "pytest", "check"}, f"README line {start}: unknown {kind!r}"
+            assert kind in KINDS, f"README line {start}: unknown {kind!r}"
             found.append(Block(start + 1, kind, "\n".join(lines[start + 1 : end]) + "\n"))
             index = end
         index += 1
@@ -104,11 +107,19 @@ def checked_source(block: Block) -> str:
 
 def test_the_readme_has_blocks_of_every_kind() -> None:
     kinds = {block.kind for block in blocks()}
-    assert kinds == {"run", "pytest", "check"}
+    assert kinds == KINDS
+
+
+def test_sketches_compile() -> None:
+    for block in blocks():
+        if block.kind == "sketch":
+            body = textwrap.indent(block.source, "    ")
+            wrapped = "async def _readme_block() -> None:\n" + body
+            assert is_module(block.source) or is_module(wrapped), f"README line {block.line}"
 
 
 def test_every_block_type_checks(tmp_path: Path) -> None:
-    found = {block.name: block for block in blocks()}
+    found = {block.name: block for block in blocks() if block.kind != "sketch"}
     errors = mypy_errors(tmp_path, {name: checked_source(b) for name, b in found.items()})
     report = []
     for name, lines in errors.items():

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,6 +28,7 @@ from . import _logging, _otel
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
 from ._metrics import Recorder, WaitHandle
+from ._options import SessionOptions, check_options
 from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
 from ._v2_calls import V2Calls, run_request
@@ -67,7 +68,10 @@ from .waiters import Completion
 from .waiting import Waiting
 from .webhooks import WebhookCore, WebhookReceiver
 
-__all__ = ["Session"]
+if TYPE_CHECKING:  # Unpack for **kwargs is in typing from Python 3.12; type checkers only
+    from typing_extensions import Unpack
+
+__all__ = ["Session", "SessionOptions"]
 
 T = TypeVar("T")
 log = logging.getLogger("workflows_async")
@@ -259,25 +263,30 @@ class Session(V2Calls):
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Session:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **options: Unpack[SessionOptions]
+    ) -> Session:
         """A Session configured from ``WORKFLOWS_BASE_URL``, the credentials and
         ``WORKFLOWS_API_VERSION``.
 
         Credentials, first found wins: an organization token in ``WORKFLOWS_ORG_TOKEN`` (or a
         ``tot_...`` value in ``WORKFLOWS_TOKEN``), then (legacy) ``WORKFLOWS_API_KEY`` +
         ``WORKFLOWS_API_SECRET``, then a JWT access token in ``WORKFLOWS_TOKEN``. Keyword
-        ``options`` are passed on to the constructor and win over the environment.
+        ``options`` are passed on to the constructor and win over the environment; an unknown
+        one raises :class:`ConfigurationError` (and is a type error: see ``SessionOptions``).
         """
+        check_options(options)
         source = os.environ if env is None else env
-        base_url = options.pop("base_url", None) or source.get("WORKFLOWS_BASE_URL", "")
-        if "auth" not in options:
-            options["auth"] = auth_from_env(source)
+        base_url = options.get("base_url") or source.get("WORKFLOWS_BASE_URL", "")
+        settings: dict[str, Any] = {k: v for k, v in options.items() if k != "base_url"}
+        if "auth" not in settings:
+            settings["auth"] = auth_from_env(source)
         version = source.get("WORKFLOWS_API_VERSION")
-        if version and "api_version" not in options:
+        if version and "api_version" not in settings:
             if not version.isdigit():
                 raise ConfigurationError("WORKFLOWS_API_VERSION must be a positive integer")
-            options["api_version"] = int(version)
-        return cls(base_url, **options)
+            settings["api_version"] = int(version)
+        return cls(base_url, **settings)
 
     def __repr__(self) -> str:
         return f"Session(base_url={self.base_url!r}, auth={self.auth!r})"
@@ -461,6 +470,35 @@ class Session(V2Calls):
 
     # -- waiting --------------------------------------------------------------------------
 
+    # The overloads only tell type checkers that ``result`` is never None when failures raise.
+    @overload
+    async def run_and_wait(
+        self,
+        case_id: str | None = None,
+        workflow_definition_id: str | None = None,
+        *,
+        record_id: str | None = None,
+        parameters_id: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: Literal[True] = True,
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
+    ) -> WorkflowOutcome[WorkflowResult]: ...
+
+    @overload
+    async def run_and_wait(
+        self,
+        case_id: str | None = None,
+        workflow_definition_id: str | None = None,
+        *,
+        record_id: str | None = None,
+        parameters_id: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool,
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
+    ) -> WorkflowOutcome[WorkflowResult | None]: ...
+
     async def run_and_wait(
         self,
         case_id: str | None = None,
@@ -472,7 +510,7 @@ class Session(V2Calls):
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool = True,
         on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
-    ) -> WorkflowOutcome:
+    ) -> WorkflowOutcome[WorkflowResult | None]:
         """Run a workflow and wait for its result, by webhook or polling, whichever is first.
 
         ``case_id`` (API version 1) or ``record_id`` (version 2) as for :meth:`run_workflow`.
@@ -515,6 +553,32 @@ class Session(V2Calls):
             on_started=on_started,
         )
 
+    @overload
+    async def execute_and_wait(
+        self,
+        workflow_definition_id: str,
+        *,
+        locale: str,
+        parameters: Mapping[str, Any],
+        expires_at: datetime | None = None,
+        record_id: str | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: Literal[True] = True,
+    ) -> ExecutionOutcome[WorkflowResult]: ...
+
+    @overload
+    async def execute_and_wait(
+        self,
+        workflow_definition_id: str,
+        *,
+        locale: str,
+        parameters: Mapping[str, Any],
+        expires_at: datetime | None = None,
+        record_id: str | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool,
+    ) -> ExecutionOutcome[WorkflowResult | None]: ...
+
     async def execute_and_wait(
         self,
         workflow_definition_id: str,
@@ -525,7 +589,7 @@ class Session(V2Calls):
         record_id: str | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool = True,
-    ) -> ExecutionOutcome:
+    ) -> ExecutionOutcome[WorkflowResult | None]:
         """Start an execution (:meth:`start_execution`) and wait for its result, with exactly
         the guarantees of :meth:`run_and_wait`: one deadline, webhook or poll, whichever is
         first; :class:`WorkflowTimeout` carries the execution id for ``wait(id)``;
@@ -564,7 +628,7 @@ class Session(V2Calls):
         kind: str = "run_and_wait",
         definition: str | None = None,
         on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
-    ) -> WorkflowOutcome:
+    ) -> WorkflowOutcome[WorkflowResult | None]:
         """The one waiting engine of every start-and-wait: ``start()`` sends the request that
         starts the workflow (run or execution) and returns its answer; then the same deadline,
         webhook-or-poll wait, result and errors, whatever started it. ``kind`` names the wait
@@ -596,13 +660,31 @@ class Session(V2Calls):
                         scheduler.learn(definition, started, scheduler.clock())  # polls: there
                 return await self._outcome(completion, begin, raise_on_failure, wait)
 
+    @overload
+    async def wait(
+        self,
+        workflow_id: str,
+        *,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: Literal[True] = True,
+    ) -> WorkflowOutcome[WorkflowResult]: ...
+
+    @overload
+    async def wait(
+        self,
+        workflow_id: str,
+        *,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool,
+    ) -> WorkflowOutcome[WorkflowResult | None]: ...
+
     async def wait(
         self,
         workflow_id: str,
         *,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool = True,
-    ) -> WorkflowOutcome:
+    ) -> WorkflowOutcome[WorkflowResult | None]:
         """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``)."""
         check_path_id(workflow_id, "workflow_id")
         self._check_usable()
@@ -615,7 +697,7 @@ class Session(V2Calls):
 
     async def _outcome(
         self, completion: Completion, start: float, raise_on_failure: bool, wait: WaitHandle
-    ) -> WorkflowOutcome:
+    ) -> WorkflowOutcome[WorkflowResult | None]:
         workflow = completion.workflow
         result: WorkflowResult | None = None
         failed = self.statuses.is_failure(workflow.status)

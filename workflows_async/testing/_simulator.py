@@ -418,6 +418,39 @@ class Simulator:
         self._notify()
         return None if transition is None else self._dispatcher.submit(transition)
 
+    async def wait_for_webhooks(
+        self,
+        count: int = 1,
+        *,
+        workflow_id: str | None = None,
+        delivered: bool = False,
+        timeout: float | None = None,
+    ) -> list[WebhookAttempt]:
+        """Wait until at least ``count`` webhook attempts have ended and return them all.
+
+        Counts every entry of `webhook_attempts` (retries, duplicates and dropped events
+        included), only those for ``workflow_id`` when given, and only those a receiver
+        acknowledged with a 2xx when ``delivered``. Woken by each attempt, no polling;
+        ``TimeoutError`` after ``timeout`` seconds. With ``log_limit``, only the kept
+        records count.
+        """
+        if self._changed is None or self._loop is None:
+            raise RuntimeError("the Simulator is not serving")
+
+        def matching() -> list[WebhookAttempt]:
+            return [
+                attempt
+                for attempt in self._dispatcher.attempts
+                if (workflow_id is None or attempt.workflow_id == workflow_id)
+                and (not delivered or attempt.ok)
+            ]
+
+        async with asyncio.timeout(timeout):
+            while len(found := matching()) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return found
+
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until no transition is scheduled and no webhook delivery is pending."""
         if self._changed is None or self._loop is None:

@@ -274,11 +274,15 @@ class Recorder:
     # -- webhooks ------------------------------------------------------------------------------
 
     def webhook_span(self) -> Span | None:
+        """The receiver's span for one delivery, or None when nothing would record it (no
+        OpenTelemetry, no SDK configured, or sampled out): then the delivery does no further
+        span work (attributes, ``traceparent``), which would be thrown away anyway."""
         if self.otel is None:
             return None
-        return self.otel.start_span(
+        span = self.otel.start_span(
             "workflows.webhook", {"http.request.method": "POST"}, server=True
         )
+        return span if span.is_recording() else None
 
     def webhook_event(self, span: Span | None, workflow_id: str, status: str) -> str | None:
         """The delivery being handled is about ``workflow_id``; returns the receiver span's

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .errors import ConfigurationError
-from .webhooks import BodyReadError, WebhookCore
+from .webhooks import ACCEPTED, BodyReadError, WebhookAnswer, WebhookCore
 
 __all__ = ["WebhookASGIApp"]
 
@@ -61,11 +61,9 @@ class WebhookASGIApp:
         }  # ASGI names are lower-case; a repeated header keeps its last value
         answer = await self.core.receive(scope.get("method", ""), headers, _body(receive))
         body = answer.body
-        response_headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in answer.headers.items()
-        ]
-        response_headers.append((b"content-length", str(len(body)).encode()))
+        # A copy of the prebuilt list: a middleware may add to the list it is sent.
+        accepted = answer is ACCEPTED
+        response_headers = list(_ACCEPTED_HEADERS) if accepted else _headers(answer, body)
         await send(
             {"type": "http.response.start", "status": answer.status, "headers": response_headers}
         )
@@ -78,6 +76,18 @@ class WebhookASGIApp:
             "session.webhook_asgi() is an ASGI app; for aiohttp use "
             "app.add_subapp('/webhooks', session.webhook_app())"
         )
+
+
+def _headers(answer: WebhookAnswer, body: bytes) -> list[tuple[bytes, bytes]]:
+    found = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in answer.headers.items()
+    ]
+    found.append((b"content-length", str(len(body)).encode()))
+    return found
+
+
+_ACCEPTED_HEADERS = tuple(_headers(ACCEPTED, ACCEPTED.body))
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:

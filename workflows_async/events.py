@@ -3,7 +3,8 @@
 Invariants: an event always has a workflow id and a status, both from one JSON object (else
 :class:`BadEventError`, the only exception ``parse_event`` raises, whatever the bytes); the
 raw body is kept byte for byte; the dedup key is the event id when the platform sent one, else
-``(workflow id, status)``.
+``(workflow id, status)``; the typed fast path answers only for the plain shapes it fully
+understands, and then exactly what the tolerant parser would (else the tolerant parser runs).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import msgspec
 from .errors import WebhookError
 
 __all__ = ["REPLAY_WINDOW", "BadEventError", "WebhookEvent", "event_size", "parse_event"]
+
+_MAX_FIELD = 256
 
 REPLAY_WINDOW = 7 * 86400.0
 """Seconds a dispatched event (and a terminal workflow) is remembered, so that a replay of a
@@ -71,11 +74,11 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 def event_size(event: WebhookEvent) -> int:
     """What keeping ``event`` in memory costs, roughly: its raw body and its fields."""
-    fields = (event.workflow_id, event.status, event.case_id, event.event_type, event.event_id)
-    return len(event.raw) + sum(len(f) for f in fields if f) + 200
-
-
-_MAX_FIELD = 256
+    size = len(event.raw) + len(event.workflow_id) + len(event.status) + 200
+    for field in (event.case_id, event.event_type, event.event_id):
+        if field:
+            size += len(field)
+    return size
 
 
 def _text(value: Any) -> str | None:
@@ -84,6 +87,65 @@ def _text(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**_MAX_FIELD:
         return str(value)
     return None
+
+
+class _Flat(msgspec.Struct, gc=False):
+    """A body whose routing members are all strings (or null) at the top level: every name
+    the tolerant parser looks at there, so both read the same members."""
+
+    workflowId: str | None = None
+    workflow_id: str | None = None
+    id: str | None = None
+    status: str | None = None
+    workflowStatus: str | None = None
+    caseId: str | None = None
+    case_id: str | None = None
+    eventId: str | None = None
+    event_id: str | None = None
+    eventType: str | None = None
+    type: str | None = None
+    event: str | None = None
+    workflow: Any = None
+    data: Any = None
+
+
+_FLAT = msgspec.json.Decoder(_Flat)
+_MAX_FAST_BRACKETS = 32
+"""More ``{``/``[`` than this (anywhere, even in strings) and the tolerant parser decides:
+json's own depth limit (a RecursionError, hence BadEventError) can then never differ."""
+
+
+def _field(value: str | None) -> str | None:
+    """``_text`` for a member the typed decode already knows is a string or null."""
+    return value if value and len(value) <= _MAX_FIELD else None
+
+
+def _fast(raw: bytes, received_at: float) -> WebhookEvent | None:
+    """The common shapes (the workflow's ``workflowId``/``id`` and ``status`` at the top level,
+    strings only) decoded by one typed msgspec decoder, or None for anything else (then the
+    tolerant parser reads it). Whatever it returns, :func:`_tolerant` returns too."""
+    if raw.count(b"{") + raw.count(b"[") > _MAX_FAST_BRACKETS:
+        return None
+    try:
+        body = _FLAT.decode(raw)
+    except msgspec.DecodeError:  # not UTF-8 JSON, not an object, a member of another type
+        return None
+    named = _field(body.workflowId) or _field(body.workflow_id)
+    if named is None and (isinstance(body.workflow, dict) or isinstance(body.data, dict)):
+        return None  # the workflow may sit in a nested object: the tolerant parser decides
+    workflow_id = named or _field(body.id)
+    status = _field(body.status) or _field(body.workflowStatus)
+    if workflow_id is None or status is None:
+        return None  # the tolerant parser raises the right BadEventError
+    return WebhookEvent(
+        workflow_id=workflow_id,
+        status=status,
+        case_id=_field(body.caseId) or _field(body.case_id),
+        event_type=_field(body.eventType) or _field(body.type) or _field(body.event),
+        event_id=_field(body.eventId) or _field(body.event_id),
+        raw=bytes(raw),
+        received_at=received_at,
+    )
 
 
 def parse_event(raw: bytes, *, received_at: float = 0.0) -> WebhookEvent:
@@ -98,6 +160,10 @@ def parse_event(raw: bytes, *, received_at: float = 0.0) -> WebhookEvent:
     envelope when the workflow sits in a nested object and only one nested object names
     anything (then the envelope can only be about that workflow).
     """
+    return _fast(raw, received_at) or _tolerant(raw, received_at)
+
+
+def _tolerant(raw: bytes, received_at: float) -> WebhookEvent:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting

@@ -15,7 +15,6 @@ import base64
 import binascii
 import functools
 import json
-import re
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ SUPPORTED_ALGORITHMS: frozenset[str] = frozenset(
 MAX_SIGNATURE_HEADER_LENGTH = 8192
 MIN_RSA_KEY_BITS = 2048
 _UNDERSTOOD_CRIT = frozenset({"b64"})
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +91,20 @@ def b64url_decode(text: str) -> bytes:
 
     Raises ``ValueError`` for anything else.
     """
-    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+    if len(text) % 4 == 1:
         raise ValueError("not base64url")
     try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except binascii.Error as exc:
-        raise ValueError("not base64url") from exc
-    if b64url_encode(data) != text:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError("not base64url") from None
+    # To the standard alphabet, with "+", "/" and "=" made invalid, padded: the strict C
+    # decoder then refuses every character outside the url-safe alphabet.
+    std = raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4)
+    try:
+        data = binascii.a2b_base64(std, strict_mode=True)
+    except binascii.Error:
+        raise ValueError("not base64url") from None
+    if binascii.b2a_base64(data, newline=False) != std:
         raise ValueError("not canonical base64url")
     return data
 
@@ -231,7 +237,7 @@ def signing_input(header: ProtectedHeader, body: bytes) -> bytes:
     """The bytes that were signed: the header segment, a dot, then the (encoded) raw body."""
     if not isinstance(body, bytes):
         raise TypeError("the body must be the raw request bytes")
-    payload = b64url_encode(body).encode("ascii") if header.b64 else body
+    payload = base64.urlsafe_b64encode(body).rstrip(b"=") if header.b64 else body
     return header.encoded.encode("ascii") + b"." + payload
 
 
@@ -243,21 +249,26 @@ def _check_key(key: object) -> RSAPublicKey:
     return key
 
 
+def _scheme(alg: str) -> tuple[padding.AsymmetricPadding, hashes.HashAlgorithm]:
+    digest = _HASHES[alg[2:]]()
+    if alg.startswith("PS"):
+        # RFC 7518 section 3.5: MGF1 with the same hash, salt as long as the digest.
+        return padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size), digest
+    return padding.PKCS1v15(), digest
+
+
+# Padding and hash objects hold no state: one pair per algorithm serves every verification.
+_SCHEMES = {alg: _scheme(alg) for alg in SUPPORTED_ALGORITHMS}
+
+
 def verify_signature(sig: DetachedSignature, body: bytes, key: RSAPublicKey) -> None:
     """Check ``sig`` over the raw ``body`` with ``key``; ``SignatureError`` if it does not hold."""
     rsa_key = _check_key(key)
-    alg = sig.header.alg
-    if alg not in SUPPORTED_ALGORITHMS:
+    scheme = _SCHEMES.get(sig.header.alg)
+    if scheme is None:
         raise SignatureError("algorithm not allowed")
-    digest = _HASHES[alg[2:]]()
-    pad: padding.AsymmetricPadding
-    if alg.startswith("PS"):
-        # RFC 7518 section 3.5: MGF1 with the same hash, salt as long as the digest.
-        pad = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-    else:
-        pad = padding.PKCS1v15()
     try:
-        rsa_key.verify(sig.signature, signing_input(sig.header, body), pad, digest)
+        rsa_key.verify(sig.signature, signing_input(sig.header, body), *scheme)
     except InvalidSignature:
         raise SignatureError("signature does not match") from None
 

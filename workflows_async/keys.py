@@ -148,19 +148,27 @@ class KeyStore:
         A fetched key is checked again in the background once ``key_ttl`` has passed (a key
         the API no longer serves then stops being trusted); meanwhile, and while the API
         cannot answer that check, the key it gave before is used."""
-        known = self._keys.get(kid) if isinstance(kid, str) else None
-        if known is None:
-            kid = check_kid(kid)  # before anything else: a kid goes into a URL
+        known = self.held(kid)
         if known is not None:
-            expires = self._expires.get(kid)
-            if expires is not None and self._clock() >= expires and kid not in self._inflight:
-                # Re-check in the background: the webhook being verified does not wait for it.
-                with contextlib.suppress(SignatureError, KeyUnavailableError):
-                    self._start_fetch(kid)
             return known
+        kid = check_kid(kid)  # before anything else: a kid goes into a URL
         task = self._inflight.get(kid) or self._start_fetch(kid)
         # shield: a caller that is cancelled leaves the shared fetch running for the others.
         return await asyncio.shield(task)
+
+    def held(self, kid: str) -> RSAPublicKey | None:
+        """The key for ``kid`` when it is held already (pinned, or fetched before), else None:
+        :meth:`get` without a wait, for the receiving path. Starts the background re-check
+        of a fetched key past ``key_ttl`` (so it needs a running loop then)."""
+        known = self._keys.get(kid) if isinstance(kid, str) else None
+        if known is None:
+            return None
+        expires = self._expires.get(kid)
+        if expires is not None and self._clock() >= expires and kid not in self._inflight:
+            # Re-check in the background: the webhook being verified does not wait for it.
+            with contextlib.suppress(SignatureError, KeyUnavailableError):
+                self._start_fetch(kid)
+        return known
 
     def _start_fetch(self, kid: str) -> asyncio.Task[RSAPublicKey]:
         now = self._clock()
@@ -256,9 +264,31 @@ class WebhookVerifier:
     async def verify(self, signature_header: str | None, body: bytes) -> ProtectedHeader:
         """Return the protected header when the signature holds; raise ``SignatureError`` or
         ``KeyUnavailableError`` otherwise. The header is fully checked before any key lookup."""
-        sig = self.parse(signature_header)
+        return await self.verify_parsed(self.parse(signature_header), body)
+
+    async def verify_parsed(self, sig: DetachedSignature, body: bytes) -> ProtectedHeader:
+        """:meth:`verify` for a header :meth:`parse` gave (a receiver parses it before reading
+        the body, and need not parse it twice)."""
+        header = self.verify_held(sig, body)
+        if header is None:  # a kid not seen before: fetch its key (once, for every caller)
+            header = self._verify_with(sig, body, await self._keys.get(self._kid(sig)))
+        return header
+
+    def verify_held(self, sig: DetachedSignature, body: bytes) -> ProtectedHeader | None:
+        """:meth:`verify_parsed` without a wait: the protected header when the signature holds
+        with a key already held, None when the key must be fetched first (then await
+        :meth:`verify_parsed`); ``SignatureError`` when it does not hold."""
+        key = self._keys.held(self._kid(sig))
+        return None if key is None else self._verify_with(sig, body, key)
+
+    def _kid(self, sig: DetachedSignature) -> str:
+        if sig.header.alg not in self._algorithms:  # a header parsed under other rules
+            raise SignatureError("algorithm not allowed")
         if sig.header.kid is None:  # parse_signature guarantees it; keeps the types honest
             raise SignatureError("header has no kid")
-        key = await self._keys.get(sig.header.kid)
+        return sig.header.kid
+
+    @staticmethod
+    def _verify_with(sig: DetachedSignature, body: bytes, key: RSAPublicKey) -> ProtectedHeader:
         verify_signature(sig, body, key)
         return sig.header

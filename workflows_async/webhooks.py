@@ -39,6 +39,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ._metrics import Recorder, publish_outcome
 from .errors import ConfigurationError, KeyUnavailableError, SignatureError, WorkflowsError
 from .events import BadEventError, WebhookEvent, parse_event
+from .jws import DetachedSignature
 from .keys import WebhookVerifier
 
 if TYPE_CHECKING:
@@ -169,26 +170,33 @@ class WebhookCore:
         if length is not None and length > self.max_body:
             return self._reject(span, 413, "body_too_large", "body too large", True)
         signature = header(headers, SIGNATURE_HEADER)
+        sig: DetachedSignature | None = None
         if self._verifier is not None:
             try:  # the header alone, before a byte of the body is read
-                self._verifier.parse(signature)
+                sig = self._verifier.parse(signature)
             except SignatureError as exc:
                 return self._reject(span, 401, "bad_signature", str(exc), True)
-        try:
-            async with asyncio.timeout(self.read_timeout):
-                raw = await self._read_body(body)
-        except TimeoutError:
-            return self._reject(span, 408, "read_timeout", "body not received in time", True)
-        except _TooLarge:
-            return self._reject(span, 413, "body_too_large", "body too large", True)
-        except BodyReadError as exc:
-            return self._reject(span, exc.status, exc.code, exc.reason, True)
-        except OSError as exc:  # connection trouble while reading
-            why = f"body could not be read ({type(exc).__name__})"
-            return self._reject(span, 400, "unreadable_body", why, True)
-        if self._verifier is not None:
+        if isinstance(body, bytes | bytearray | memoryview):  # read already: nothing to wait for
+            if len(body) > self.max_body:
+                return self._reject(span, 413, "body_too_large", "body too large", True)
+            raw = bytes(body)
+        else:
             try:
-                await self._verifier.verify(signature, raw)
+                async with asyncio.timeout(self.read_timeout):
+                    raw = await self._read_body(body)
+            except TimeoutError:
+                return self._reject(span, 408, "read_timeout", "body not received in time", True)
+            except _TooLarge:
+                return self._reject(span, 413, "body_too_large", "body too large", True)
+            except BodyReadError as exc:
+                return self._reject(span, exc.status, exc.code, exc.reason, True)
+            except OSError as exc:  # connection trouble while reading
+                why = f"body could not be read ({type(exc).__name__})"
+                return self._reject(span, 400, "unreadable_body", why, True)
+        if self._verifier is not None and sig is not None:
+            try:  # a held key verifies without a wait; a new kid's key is fetched first
+                if self._verifier.verify_held(sig, raw) is None:
+                    await self._verifier.verify_parsed(sig, raw)
             except SignatureError as exc:
                 return self._reject(span, 401, "bad_signature", str(exc))
             except KeyUnavailableError as exc:
@@ -216,12 +224,8 @@ class WebhookCore:
         self._recorder.webhook_accepted(span, duplicate=outcome == "duplicate")
         return ACCEPTED
 
-    async def _read_body(self, body: Body) -> bytes:
+    async def _read_body(self, body: AsyncIterable[bytes]) -> bytes:
         """The whole raw body, however many chunks it came in; ``_TooLarge`` above the limit."""
-        if isinstance(body, bytes | bytearray | memoryview):
-            if len(body) > self.max_body:
-                raise _TooLarge
-            return bytes(body)
         chunks: list[bytes] = []
         size = 0
         async for chunk in body:
@@ -311,13 +315,27 @@ class WebhookReceiver:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one delivery; never raises (but cancellation), never answers 5xx but 503."""
-        answer = await self.core.receive(request.method, request.headers, _chunks(request))
+        body = _arrived(request)
+        answer = await self.core.receive(
+            request.method, request.headers, _chunks(request) if body is None else body
+        )
+        if answer is ACCEPTED:
+            return web.Response(body=_ACCEPTED, content_type="application/json")
         response = web.Response(body=answer.body, status=answer.status, headers=answer.headers)
         if answer.close:  # the rest of the body is not read: do not keep the connection for it
             response.force_close()
             if not request.content.is_eof():
                 await _send_and_close(request, response)
         return response
+
+
+def _arrived(request: web.Request) -> bytes | None:
+    """The whole body when it is in memory already (a webhook's usually came in the packets
+    of its headers), else None: then it is read as it arrives, under the core's limits."""
+    content = request.content
+    if not content.is_eof() or content.exception() is not None:
+        return None
+    return content.read_nowait()
 
 
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ._metrics import Recorder, publish_outcome
-from .bus import Bus
+from .bus import Bus, PublishOnce
 from .errors import SessionClosedError, WorkflowsError
 from .events import REPLAY_WINDOW, WebhookEvent
 from .hooks import EventHooks
@@ -55,6 +55,13 @@ class Waiting:
         self.statuses = statuses
         self.recorder = recorder or Recorder(clock=clock)
         self.bus = bus
+        # Optional fast paths of a bus (see bus.py): atomic publish, synchronous lookup.
+        self._publish_once: Callable[..., Awaitable[PublishOnce]] | None = getattr(
+            bus, "publish_once", None
+        )
+        self._lookup_now: Callable[[list[str]], list[WebhookEvent] | None] | None = getattr(
+            bus, "last_terminal_now", None
+        )
         self.registry = Registry(statuses, clock=clock)
         self.hooks = EventHooks(bus.claim)
         self.scheduler = PollScheduler(
@@ -97,53 +104,64 @@ class Waiting:
     async def publish(self, event: WebhookEvent) -> bool:
         """Called by the webhook receiver for each verified event; True means "acknowledge".
 
-        Each event is published once for the whole bus, in two steps: a short *pending* claim
-        while this process publishes, then a long *published* mark (:data:`REPLAY_WINDOW`),
-        after which the pending claim is dropped. A copy (a platform retry,
-        or the same delivery on another worker) is acknowledged only once the mark exists;
-        while another process is still publishing it is refused, so the platform retries. A
-        pending claim is given back when the publish fails, and expires soon if even that
-        fails: an event is never acknowledged without having been published or handled here.
+        Each event is published once for the whole bus: a *published mark* (a claim lasting
+        :data:`REPLAY_WINDOW`) is set together with the publish, atomically where the bus
+        offers ``publish_once`` (the in-process bus, RedisBus: one round trip), else by the
+        claim protocol (:meth:`_publish_with_claims`). A copy (a platform retry, or the same
+        delivery on another worker) is acknowledged only once the mark exists; while another
+        call is still publishing it is refused, so the platform retries. An event is never
+        acknowledged without having been published or handled here.
         """
-        await self.start()
-        pending, published = f"event:{event.dedup_key}", f"published:{event.dedup_key}"
-        if await self.bus.is_claimed(published):
-            publish_outcome.set("duplicate")
-            return True
-        if not await self.bus.claim(pending, _PENDING_TTL):
-            if await self.bus.is_claimed(published):
-                publish_outcome.set("duplicate")
-                return True
-            publish_outcome.set("in_progress")
-            return False  # another process is publishing it right now: retry later
-        if await self.bus.is_claimed(published):
-            # Published between our first look and our claim (its publisher then dropped its
-            # pending claim, which let ours through): a copy, not a new event.
-            with contextlib.suppress(WorkflowsError, OSError):
-                await self.bus.release(pending)
-            publish_outcome.set("duplicate")
-            return True
+        if self._closed or not self._started:
+            await self.start()  # raises when closed
         terminal = self.statuses.is_terminal(event.status)
-        try:
-            sent = await self.bus.publish(event, terminal=terminal)
-        except BaseException:
-            await asyncio.shield(self.bus.release(pending))
-            raise
-        if sent:
-            await self.bus.claim(published, _PUBLISHED_TTL)
-            # The mark now answers copies; the pending claim would only hold a slot (and it
-            # expires by itself in seconds if it cannot be given back now).
-            with contextlib.suppress(WorkflowsError, OSError):
-                await self.bus.release(pending)
+        mark = f"published:{event.dedup_key}"
+        if self._publish_once is not None:
+            outcome = await self._publish_once(
+                event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
+            )
+        else:
+            outcome = await self._publish_with_claims(event, terminal, mark)
+        if outcome == "published":
             return True
-        await self.bus.release(pending)
+        if outcome != "unsent":
+            publish_outcome.set(outcome)
+            return outcome == "duplicate"  # in progress elsewhere: retry later
         # The bus is down: handle it here, and acknowledge only if someone here needed it.
         # Otherwise a 503 makes the platform retry, perhaps on a worker that can publish it.
-        needed = event.workflow_id in self.registry.pending()
+        needed = event.workflow_id in self.registry
         self._deliver(event)
         if not needed:
             publish_outcome.set("not_published")
         return needed
+
+    async def _publish_with_claims(
+        self, event: WebhookEvent, terminal: bool, mark: str
+    ) -> PublishOnce:
+        """``publish_once`` over a bus without it: a short *pending* claim while this process
+        publishes, then the mark. A pending claim is given back when the publish fails, and
+        expires soon if even that fails."""
+        bus, pending = self.bus, f"event:{event.dedup_key}"
+        if await bus.is_claimed(mark):
+            return "duplicate"
+        if not await bus.claim(pending, _PENDING_TTL):
+            return "duplicate" if await bus.is_claimed(mark) else "in_progress"
+        if await bus.is_claimed(mark):
+            # Published between our first look and our claim (its publisher then dropped its
+            # pending claim, which let ours through): a copy, not a new event.
+            with contextlib.suppress(WorkflowsError, OSError):
+                await bus.release(pending)
+            return "duplicate"
+        try:
+            sent = await bus.publish(event, terminal=terminal)
+        except BaseException:
+            await asyncio.shield(bus.release(pending))
+            raise
+        if sent:
+            await bus.claim(mark, _PUBLISHED_TTL)
+        with contextlib.suppress(WorkflowsError, OSError):  # it expires by itself in seconds
+            await bus.release(pending)
+        return "published" if sent else "unsent"
 
     def _deliver(self, event: WebhookEvent) -> None:
         """The bus calls this for every event published by any process."""
@@ -180,11 +198,16 @@ class Waiting:
 
         ``first_poll`` is the delay before the first poll (None: the policy's initial delay).
         """
-        await self.start()
+        if self._closed or not self._started:
+            await self.start()  # raises when closed
         future = self.registry.register(workflow_id)
         try:
             if not future.done():
-                for event in await self._remembered(workflow_id):
+                lookup = self._lookup_now
+                remembered = lookup([workflow_id]) if lookup is not None else None
+                if remembered is None:  # the bus answers over the network
+                    remembered = await self._remembered(workflow_id)
+                for event in remembered:
                     self.registry.resolve(
                         Completion(workflow_from_event(event), Channel.WEBHOOK, event)
                     )

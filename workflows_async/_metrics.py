@@ -375,6 +375,8 @@ class Recorder:
         span = None
         if self.otel is not None:
             span = self.otel.start_span(f"workflows.{kind}", {})
+            if not span.is_recording() and not span.get_span_context().is_valid:
+                span = None  # the API without an SDK and no parent: nothing to record or carry
             self.otel.waits_pending.add(1)
         handle = WaitHandle(kind, "", self._clock(), span)
         if workflow_id:

@@ -149,8 +149,8 @@ class InMemoryBus:
 
     def last_terminal_now(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         """:meth:`last_terminal` without awaiting (the memory is local)."""
-        found = (self._terminal.get(wid) for wid in workflow_ids)
-        return [event for event in found if event is not None]
+        get = self._terminal.get
+        return [event for wid in workflow_ids if (event := get(wid)) is not None]
 
     async def close(self) -> None:
         self._deliver = None

@@ -76,6 +76,8 @@ class Waiting:
         )
         if hasattr(bus, "on_reconnect") and getattr(bus, "on_reconnect", None) is None:
             bus.on_reconnect = self.recheck  # e.g. RedisBus: catch up after an outage
+        self._lookups: list[tuple[str, float | None]] = []
+        self._lookup_task: asyncio.Task[None] | None = None
         self._started = False
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -200,34 +202,70 @@ class Waiting:
         """
         if self._closed or not self._started:
             await self.start()  # raises when closed
-        future = self.registry.register(workflow_id)
+        future = self.enter(workflow_id, first_poll=first_poll)
         try:
-            if not future.done():
-                lookup = self._lookup_now
-                remembered = lookup([workflow_id]) if lookup is not None else None
-                if remembered is None:  # the bus answers over the network
-                    remembered = await self._remembered(workflow_id)
-                for event in remembered:
-                    self.registry.resolve(
-                        Completion(workflow_from_event(event), Channel.WEBHOOK, event)
-                    )
-            self._check_open()  # closed meanwhile: nothing would ever resolve this future
-            if not future.done():
-                self.scheduler.start()  # restarts a scheduler task that died, else no-op
-                self.scheduler.add(workflow_id, delay=first_poll)
-            completion = await future
+            return await future
         finally:
-            if self.registry.unregister(workflow_id, future):
-                self.scheduler.remove(workflow_id)
-        return completion
+            self.leave(workflow_id, future)
 
-    async def _remembered(self, workflow_id: str) -> list[WebhookEvent]:
-        """The bus's remembered terminal event, if any; a bus fault leaves it to polling."""
-        try:
-            return await self.bus.last_terminal([workflow_id])
-        except Exception as exc:  # any bus's fault: polling is the truth anyway
-            log.warning("bus lookup for %s failed (%s); polling", workflow_id, type(exc).__name__)
-            return []
+    def enter(self, workflow_id: str, *, first_poll: float | None) -> asyncio.Future[Completion]:
+        """Register a waiter of ``workflow_id``, without awaiting: the future it awaits (in its
+        own frame, no coroutine of ours per wait). Every ``enter`` needs its :meth:`leave`.
+
+        A remembered terminal event resolves it at once when the bus can look it up without
+        I/O; otherwise one lookup task asks the bus for a batch of waiters and schedules
+        their polls (so a bus fault or a slow bus only leaves them to polling)."""
+        self._check_open()
+        future = self.registry.register(workflow_id)
+        if future.done():  # the early-event buffer had it
+            return future
+        lookup = self._lookup_now
+        remembered = lookup([workflow_id]) if lookup is not None else None
+        if remembered is None:
+            self._lookups.append((workflow_id, first_poll))
+            if self._lookup_task is None or self._lookup_task.done():
+                self._lookup_task = asyncio.get_running_loop().create_task(
+                    self._look_up(), name="workflows_async bus lookups"
+                )
+        elif remembered:
+            self._resolve_remembered(remembered)
+        else:
+            self.scheduler.start()  # restarts a scheduler task that died, else no-op
+            self.scheduler.add(workflow_id, delay=first_poll)
+        return future
+
+    def leave(self, workflow_id: str, future: asyncio.Future[Completion]) -> None:
+        """The waiter that :meth:`enter` gave ``future`` is gone (whatever ended it)."""
+        if self.registry.unregister(workflow_id, future):
+            self.scheduler.remove(workflow_id)
+
+    def _resolve_remembered(self, events: list[WebhookEvent]) -> None:
+        for event in events:
+            self.registry.resolve(Completion(workflow_from_event(event), Channel.WEBHOOK, event))
+
+    async def _look_up(self) -> None:
+        """Serve queued lookups of remembered terminal events, one batch at a time; then poll
+        the waiters that are still waiting."""
+        while self._lookups:
+            batch, self._lookups = self._lookups, []
+            ids = list(dict.fromkeys(wid for wid, _ in batch if wid in self.registry))
+            remembered: list[WebhookEvent] = []
+            if ids:
+                try:
+                    remembered = await self.bus.last_terminal(ids)
+                except Exception as exc:  # any bus's fault: polling is the truth anyway
+                    log.warning(
+                        "bus lookup for %d workflows failed (%s); polling",
+                        len(ids),
+                        type(exc).__name__,
+                    )
+            self._resolve_remembered(remembered)
+            if self._closed:
+                return
+            self.scheduler.start()
+            for wid, first_poll in batch:
+                if wid in self.registry:
+                    self.scheduler.add(wid, delay=first_poll)
 
     def pending(self) -> list[str]:
         return self.registry.pending()
@@ -237,6 +275,12 @@ class Waiting:
             return
         self._closed = True
         self.registry.fail_all(_closed_while_waiting)
+        self._lookups = []
+        task, self._lookup_task = self._lookup_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.scheduler.close()
         await self.hooks.close()
         try:  # also when a start is half-way: the bus then stops what it began

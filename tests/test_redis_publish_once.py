@@ -198,3 +198,24 @@ async def test_no_free_connection_never_fails_open(make_bus: MakeBus, raw: aiore
     assert bus.overloaded == 1
     assert await raw.exists(f"{NS}:claim:published:{ev.dedup_key}") == 0  # nothing marked
     assert await once(bus, ev) == "published"
+
+
+async def test_the_publisher_delivers_at_once_and_skips_its_own_echo(
+    make_bus: MakeBus, raw: aioredis.Redis
+) -> None:
+    bus, other = make_bus(), make_bus()
+    mine: list[WebhookEvent] = []
+    theirs: list[WebhookEvent] = []
+    await bus.start(mine.append)
+    await other.start(theirs.append)
+    for i in range(5):
+        assert await once(bus, event(f"wf-{i}", event_id=f"e-{i}")) == "published"
+        assert len(mine) == i + 1  # delivered here before publish_once returned
+    async with asyncio.timeout(10):
+        while len(theirs) < 5:
+            await asyncio.sleep(0.01)
+        await raw.publish(f"{NS}:events", b"marker")  # after every echo, on the same channel
+        while bus.skipped == 0:
+            await asyncio.sleep(0.01)
+    assert [e.workflow_id for e in mine] == [f"wf-{i}" for i in range(5)]  # no echo delivered
+    assert bus.delivered == 5 and not bus._echoes

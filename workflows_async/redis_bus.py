@@ -80,6 +80,7 @@ _WEEK = 7 * 24 * 3600.0
 # BlockingConnectionPool that waited in vain.
 _POOL_LIMIT_TEXTS = frozenset({"Too many connections", "No connection available."})
 _UNSUBSCRIBE_WAIT = 0.5
+_ECHOES = 1_000  # own messages awaiting their echo on the subscription, at most
 
 # KEYS: the published mark, the terminal key. ARGV: channel, message, mark ttl (ms), "1" when
 # terminal, terminal ttl (ms). Returns 0: duplicate, 1: published, 2: went nowhere.
@@ -226,6 +227,7 @@ class RedisBus:
         self._lookups: list[tuple[list[str], asyncio.Future[list[WebhookEvent]]]] = []
         self._lookup_task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max_connections)
+        self._echoes: dict[bytes, bool] = {}  # messages published and delivered here already
 
     # -- the Bus protocol ----------------------------------------------------------------------
 
@@ -301,21 +303,46 @@ class RedisBus:
                 self.script_loads += 1
                 return await client.eval(_PUBLISH_ONCE, 2, *keys, *args)
 
+        # This process delivers its own event as soon as either the reply or the echo on the
+        # subscription comes, whichever is first, and skips the other (``_once_delivered``).
+        # Bookkeeping slips (two copies of one event sent at once from here, an echo lost in a
+        # gap) only ever cause a second delivery, which the engine's duplicate filter drops.
+        data = args[1]
+        self._echoes[data] = False
+        if len(self._echoes) > _ECHOES:  # echoes lost in a gap: bounded (the engine's
+            del self._echoes[next(iter(self._echoes))]  # duplicate filter drops a late one)
+        outcome: PublishOnce = "unsent"
         try:
             reply = await self._call(send)
+            known = _ONCE_OUTCOMES.get(reply) if isinstance(reply, int) else None
+            if known is None:  # pragma: no cover - only a script other than ours says this
+                logger.warning("RedisBus: publish script answered %r", reply)
+            else:
+                outcome = known
         except _LocalLimit as exc:
             self._note_overload("publish", exc)
-            return "unsent"
         except self._errors as exc:
             logger.warning("RedisBus: publish to %s failed: %s", self._where, _describe(exc))
-            return "unsent"
-        outcome = _ONCE_OUTCOMES.get(reply) if isinstance(reply, int) else None
-        if outcome is None:  # pragma: no cover - only a script other than ours says this
-            logger.warning("RedisBus: publish script answered %r", reply)
-            return "unsent"
+        finally:
+            if outcome != "published":  # nothing was sent, no echo comes
+                self._echoes.pop(data, None)
         if outcome == "published":
             self.published += 1
+            if not self._once_delivered(data):
+                self._on_decoded(event)
         return outcome
+
+    def _once_delivered(self, data: bytes) -> bool:
+        """For a message this process published with ``publish_once``: True when it was
+        delivered here already (skip it now), else note that it is being delivered now."""
+        seen = self._echoes.get(data)
+        if seen is None:
+            return False  # not ours, or its entry was dropped: deliver
+        if seen:
+            del self._echoes[data]
+            return True
+        self._echoes[data] = True
+        return False
 
     async def claim(self, key: str, ttl: float) -> bool:
         """``SET ns:claim:<key> <token> NX PX <ttl>``: True for the one caller that set it.
@@ -533,12 +560,18 @@ class RedisBus:
             self._note_gap(f"{self._where} reconnected underneath; re-subscribed")
 
     def _on_data(self, data: object) -> None:
+        key = data.encode() if isinstance(data, str) else data
+        if isinstance(key, bytes) and self._once_delivered(key):
+            return  # our own publish_once, delivered here already
         event = _decode(data)
         if event is None:
             self.skipped += 1
             size = len(data) if isinstance(data, bytes | str) else 0
             logger.warning("RedisBus: skipping an undecodable message (%d bytes)", size)
             return
+        self._on_decoded(event)
+
+    def _on_decoded(self, event: WebhookEvent) -> None:
         deliver = self._deliver
         if deliver is None:
             return
@@ -549,6 +582,7 @@ class RedisBus:
             logger.exception("RedisBus: deliver failed for workflow %s", event.workflow_id)
 
     def _note_gap(self, what: str) -> None:
+        self._echoes.clear()  # echoes of the gap are lost (or, if not, filtered downstream)
         self.reconnects += 1
         logger.info("RedisBus: %s", what)
         hook = self.on_reconnect

@@ -26,6 +26,7 @@ Role = Callable[[dict[str, Any]], AbstractAsyncContextManager[Ready]]
 ROLES = {
     "fixed": ("_rawhttp", "fixed_server"),
     "webhooks": ("_ingest", "webhook_server"),
+    "asgi-webhooks": ("_ingest", "asgi_webhook_server"),
     "sims": ("_simhost", "simulators"),
     "memory": ("_memory", "memory_probe"),
 }

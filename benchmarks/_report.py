@@ -1,7 +1,9 @@
 """Figures, their baselines, and how they are printed; the sizes of each run mode.
 
 Invariants: every figure is printed next to the baseline measured in the same run, with the
-ratio between them; a goal is judged only from figures of this run, never from constants.
+ratio between them; a goal is judged only from figures of this run, never from constants; where
+repetitions give a spread, a verdict is stated only when the whole spread is on one side of the
+goal ("met" / "MISSED"), else it is "inconclusive".
 """
 
 from __future__ import annotations
@@ -25,17 +27,21 @@ __all__ = [
     "Row",
     "Section",
     "fmt",
+    "judge",
     "machine",
     "markdown",
     "median",
+    "paired",
     "percentile",
     "print_section",
+    "spread",
 ]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Mode:
-    """How big each benchmark runs. ``full`` gives the README figures; ``quick`` < 1 min."""
+    """How big each benchmark runs. ``full`` gives the README figures (about 4 minutes on 2
+    cores), ``quick`` about 2 minutes, ``smoke`` seconds (it only proves they run)."""
 
     name: str
     overhead_calls: int  # get_workflow calls per repetition and client
@@ -55,12 +61,12 @@ class Mode:
 
 
 MODES = {
-    "full": Mode("full", 5000, 5, 4000, 4, (10_000, 100_000), 10_000, 3000, 0.02, 10, 3, 2000, .05,
+    "full": Mode("full", 3000, 11, 4000, 4, (10_000, 100_000), 10_000, 3000, 0.02, 10, 3, 2000, .05,
                  10_000, 10.0),
-    "quick": Mode("quick", 1500, 3, 1200, 3, (10_000,), 10_000, 1000, 0.01, 5, 2, 300, 0.03,
+    "quick": Mode("quick", 800, 7, 1200, 3, (10_000,), 10_000, 1000, 0.01, 5, 2, 300, 0.03,
                   10_000, 5.0),
-    "smoke": Mode("smoke", 200, 2, 150, 2, (1000,), 1000, 100, 0.002, 2, 1, 40, 0.01,
-                  500, 1.0),
+    "smoke": Mode("smoke", 50, 3, 40, 2, (300,), 300, 30, 0.002, 1, 1, 10, 0.01,
+                  100, 0.3),
 }  # fmt: skip
 LATENCY_RATE = 1000.0  # webhooks per second while latency is measured
 CONCURRENCY = 20  # concurrent get_workflow calls in the per-call overhead benchmark
@@ -78,9 +84,14 @@ class Row:
     goal: str = ""
     met: bool | None = None  # None: no goal, or nothing to judge
     note: str = ""
+    verdict: str | None = None  # "met", "MISSED" or "inconclusive" (from a spread); else met
+    ratios: tuple[float, ...] = ()  # each repetition's ratio to its own baseline (paired)
 
     @property
     def ratio(self) -> float | None:
+        """The median of the paired ratios when the row has them, else value / baseline."""
+        if self.ratios:
+            return statistics.median(self.ratios)
         if self.baseline is None or self.baseline == 0:
             return None
         return self.value / self.baseline
@@ -113,10 +124,45 @@ def fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
+def spread(values: Sequence[float]) -> tuple[float, float]:
+    """The interquartile range of ``values`` when there are 8 or more, else min and max."""
+    if not values:
+        return (math.nan, math.nan)
+    if len(values) < 8:
+        return (min(values), max(values))
+    quartiles = statistics.quantiles(values, n=4)
+    return (quartiles[0], quartiles[2])
+
+
+def judge(values: Sequence[float], limit: float, *, at_least: bool = False) -> str:
+    """ "met" when the whole spread of ``values`` is within ``limit`` (at most, or
+    ``at_least``), "MISSED" when it is all outside, else "inconclusive"."""
+    low, high = spread(values)
+    if math.isnan(low):
+        return "inconclusive"
+    inside, outside = (low >= limit, high < limit) if at_least else (high <= limit, low > limit)
+    return "met" if inside else "MISSED" if outside else "inconclusive"
+
+
+def paired(values: Sequence[float], baselines: Sequence[float]) -> list[float]:
+    """Each repetition's ratio to the baseline measured right beside it."""
+    return [v / b for v, b in zip(values, baselines, strict=True) if b]
+
+
 def _verdict(row: Row) -> str:
+    if row.verdict is not None:
+        inconclusive = "inconclusive (spread crosses the goal)"
+        return inconclusive if row.verdict == "inconclusive" else row.verdict
     if row.met is None:
         return ""
     return "met" if row.met else "MISSED"
+
+
+def _spread_text(row: Row) -> str:
+    if not row.ratios:
+        return ""
+    low, high = spread(row.ratios)
+    return f" [{'IQR' if len(row.ratios) >= 8 else 'min-max'} {low:.2f}-{high:.2f}]"
 
 
 def print_section(section: Section, out: Callable[[str], None] = print) -> None:
@@ -126,7 +172,7 @@ def print_section(section: Section, out: Callable[[str], None] = print) -> None:
         if row.baseline is not None:
             ratio = row.ratio
             shown = f"{ratio:.2f}x" if ratio is not None else "-"
-            line += f" | {row.baseline_name}: {fmt(row.baseline)} -> {shown}"
+            line += f" | {row.baseline_name}: {fmt(row.baseline)} -> {shown}{_spread_text(row)}"
         if row.goal:
             line += f" | goal {row.goal}: {_verdict(row)}"
         out(line)
@@ -146,8 +192,9 @@ def markdown(sections: Sequence[Section]) -> str:
         for row in section.rows:
             base = row.baseline
             baseline = f"{row.baseline_name} {fmt(base)}" if base is not None else ""
-            ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
-            goal = f"{row.goal}: **{_verdict(row)}**" if row.goal and row.met is not None else ""
+            ratio = f"{row.ratio:.2f}x{_spread_text(row)}" if row.ratio is not None else ""
+            judged = row.met is not None or row.verdict is not None
+            goal = f"{row.goal}: **{_verdict(row)}**" if row.goal and judged else ""
             lines.append(
                 f"| {section.number} | {row.figure} | {fmt(row.value)} {row.unit} "
                 f"| {baseline} | {ratio} | {goal} |"

@@ -1,8 +1,11 @@
-"""How to test YOUR code against the Simulator with the ``workflows_simulator`` pytest fixture.
+"""How to test YOUR code against the Simulator with the package's pytest fixtures.
 
-The fixture comes with the package (a pytest plugin registered on install): each test gets a
-started Simulator on 127.0.0.1 with fast timings, closed afterwards. Change its settings per
-test with ``@pytest.mark.workflows_simulator(...)``.
+The fixtures come with the package (a pytest plugin registered on install):
+``workflows_session`` is a Session on a fresh Simulator (``workflows_simulator``) with fast
+timings, an organization token and its webhook receiver served and registered; all of it is
+closed after each test. Change the settings per test with
+``@pytest.mark.workflows_simulator(...)`` (the Simulator) and
+``@pytest.mark.workflows_session(...)`` (``webhooks=False``, ``scopes=[...]``, Session options).
 
     pytest examples/test_with_simulator.py      # or: python examples/test_with_simulator.py
 """
@@ -11,14 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from workflows_async import KeySecretAuth, PollPolicy, Session
+from workflows_async import OutcomeUnknownError, Session
 from workflows_async.testing import Faults, Simulator
 
 # -- the application code under test ------------------------------------------------------
@@ -36,50 +35,41 @@ async def onboard(session: Session, company_name: str, definition: str = "kyc-ba
 pytestmark = pytest.mark.asyncio  # works whether pytest-asyncio runs in auto or strict mode
 
 
-@pytest_asyncio.fixture
-async def session(workflows_simulator: Simulator) -> AsyncIterator[Session]:
-    """A Session pointed at the test's Simulator; the first poll comes after 0.2 s."""
-    async with Session(
-        workflows_simulator.base_url,
-        KeySecretAuth(workflows_simulator.key, workflows_simulator.secret),
-        allow_insecure_http=True,
-        poll=PollPolicy(initial_delay=0.2, max_interval=0.5),
-    ) as session:
-        yield session
+async def test_completed_workflow_is_approved(workflows_session: Session) -> None:
+    assert await onboard(workflows_session, "Example Ltd") == "approved"
 
 
-@pytest_asyncio.fixture
-async def webhooks(session: Session, workflows_simulator: Simulator) -> AsyncIterator[None]:
-    """Serve the Session's webhook receiver and register it with the Simulator."""
-    app = web.Application()
-    app.add_subapp("/webhooks", session.webhook_app())
-    async with TestServer(app, host="127.0.0.1") as server:
-        workflows_simulator.add_webhook_url(str(server.make_url("/webhooks/")))
-        yield
+async def test_failed_workflow_is_rejected(workflows_session: Session) -> None:
+    assert await onboard(workflows_session, "Example Ltd", definition="kyc-failing") == "rejected"
 
 
-async def test_completed_workflow_is_approved(session: Session) -> None:
-    assert await onboard(session, "Example Ltd") == "approved"
-
-
-async def test_failed_workflow_is_rejected(session: Session) -> None:
-    assert await onboard(session, "Example Ltd", definition="kyc-failing") == "rejected"
-
-
-@pytest.mark.usefixtures("webhooks")
-async def test_webhook_finishes_the_wait(session: Session) -> None:
+async def test_webhook_finishes_the_wait(workflows_session: Session) -> None:
     # The workflow ends after 5 ms; the signed webhook arrives long before the first poll.
-    case = await session.create_case(company_name="Example Ltd")
-    outcome = await session.run_and_wait(case.id, "kyc-basic", timeout=10)
+    case = await workflows_session.create_case(company_name="Example Ltd")
+    outcome = await workflows_session.run_and_wait(case.id, "kyc-basic", timeout=10)
     assert (outcome.workflow.status, outcome.channel) == ("COMPLETED", "webhook")
 
 
 @pytest.mark.workflows_simulator(faults=Faults(drop_webhooks=1.0))
-@pytest.mark.usefixtures("webhooks")
-async def test_lost_webhooks_still_finish_by_polling(session: Session) -> None:
-    case = await session.create_case(company_name="Example Ltd")
-    outcome = await session.run_and_wait(case.id, "kyc-basic", timeout=10)
+async def test_lost_webhooks_still_finish_by_polling(
+    workflows_session: Session, workflows_simulator: Simulator
+) -> None:
+    case = await workflows_session.create_case(company_name="Example Ltd")
+    outcome = await workflows_session.run_and_wait(case.id, "kyc-basic", timeout=10)
     assert outcome.channel == "poll"
+    attempts = await workflows_simulator.wait_for_webhooks(1, timeout=10)
+    assert attempts[0].outcome == "dropped"
+
+
+async def test_a_run_whose_answer_is_lost_is_not_resent(
+    workflows_session: Session, workflows_simulator: Simulator
+) -> None:
+    # One fault, aimed at one route and one occurrence: the run takes effect, its answer is a 503.
+    workflows_simulator.fail_next("POST", "/workflows/run", status=503, after_effect=True)
+    case = await workflows_session.create_case(company_name="Example Ltd")
+    with pytest.raises(OutcomeUnknownError):
+        await workflows_session.run_and_wait(case.id, "kyc-basic", timeout=10)
+    assert workflows_simulator.calls_by_route["POST /workflows/run"] == 1
 
 
 async def main() -> int:

@@ -99,7 +99,7 @@ async def test_token_without_can_run_on_a_definition_gets_403_naming_it() -> Non
             await env.session.run_workflow(workflow_definition_id="kyc-instant")
         assert caught.value.permission == "can_run"
         message = str(caught.value)
-        assert message.startswith("POST /workflows/run answered 403 (request id ")
+        assert message.startswith("POST /workflows/run answered 403 forbidden (request id ")
         assert message.endswith("): missing permission can_run")
         with pytest.raises(wa.PermissionDeniedError) as caught:
             await env.session.start_execution("kyc-instant", locale="en", parameters={})

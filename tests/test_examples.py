@@ -50,7 +50,7 @@ def test_background_worker_logs_webhook_events() -> None:
 def test_the_simulator_fixture_example_passes_under_pytest() -> None:
     done = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/test_with_simulator.py")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 passed" in done.stdout
+    assert "5 passed" in done.stdout
 
 
 @pytest.mark.parametrize("name", ["aiohttp_app", "background_worker", "test_with_simulator"])

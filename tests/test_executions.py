@@ -152,7 +152,7 @@ async def test_execution_403_names_can_run(session: wa.Session, mocked: FakeAPI)
     with pytest.raises(wa.PermissionDeniedError) as caught:
         await session.start_execution("kyc", locale="en", parameters={"secret": "v"})
     assert caught.value.permission == "can_run"
-    assert str(caught.value) == "POST /workflows answered 403: missing permission can_run"
+    assert str(caught.value) == "POST /workflows answered 403 forbidden: missing permission can_run"
 
 
 async def test_get_execution(session: wa.Session, mocked: FakeAPI) -> None:

@@ -154,7 +154,7 @@ async def test_403_names_the_call_and_the_permission_only(mocked: FakeAPI) -> No
             await session.run_workflow("c1", "kyc")
     error = caught.value
     assert error.permission == "can_run" and error.status == 403
-    assert str(error) == "POST /workflows/run answered 403: missing permission can_run"
+    assert str(error) == "POST /workflows/run answered 403 forbidden: missing permission can_run"
     assert "Alice" not in str(error)
 
 

@@ -14,7 +14,9 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
+    from .asgi import WebhookASGIApp
     from .auth import Auth, KeySecretAuth, OrganizationTokenAuth, TokenAuth
+    from .blocking import BlockingWebhookReceiver
     from .bus import Bus, InMemoryBus
     from .errors import (
         APIError,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
         WorkflowFailed,
         WorkflowsError,
         WorkflowTimeout,
+        WrongEventLoopError,
     )
     from .events import WebhookEvent
     from .executions import Execution, ExecutionOutcome
@@ -61,12 +64,14 @@ if TYPE_CHECKING:
     from .redis_bus import RedisBus
     from .session import Session
     from .stats import CallStats, PollStats, Stats, WaitStats, WebhookStats
+    from .webhooks import WebhookAnswer, WebhookCore
 
 __all__ = [
     "APIError",
     "Auth",
     "AuthenticationError",
     "BadRequestError",
+    "BlockingWebhookReceiver",
     "Bus",
     "CallStats",
     "Case",
@@ -106,6 +111,9 @@ __all__ = [
     "UnsupportedMediaTypeError",
     "WaitError",
     "WaitStats",
+    "WebhookASGIApp",
+    "WebhookAnswer",
+    "WebhookCore",
     "WebhookError",
     "WebhookEvent",
     "WebhookStats",
@@ -117,6 +125,7 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowTimeout",
     "WorkflowsError",
+    "WrongEventLoopError",
     "__version__",
 ]
 
@@ -125,6 +134,7 @@ _SOURCES: dict[str, str] = {
     "Auth": ".auth",
     "AuthenticationError": ".errors",
     "BadRequestError": ".errors",
+    "BlockingWebhookReceiver": ".blocking",
     "Bus": ".bus",
     "CallStats": ".stats",
     "Case": ".models",
@@ -164,6 +174,9 @@ _SOURCES: dict[str, str] = {
     "UnsupportedMediaTypeError": ".errors",
     "WaitError": ".errors",
     "WaitStats": ".stats",
+    "WebhookASGIApp": ".asgi",
+    "WebhookAnswer": ".webhooks",
+    "WebhookCore": ".webhooks",
     "WebhookError": ".errors",
     "WebhookEvent": ".events",
     "WebhookStats": ".stats",
@@ -175,6 +188,7 @@ _SOURCES: dict[str, str] = {
     "WorkflowStatus": ".models",
     "WorkflowTimeout": ".errors",
     "WorkflowsError": ".errors",
+    "WrongEventLoopError": ".errors",
 }
 """Where each public name lives (besides ``__version__``)."""
 

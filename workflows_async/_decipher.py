@@ -1,8 +1,8 @@
 """Map an HTTP answer to an exception, gidgethub-style: one pure function, no I/O.
 
-Invariant: the error text holds the method, the path (ids only) and at most an excerpt of the
-server's own error body, never a request body, a token or a header value other than the
-request id.
+Invariant: the error text holds the method, the path (ids only), the status and at most a
+validated short error code from the server's body (``[A-Za-z][A-Za-z0-9_.-]{0,63}``), never free
+text of the body, a request body, a token or a header value other than the request id.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from . import errors
 from ._retry import parse_retry_after
 
-__all__ = ["error_for_status", "permission_from_body", "request_id"]
+__all__ = ["code_from_body", "error_for_status", "permission_from_body", "request_id"]
 
 _BY_STATUS: dict[int, type[errors.APIError]] = {
     400: errors.BadRequestError,
@@ -80,6 +80,35 @@ def permission_from_body(body: bytes) -> str | None:
     return words.pop() if len(words) == 1 else None
 
 
+_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_CODE_KEYS = ("error", "code", "errorCode")
+
+
+def code_from_body(body: bytes) -> str | None:
+    """The server's short error code in a JSON error body, or None.
+
+    Rule: the first of ``error``, ``code``, ``errorCode`` of the object (or of its ``error``
+    object, e.g. ``{"error": {"code": "not_found"}}``) that is a short identifier
+    (``[A-Za-z][A-Za-z0-9_.-]{0,63}``). Free text (spaces, ``@``, anything longer) is never
+    returned: a server may echo personal data in its error body.
+    """
+    try:
+        data = json.loads(body[:4000].decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    objects = [data]
+    if isinstance(data.get("error"), dict):
+        objects.append(data["error"])
+    for obj in objects:
+        for key in _CODE_KEYS:
+            value = obj.get(key)
+            if isinstance(value, str) and _CODE.fullmatch(value):
+                return value
+    return None
+
+
 def error_for_status(
     status: int,
     *,
@@ -96,6 +125,7 @@ def error_for_status(
     if cls is None:
         cls = errors.ServerError if status >= 500 else errors.APIError
     retry_after = parse_retry_after(headers.get("Retry-After"), now)
+    code = code_from_body(body)
     if cls is errors.PermissionDeniedError:
         return errors.PermissionDeniedError(
             status,
@@ -105,6 +135,7 @@ def error_for_status(
             request_id=request_id(headers),
             retry_after=retry_after,
             permission=permission_from_body(body),
+            code=code,
         )
     return cls(
         status,
@@ -113,4 +144,5 @@ def error_for_status(
         body_excerpt=_excerpt(body),
         request_id=request_id(headers),
         retry_after=retry_after,
+        code=code,
     )

@@ -285,6 +285,7 @@ class HttpClient:
                 body_excerpt=first.body_excerpt,
                 request_id=first.request_id,
                 detail=getattr(auth, "refused_detail", _FIXED_TOKEN_REFUSED),
+                code=first.code,
             ) from None
         # A 401 now, after a renewal, is a plain AuthenticationError: the token is new, so the
         # next call renews again (e.g. tokens revoked in the meantime), never in a loop here.
@@ -452,6 +453,7 @@ class HttpClient:
                 body_excerpt=error.body_excerpt,
                 request_id=error.request_id,
                 retry_after=error.retry_after,
+                code=error.code,
             ) from None
         raise _Retry(error, error.retry_after)
 

@@ -251,6 +251,7 @@ class KeySecretAuth:
                 body_excerpt=refused.body_excerpt,
                 request_id=refused.request_id,
                 detail="the key and secret were refused",
+                code=refused.code,
             ) from None
 
     async def _request(self, send: TokenRequest, path: str, payload: dict[str, str]) -> None:

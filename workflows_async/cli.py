@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from ._cli import api, batch, demo, execute, servers
+from ._cli import api, batch, demo, execute, servers, simcontrol
 from ._cli.common import (
     EXIT_ERROR,
     EXIT_FAILED,
@@ -52,6 +52,7 @@ def build_parser() -> CliParser:
     execute.add_parser(commands, common)
     batch.add_parser(commands, common)
     servers.add_parsers(commands, common)
+    simcontrol.add_parser(commands, common)
     for sub in commands.choices.values():
         sub.set_defaults(command_prog=sub.prog)
     return parser
@@ -111,19 +112,21 @@ def _run(args: argparse.Namespace, verbosity: int) -> int:
     # Imported here, not at the top: ``--help``, ``--version`` and usage errors never load it.
     import aiohttp
 
+    from ._cli.hints import explain
+
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         warn("interrupted")
         return EXIT_INTERRUPTED
     except (UsageError, ConfigurationError) as exc:
-        return _error(str(exc), EXIT_USAGE)
+        return _error(explain(exc, args), EXIT_USAGE)
     except WorkflowFailed as exc:
         return _error(str(exc), EXIT_FAILED)
     except WorkflowTimeout as exc:
         return _error(str(exc), EXIT_TIMEOUT)
     except WorkflowsError as exc:
-        return _error(str(exc), EXIT_ERROR)
+        return _error(explain(exc, args), EXIT_ERROR)
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): nothing to report
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

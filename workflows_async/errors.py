@@ -5,6 +5,7 @@
     WorkflowsError
     ├── ConfigurationError            (also ValueError) bad settings, refused http://, bad ids
     ├── SessionClosedError            (also RuntimeError) the Session was closed
+    │   └── WrongEventLoopError       the Session is used from a loop it was not opened in
     ├── TransportError                network failure, connection reset, timeout
     │   └── RequestTimeout            (also TimeoutError)
     ├── APIError                      the API answered with an error status
@@ -64,6 +65,7 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowTimeout",
     "WorkflowsError",
+    "WrongEventLoopError",
 ]
 
 _EXCERPT_LIMIT = 200
@@ -88,6 +90,12 @@ class SessionClosedError(WorkflowsError, RuntimeError):
     """The Session was closed; open a new one."""
 
 
+class WrongEventLoopError(SessionClosedError):
+    """The Session was first used in another event loop (its connections belong to that loop):
+    e.g. a module-level Session reused across two ``asyncio.run`` calls. Open one Session per
+    event loop: inside the coroutine ``asyncio.run`` runs, or in a worker's start-up hook."""
+
+
 class TransportError(WorkflowsError):
     """The request did not get an HTTP answer: connection refused or reset, DNS, timeout."""
 
@@ -106,7 +114,9 @@ class APIError(WorkflowsError):
 
     ``body_excerpt`` is the first characters of the response body (the server's own error
     text). It is kept as an attribute only, never put in the message: a server may echo request
-    data, and messages end up in logs.
+    data, and messages end up in logs. ``code`` is the server's short error code (e.g.
+    ``result_not_ready``) when its JSON body named one as a plain identifier; the message
+    carries it after the status, and nothing else of the body.
     """
 
     def __init__(
@@ -119,14 +129,18 @@ class APIError(WorkflowsError):
         request_id: str | None = None,
         retry_after: float | None = None,
         detail: str = "",
+        code: str | None = None,
     ) -> None:
         self.status = status
+        self.code = code
         self.method = method
         self.path = path
         self.body_excerpt = body_excerpt[:_EXCERPT_LIMIT]
         self.request_id = request_id
         self.retry_after = retry_after
         text = f"{method} {path} answered {status}"
+        if code:
+            text += f" {code}"
         if request_id:
             text += f" (request id {request_id})"
         if detail:

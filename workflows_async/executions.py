@@ -8,12 +8,12 @@ datetime 30 minutes to 30 days ahead, told the time rather than reading a clock)
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic
 
 import msgspec
 
 from .errors import ConfigurationError
-from .models import DEFAULT_STATUSES, WorkflowOutcome
+from .models import DEFAULT_STATUSES, R, WorkflowOutcome
 
 __all__ = [
     "MAX_EXPIRY",
@@ -128,8 +128,9 @@ class Execution(msgspec.Struct, rename="camel", kw_only=True):
     __str__ = __repr__
 
 
-class ExecutionOutcome(WorkflowOutcome, frozen=True, kw_only=True):
+class ExecutionOutcome(WorkflowOutcome[R], Generic[R], frozen=True, kw_only=True):
     """What ``execute_and_wait`` returns: a :class:`WorkflowOutcome` (final state, result,
-    channel, elapsed) plus the ``execution`` as ``POST /workflows`` answered it."""
+    channel, elapsed) plus the ``execution`` as ``POST /workflows`` answered it. Generic over
+    the result type like :class:`WorkflowOutcome`."""
 
     execution: Execution

@@ -9,9 +9,24 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import msgspec
+
+if TYPE_CHECKING:  # a TypeVar default (PEP 696) needs typing_extensions before Python 3.13;
+    # it only matters to type checkers, which ship typing_extensions' stubs themselves.
+    from typing_extensions import TypeVar
+
+    R = TypeVar(
+        "R",
+        bound="WorkflowResult | None",
+        default="WorkflowResult | None",
+        covariant=True,
+    )
+else:
+    from typing import TypeVar
+
+    R = TypeVar("R", covariant=True)
 
 __all__ = [
     "DEFAULT_FAILURE_STATUSES",
@@ -283,8 +298,13 @@ class Token(_Response):
     __str__ = __repr__
 
 
-class WorkflowOutcome(msgspec.Struct, frozen=True, kw_only=True):
+class WorkflowOutcome(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
     """What ``run_and_wait`` and ``wait`` return.
+
+    Generic over the type of ``result``, for type checkers only: the waits return
+    ``WorkflowOutcome[WorkflowResult]`` (``result`` never None) with the default
+    ``raise_on_failure=True``, and ``WorkflowOutcome[WorkflowResult | None]`` (what a bare
+    ``WorkflowOutcome`` means) otherwise. It is covariant: the first is also the second.
 
     ``workflow`` is the final state, ``result`` the workflow's result (None when it ended with
     a failure status and the caller asked for the outcome instead of an exception),
@@ -296,7 +316,7 @@ class WorkflowOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     workflow: Workflow
-    result: WorkflowResult | None
+    result: R
     channel: Channel
     elapsed: float
     polls: int = 0

@@ -5,7 +5,8 @@ polls run at once and at most ``rate`` start per second (a token bucket shared b
 a 429 pauses every poll and halves the rate, which then recovers step by step; a workflow is
 polled only while someone waits for it; a poll error ends a wait only when polling again cannot
 help (``poll_error_verdict``), and nothing a poll or a callback raises stalls an entry or stops
-the task.
+the task; no two polls of a waiting workflow are more than ``max_interval`` apart (times
+``webhook_stretch`` while webhooks are trusted), whatever the learned plan says.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import logging
 import math
 import random
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from ._metrics import Recorder
+from ._poll_plan import PollPlan
 from .errors import (
     BadRequestError,
     ConfigurationError,
@@ -55,6 +58,25 @@ class PollPolicy:
     ``webhook_stretch``: the webhook is the accelerator, polling the truth. A 429 without
     Retry-After pauses polling for ``rate_limit_pause`` seconds. A 404 is tolerated for
     ``not_found_grace`` seconds after the wait began (the API may not know a fresh run yet).
+
+    With ``learn_durations`` (the default) the Session learns how long the workflows of each
+    definition take (run to end seen, the last 32 per definition) and ``run_and_wait`` /
+    ``execute_and_wait`` poll where the end is likely, instead of by backoff alone:
+
+    - webhooks *trusted* (the bus is healthy, a webhook has come, and no webhook was counted
+      lost since): one safety poll just after the longest learned duration, and before it
+      only as many polls as the stretched cap (``max_interval * webhook_stretch``) demands;
+    - webhooks not trusted (none came yet, or one was lost): a poll just after each learned
+      quantile (10, 25, 50, 75, 90 %, the maximum), at most ``max_interval`` apart, so an end
+      whose webhook was lost is noticed soon;
+    - running longer than ever seen: polls go on with growing gaps, within the same cap.
+
+    A definition never seen, or ``wait(id)`` (which does not know the definition), keeps the
+    backoff above. The plan only places polls: the budget (``rate``, ``max_in_flight``), the
+    429 pause and ``not_found_grace`` apply to planned polls as to any other. Webhook stretch
+    combines with the plan through the cap: a trusted plan may space polls up to the stretched
+    cap even after ``webhook_quiet_period`` (the trust lasts until a webhook is lost or the bus
+    fails, and then every planned poll is brought forward at once).
     """
 
     initial_delay: float = 5.0
@@ -67,6 +89,7 @@ class PollPolicy:
     webhook_quiet_period: float = 60.0
     rate_limit_pause: float = 5.0
     not_found_grace: float = 30.0
+    learn_durations: bool = True
 
     def __post_init__(self) -> None:
         if self.initial_delay < 0 or self.max_interval <= 0 or self.rate_limit_pause < 0:
@@ -141,6 +164,13 @@ class _Entry:
     polls: int
     due: float
     added: float
+    definition: str | None = None  # the workflow definition, when the waiter knows it
+    running: float = -math.inf  # when a poll last found it still running
+
+
+def _phase(workflow_id: str) -> float:
+    """A wait's own jitter phase in [0, 1), the same at every call (pure)."""
+    return (zlib.crc32(workflow_id.encode()) % 1024) / 1024
 
 
 _RECHECK = 1.0  # seconds: the longest the scheduler sleeps without re-checking the webhook state
@@ -184,20 +214,35 @@ class PollScheduler:
         self._refilled = clock()
         self._paused_until = 0.0
         self._last_webhook = float("-inf")
+        self._last_lost = float("-inf")
         self._stretch_allowed = stretch_allowed
         self.recorder = recorder or Recorder(clock=clock)
+        self._lost_count = self.recorder.webhooks_lost
+        self.plan = PollPlan()
         self.recorder.poll_state = self._state
 
     # -- waiters come and go ---------------------------------------------------------------
 
-    def add(self, workflow_id: str, *, delay: float | None = None) -> None:
-        """Start polling ``workflow_id`` (no-op when already scheduled)."""
+    def add(
+        self, workflow_id: str, *, delay: float | None = None, definition: str | None = None
+    ) -> None:
+        """Start polling ``workflow_id`` (no-op when already scheduled); with ``definition``
+        the polls follow what was learned of it (``learn``)."""
         if workflow_id in self._entries:
             return
         now = self._clock()
-        due = now + (self._interval(0) if delay is None else delay)
-        self._entries[workflow_id] = _Entry(0, due, now)
-        self._push(due, workflow_id)
+        entry = _Entry(0, now, now, definition)
+        entry.due = now + (self._delay(workflow_id, entry) if delay is None else delay)
+        self._entries[workflow_id] = entry
+        self._push(entry.due, workflow_id)
+
+    def learn(self, definition: str, started: float, ended: float) -> None:
+        """A workflow of ``definition`` that started at ``started`` (this scheduler's clock)
+        ended at ``ended`` (a webhook said so): the plan of later waits of it follows. An end
+        found by a poll is learned here (``_poll_one``), as the middle of the time between
+        the last poll that found it running and the one that found it ended."""
+        if self.policy.learn_durations:
+            self.plan.observe(definition, started, ended)
 
     def remove(self, workflow_id: str) -> None:
         """Stop polling ``workflow_id``; its heap item is skipped lazily."""
@@ -210,7 +255,7 @@ class PollScheduler:
         """Bring every entry due later than a normal interval forward (webhooks stopped)."""
         now = self._clock()
         for wid, entry in self._entries.items():
-            normal = now + self._interval(entry.polls, stretched=False)
+            normal = now + self._delay(wid, entry, stretched=False)
             if entry.due != math.inf and entry.due > normal:  # inf: a poll is in flight
                 entry.due = normal
                 self._push(normal, wid)
@@ -221,6 +266,10 @@ class PollScheduler:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def clock(self) -> float:
+        """The scheduler's clock (learned durations are measured on it)."""
+        return self._clock()
 
     @property
     def scheduled(self) -> frozenset[str]:
@@ -263,9 +312,38 @@ class PollScheduler:
             and self._clock() - self._last_webhook < self.policy.webhook_quiet_period
         )
 
+    def _trusted(self) -> bool:
+        """Webhooks are trusted: the bus is healthy, a webhook has come and none was counted
+        lost since (the Recorder counts them; a new count is noticed here)."""
+        lost = self.recorder.webhooks_lost
+        if lost != self._lost_count:
+            self._lost_count = lost
+            self._last_lost = self._clock()
+        return self._stretch_allowed() and self._last_webhook > self._last_lost
+
     def _interval(self, polls: int, *, stretched: bool | None = None) -> float:
         use = self._stretched() if stretched is None else stretched
         return self.policy.interval(polls, self._rand(), stretched=use)
+
+    def _delay(self, wid: str, entry: _Entry, *, stretched: bool | None = None) -> float:
+        """Seconds until the next poll of ``entry``: its definition's plan when one is known,
+        else the policy's backoff (``stretched`` None: as the webhooks are now)."""
+        if entry.definition is not None and self.policy.learn_durations:
+            trusted = self._trusted()  # a trusted plan stays stretched past the quiet period
+            cap = self.policy.max_interval * (self.policy.webhook_stretch if trusted else 1.0)
+            planned = self.plan.next_poll(
+                entry.definition,
+                entry.added,
+                self._clock(),
+                trusted=trusted,
+                cap=cap,
+                jitter=self.policy.jitter,
+                rand=_phase(wid),
+                min_gap=_MIN_INTERVAL,
+            )
+            if planned is not None:
+                return planned
+        return self._interval(entry.polls, stretched=stretched)
 
     def _push(self, due: float, workflow_id: str) -> None:
         heapq.heappush(self._heap, (due, workflow_id))
@@ -289,42 +367,42 @@ class PollScheduler:
 
     async def _run(self) -> None:
         """The one task: survives a bug in any step (a dead task would hang every wait)."""
-        was_stretched = False
+        was_relaxed = (False, False)
         while True:
             try:
-                was_stretched = await self._step(was_stretched)
+                was_relaxed = await self._step(was_relaxed)
             except Exception as exc:
                 log.error("poll scheduler step failed: %s", type(exc).__name__, exc_info=True)
                 await self._sleep(_RECHECK)
 
-    async def _step(self, was_stretched: bool) -> bool:
+    async def _step(self, was_relaxed: tuple[bool, bool]) -> tuple[bool, bool]:
         """One turn of the loop: sleep until something is due, or start one poll. Returns
-        whether polls are stretched now (to notice when webhooks stop)."""
-        stretched = self._stretched()
-        if was_stretched and not stretched:
-            self.expedite()  # webhooks stopped or the bus went down: back to normal pace
+        whether polls are stretched and webhooks trusted now (to notice when webhooks stop)."""
+        relaxed = (self._stretched(), self._trusted())
+        if (was_relaxed[0] and not relaxed[0]) or (was_relaxed[1] and not relaxed[1]):
+            self.expedite()  # webhooks stopped, were lost, or the bus went down: normal pace
         if not self._heap:
             await self._sleep(3600.0)
-            return stretched
+            return relaxed
         due, wid = self._heap[0]
         entry = self._entries.get(wid)
         if entry is None or entry.due != due:
             heapq.heappop(self._heap)  # stale: removed or rescheduled
-            return stretched
+            return relaxed
         now = self._clock()
         wait = max(due - now, self._paused_until - now)
         if wait > 0:
             await self._sleep(min(wait, _RECHECK))  # wakes now and then to notice changes
-            return stretched
+            return relaxed
         wait = self._take_token(now)
         if wait > 0:
             await self._sleep(wait)
-            return stretched
+            return relaxed
         await self._slots.acquire()
         # The heap may have changed while we waited for a slot (removals, compaction).
         if not self._heap or self._heap[0] != (due, wid) or self._entries.get(wid) is not entry:
             self._slots.release()
-            return stretched
+            return relaxed
         heapq.heappop(self._heap)
         entry.due = float("inf")  # in flight: not due until the answer reschedules it
         try:
@@ -335,7 +413,7 @@ class PollScheduler:
             raise
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
-        return stretched
+        return relaxed
 
     async def _poll_one(self, wid: str) -> None:
         """One poll and what follows from it. Whatever happens, the entry ends up either
@@ -352,9 +430,17 @@ class PollScheduler:
                 if workflow.id != wid:  # another spelling: the id waited for is the truth
                     workflow = msgspec.structs.replace(workflow, id=wid)
                 self._on_terminal(wid, workflow)  # first: if it raises, the entry is kept
-                self._entries.pop(wid, None)
+                entry = self._entries.pop(wid, None)
                 self.recorder.polled_terminal(wid)
+                if entry is not None and entry.definition is not None:
+                    now = self._clock()
+                    self.learn(
+                        entry.definition, entry.added, (max(entry.running, entry.added) + now) / 2
+                    )
             else:
+                entry = self._entries.get(wid)
+                if entry is not None:
+                    entry.running = self._clock()
                 self._reschedule(wid)
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -406,5 +492,5 @@ class PollScheduler:
         if entry is None:
             return
         entry.polls += 1
-        entry.due = self._clock() + (self._interval(entry.polls) if delay is None else delay)
+        entry.due = self._clock() + (self._delay(wid, entry) if delay is None else delay)
         self._push(entry.due, wid)

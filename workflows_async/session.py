@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -29,10 +29,12 @@ from ._deadlines import Deadlines
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
 from ._metrics import Recorder, WaitHandle
+from ._options import SessionOptions, check_options
 from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
 from ._v2_calls import V2Calls, run_request
 from ._version import __version__
+from .asgi import WebhookASGIApp
 from .auth import Auth, auth_from_env
 from .bus import Bus, InMemoryBus
 from .errors import (
@@ -43,7 +45,9 @@ from .errors import (
     WorkflowFailed,
     WorkflowsError,
     WorkflowTimeout,
+    WrongEventLoopError,
 )
+from .events import WebhookEvent
 from .executions import Execution, ExecutionOutcome
 from .hooks import EventCallback
 from .jws import DEFAULT_ALGORITHMS
@@ -63,9 +67,12 @@ from .polling import PollPolicy
 from .stats import Stats
 from .waiters import Completion
 from .waiting import Waiting
-from .webhooks import WebhookReceiver
+from .webhooks import WebhookCore, WebhookReceiver
 
-__all__ = ["Session"]
+if TYPE_CHECKING:  # Unpack for **kwargs is in typing from Python 3.12; type checkers only
+    from typing_extensions import Unpack
+
+__all__ = ["Session", "SessionOptions"]
 
 T = TypeVar("T")
 log = logging.getLogger("workflows_async")
@@ -256,6 +263,7 @@ class Session(V2Calls):
             keys = KeyStore(self._fetch_key if fetch else None, pinned=webhook_keys)
             self._verifier = WebhookVerifier(keys, algorithms=webhook_algorithms)
         self._max_webhook_body = max_webhook_body
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first use
         self.poll_policy = poll or PollPolicy()
         self._waiting = Waiting(
             statuses=self.statuses,
@@ -267,25 +275,30 @@ class Session(V2Calls):
         self._deadlines = Deadlines(_wait_timed_out)  # of the waits in wait()
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Session:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **options: Unpack[SessionOptions]
+    ) -> Session:
         """A Session configured from ``WORKFLOWS_BASE_URL``, the credentials and
         ``WORKFLOWS_API_VERSION``.
 
         Credentials, first found wins: an organization token in ``WORKFLOWS_ORG_TOKEN`` (or a
         ``tot_...`` value in ``WORKFLOWS_TOKEN``), then (legacy) ``WORKFLOWS_API_KEY`` +
         ``WORKFLOWS_API_SECRET``, then a JWT access token in ``WORKFLOWS_TOKEN``. Keyword
-        ``options`` are passed on to the constructor and win over the environment.
+        ``options`` are passed on to the constructor and win over the environment; an unknown
+        one raises :class:`ConfigurationError` (and is a type error: see ``SessionOptions``).
         """
+        check_options(options)
         source = os.environ if env is None else env
-        base_url = options.pop("base_url", None) or source.get("WORKFLOWS_BASE_URL", "")
-        if "auth" not in options:
-            options["auth"] = auth_from_env(source)
+        base_url = options.get("base_url") or source.get("WORKFLOWS_BASE_URL", "")
+        settings: dict[str, Any] = {k: v for k, v in options.items() if k != "base_url"}
+        if "auth" not in settings:
+            settings["auth"] = auth_from_env(source)
         version = source.get("WORKFLOWS_API_VERSION")
-        if version and "api_version" not in options:
+        if version and "api_version" not in settings:
             if not version.isdigit():
                 raise ConfigurationError("WORKFLOWS_API_VERSION must be a positive integer")
-            options["api_version"] = int(version)
-        return cls(base_url, **options)
+            settings["api_version"] = int(version)
+        return cls(base_url, **settings)
 
     def __repr__(self) -> str:
         return f"Session(base_url={self.base_url!r}, auth={self.auth!r})"
@@ -313,9 +326,23 @@ class Session(V2Calls):
 
         Without it they start at the first wait or webhook; with a :class:`RedisBus`, starting
         early subscribes this process before events begin to flow."""
+        self._check_usable()
+        await self._waiting.start()
+
+    def _check_usable(self) -> None:
+        """Refuse a closed Session, and one used from another event loop than its first."""
         if self.closed:
             raise SessionClosedError("the Session is closed")
-        await self._waiting.start()
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise WrongEventLoopError(
+                "this Session was first used in another event loop and cannot be used in "
+                "this one (e.g. a module-level Session reused across asyncio.run calls): "
+                "open one Session per event loop, inside the coroutine that asyncio.run runs "
+                "or in your worker's start-up hook"
+            )
 
     async def __aexit__(
         self,
@@ -328,6 +355,8 @@ class Session(V2Calls):
     async def close(self) -> None:
         """Fail every pending wait with :class:`SessionClosedError`, stop polling, close the bus
         and the HTTP session (unless the caller supplied it). Safe to call twice."""
+        if self._loop is not None and not self.closed:
+            self._check_usable()  # its connections belong to that loop
         await self._waiting.close()
         self._deadlines.close()
         await self._http.close()
@@ -430,8 +459,7 @@ class Session(V2Calls):
         # under /auth/, and a key must be fetchable even when the credentials are in trouble.
         # It goes through its own small connection pool: a webhook delivery waiting for a key
         # must not queue behind slow API calls.
-        if self.closed:
-            raise SessionClosedError("the Session is closed")
+        self._check_usable()
         response = await self._keys_http.request(
             "GET", path, params={"pem": "true"}, accept="text/plain, application/json", retry=False
         )
@@ -455,6 +483,35 @@ class Session(V2Calls):
 
     # -- waiting --------------------------------------------------------------------------
 
+    # The overloads only tell type checkers that ``result`` is never None when failures raise.
+    @overload
+    async def run_and_wait(
+        self,
+        case_id: str | None = None,
+        workflow_definition_id: str | None = None,
+        *,
+        record_id: str | None = None,
+        parameters_id: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: Literal[True] = True,
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
+    ) -> WorkflowOutcome[WorkflowResult]: ...
+
+    @overload
+    async def run_and_wait(
+        self,
+        case_id: str | None = None,
+        workflow_definition_id: str | None = None,
+        *,
+        record_id: str | None = None,
+        parameters_id: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool,
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
+    ) -> WorkflowOutcome[WorkflowResult | None]: ...
+
     async def run_and_wait(
         self,
         case_id: str | None = None,
@@ -465,7 +522,8 @@ class Session(V2Calls):
         parameters: Mapping[str, Any] | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool = True,
-    ) -> WorkflowOutcome:
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
+    ) -> WorkflowOutcome[WorkflowResult | None]:
         """Run a workflow and wait for its result, by webhook or polling, whichever is first.
 
         ``case_id`` (API version 1) or ``record_id`` (version 2) as for :meth:`run_workflow`.
@@ -476,6 +534,10 @@ class Session(V2Calls):
         ``workflow_id``. A failure status raises :class:`WorkflowFailed` unless
         ``raise_on_failure=False``. Cancelling the call cancels only this local wait: the
         workflow goes on at the API.
+
+        ``on_started(workflow)`` (a function or a coroutine function) is called once the run
+        request answered, before any waiting, e.g. to persist the workflow id at once; it runs
+        inside the deadline, and what it raises leaves ``run_and_wait`` as it is.
         """
         if parameters is not None and parameters_id is not None:
             raise ConfigurationError("pass parameters or parameters_id, not both")
@@ -496,8 +558,39 @@ class Session(V2Calls):
             )
 
         return await self._start_and_wait(
-            start, "the run request", timeout=timeout, raise_on_failure=raise_on_failure
+            start,
+            "the run request",
+            timeout=timeout,
+            raise_on_failure=raise_on_failure,
+            definition=definition,
+            on_started=on_started,
         )
+
+    @overload
+    async def execute_and_wait(
+        self,
+        workflow_definition_id: str,
+        *,
+        locale: str,
+        parameters: Mapping[str, Any],
+        expires_at: datetime | None = None,
+        record_id: str | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: Literal[True] = True,
+    ) -> ExecutionOutcome[WorkflowResult]: ...
+
+    @overload
+    async def execute_and_wait(
+        self,
+        workflow_definition_id: str,
+        *,
+        locale: str,
+        parameters: Mapping[str, Any],
+        expires_at: datetime | None = None,
+        record_id: str | None = None,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool,
+    ) -> ExecutionOutcome[WorkflowResult | None]: ...
 
     async def execute_and_wait(
         self,
@@ -509,7 +602,7 @@ class Session(V2Calls):
         record_id: str | None = None,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool = True,
-    ) -> ExecutionOutcome:
+    ) -> ExecutionOutcome[WorkflowResult | None]:
         """Start an execution (:meth:`start_execution`) and wait for its result, with exactly
         the guarantees of :meth:`run_and_wait`: one deadline, webhook or poll, whichever is
         first; :class:`WorkflowTimeout` carries the execution id for ``wait(id)``;
@@ -534,6 +627,7 @@ class Session(V2Calls):
             timeout=timeout,
             raise_on_failure=raise_on_failure,
             kind="execute_and_wait",
+            definition=workflow_definition_id,
         )
         return ExecutionOutcome(**msgspec.structs.asdict(outcome), execution=started[0])
 
@@ -545,11 +639,15 @@ class Session(V2Calls):
         timeout: float,
         raise_on_failure: bool,
         kind: str = "run_and_wait",
-    ) -> WorkflowOutcome:
+        definition: str | None = None,
+        on_started: Callable[[Workflow], Awaitable[None] | None] | None = None,
+    ) -> WorkflowOutcome[WorkflowResult | None]:
         """The one waiting engine of every start-and-wait: ``start()`` sends the request that
         starts the workflow (run or execution) and returns its answer; then the same deadline,
         webhook-or-poll wait, result and errors, whatever started it. ``kind`` names the wait
-        in logs, stats and its span."""
+        in logs, stats and its span; ``definition`` (the workflow definition) lets the poll
+        schedule follow, and learn from, how long its workflows took before."""
+        self._check_usable()
         begin = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting(kind) as wait:
@@ -558,13 +656,40 @@ class Session(V2Calls):
                 workflow = await start()
                 scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
                 self._recorder.wait_id(wait, scope.workflow_id)
+                if on_started is not None and (pending := on_started(workflow)) is not None:
+                    await pending
                 if self.statuses.is_terminal(workflow.status):
                     completion = Completion(workflow, Channel.RUN)
                 else:
+                    scheduler = self._waiting.scheduler
+                    started = scheduler.clock()
                     completion = _known_ids(
-                        await self._waiting.completion(workflow.id, first_poll=None), workflow
+                        await self._waiting.completion(
+                            workflow.id, first_poll=None, definition=definition
+                        ),
+                        workflow,
                     )
+                    if definition is not None and completion.channel is Channel.WEBHOOK:
+                        scheduler.learn(definition, started, scheduler.clock())  # polls: there
                 return await self._outcome(completion, begin, raise_on_failure, wait)
+
+    @overload
+    async def wait(
+        self,
+        workflow_id: str,
+        *,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: Literal[True] = True,
+    ) -> WorkflowOutcome[WorkflowResult]: ...
+
+    @overload
+    async def wait(
+        self,
+        workflow_id: str,
+        *,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool,
+    ) -> WorkflowOutcome[WorkflowResult | None]: ...
 
     async def wait(
         self,
@@ -572,11 +697,12 @@ class Session(V2Calls):
         *,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool = True,
-    ) -> WorkflowOutcome:
+    ) -> WorkflowOutcome[WorkflowResult | None]:
         """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``)."""
         check_path_id(workflow_id, "workflow_id")
         start = time.monotonic()
         try:
+            self._check_usable()
             await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         except WorkflowsError as exc:  # e.g. closed: the error still names the workflow
             if exc.workflow_id is None:
@@ -603,7 +729,7 @@ class Session(V2Calls):
 
     async def _outcome(
         self, completion: Completion, start: float, raise_on_failure: bool, wait: WaitHandle
-    ) -> WorkflowOutcome:
+    ) -> WorkflowOutcome[WorkflowResult | None]:
         workflow = completion.workflow
         result: WorkflowResult | None = None
         failed = self.statuses.is_failure(workflow.status)
@@ -634,27 +760,52 @@ class Session(V2Calls):
 
     # -- webhooks -------------------------------------------------------------------------
 
-    def webhook_app(self, *, read_timeout: float = 10.0) -> web.Application:
-        """The webhook receiver as an aiohttp sub-app: ``app.add_subapp("/webhooks", ...)``.
+    def webhook_core(self, *, read_timeout: float = 10.0) -> WebhookCore:
+        """The framework-free webhook receiver: ``await core.receive(method, headers, body)``
+        returns a :class:`WebhookAnswer` (``status``, ``body``, ``headers``) to send back.
 
-        Configure ``https://<your host>/webhooks/`` as the webhook URL (the sub-app answers at
-        its root). A body not received within ``read_timeout`` seconds is refused (408).
+        Every adapter uses it (``webhook_app``, ``webhook_asgi``, a Django view, a sync
+        framework through :class:`BlockingWebhookReceiver`): size limit, signature header
+        before the body, read deadline (``read_timeout`` seconds: 408), verification, parsing,
+        the cluster-wide claim and publishing, and an answer that is never 500.
         """
         if self.closed:
             raise SessionClosedError("the Session is closed")
         if self._verifier is None:
             log.warning("webhook signatures are NOT verified: local development only")
-        receiver = WebhookReceiver(
+        self._recorder.receiver_mounted = True  # webhooks are expected: lost ones count
+        return WebhookCore(
             self._verifier,
-            self._waiting.publish,
+            self._publish_event,
             max_body=self._max_webhook_body,
             read_timeout=read_timeout,
             recorder=self._recorder,
         )
-        self._recorder.receiver_mounted = True  # webhooks are expected: lost ones count
+
+    async def _publish_event(self, event: WebhookEvent) -> bool:
+        self._check_usable()
+        return await self._waiting.publish(event)
+
+    def webhook_app(self, *, read_timeout: float = 10.0) -> web.Application:
+        """The webhook receiver as an aiohttp sub-app: ``app.add_subapp("/webhooks", ...)``.
+
+        It answers at ``/webhooks`` and ``/webhooks/`` alike. A body not received within
+        ``read_timeout`` seconds is refused (408). For FastAPI, Starlette and other ASGI
+        frameworks use :meth:`webhook_asgi`: this app, called as an ASGI app, raises
+        :class:`ConfigurationError` saying so.
+        """
+        core = self.webhook_core(read_timeout=read_timeout)
+        receiver = WebhookReceiver.from_core(core)
         app = receiver.app()
         app[_RECEIVER] = receiver
         return app
+
+    def webhook_asgi(self, *, read_timeout: float = 10.0) -> WebhookASGIApp:
+        """The webhook receiver as a plain ASGI 3 app, for FastAPI, Starlette, Quart, Litestar
+        or Django's ASGI router: ``app.mount("/webhooks", session.webhook_asgi())``. Same path
+        and answers as :meth:`webhook_app`; it answers at the mount point, with or without a
+        trailing slash (as the framework routes it)."""
+        return WebhookASGIApp(self.webhook_core(read_timeout=read_timeout))
 
     @overload
     def on_event(
@@ -720,8 +871,7 @@ class Session(V2Calls):
         """One API call; the HTTP client does the retries and the 401 flow. ``known`` holds
         what is known of a POST that creates something, put on an :class:`OutcomeUnknownError`
         """
-        if self.closed:
-            raise SessionClosedError("the Session is closed")
+        self._check_usable()
         try:
             return await self._http.request(
                 method, path, body=body, params=params, accept=accept, retry=retry

@@ -54,7 +54,8 @@ class WebhookStats:
     (400), ``unreadable_body`` (400), ``read_timeout`` (408), ``body_too_large`` (413),
     ``key_unavailable`` (503: signing key not fetchable now), ``in_progress`` (503: another
     process is publishing the same event), ``not_published`` (503: the bus is down),
-    ``unavailable`` (503: the Session is closing), ``unexpected_error`` (503);
+    ``unavailable`` (503: the Session is closing), ``unexpected_error`` (503),
+    ``method_not_allowed`` (405: not a POST);
     ``duplicates`` were acknowledged without publishing because the event had been published.
     ``delivered`` counts distinct events that reached this process through the bus, from any
     process's receiver. ``lost`` counts workflows whose end a poll found and for which no

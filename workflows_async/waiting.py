@@ -76,7 +76,7 @@ class Waiting:
         )
         if hasattr(bus, "on_reconnect") and getattr(bus, "on_reconnect", None) is None:
             bus.on_reconnect = self.recheck  # e.g. RedisBus: catch up after an outage
-        self._lookups: list[tuple[str, float | None]] = []
+        self._lookups: list[tuple[str, float | None, str | None]] = []
         self._lookup_task: asyncio.Task[None] | None = None
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -195,20 +195,25 @@ class Waiting:
 
     # -- waiting ----------------------------------------------------------------------------
 
-    async def completion(self, workflow_id: str, *, first_poll: float | None) -> Completion:
+    async def completion(
+        self, workflow_id: str, *, first_poll: float | None, definition: str | None = None
+    ) -> Completion:
         """Wait (without a deadline of its own) until ``workflow_id`` ends.
 
-        ``first_poll`` is the delay before the first poll (None: the policy's initial delay).
+        ``first_poll`` is the delay before the first poll (None: the policy's initial delay,
+        or the learned plan of ``definition``, the workflow definition when known).
         """
         if self._closed or not self._started:
             await self.start()  # raises when closed
-        future = self.enter(workflow_id, first_poll=first_poll)
+        future = self.enter(workflow_id, first_poll=first_poll, definition=definition)
         try:
             return await future
         finally:
             self.leave(workflow_id, future)
 
-    def enter(self, workflow_id: str, *, first_poll: float | None) -> asyncio.Future[Completion]:
+    def enter(
+        self, workflow_id: str, *, first_poll: float | None, definition: str | None = None
+    ) -> asyncio.Future[Completion]:
         """Register a waiter of ``workflow_id``, without awaiting: the future it awaits (in its
         own frame, no coroutine of ours per wait). Every ``enter`` needs its :meth:`leave`.
 
@@ -222,7 +227,7 @@ class Waiting:
         lookup = self._lookup_now
         remembered = lookup([workflow_id]) if lookup is not None else None
         if remembered is None:
-            self._lookups.append((workflow_id, first_poll))
+            self._lookups.append((workflow_id, first_poll, definition))
             if self._lookup_task is None or self._lookup_task.done():
                 self._lookup_task = asyncio.get_running_loop().create_task(
                     self._look_up(), name="workflows_async bus lookups"
@@ -231,7 +236,7 @@ class Waiting:
             self._resolve_remembered(remembered)
         else:
             self.scheduler.start()  # restarts a scheduler task that died, else no-op
-            self.scheduler.add(workflow_id, delay=first_poll)
+            self.scheduler.add(workflow_id, delay=first_poll, definition=definition)
         return future
 
     def leave(self, workflow_id: str, future: asyncio.Future[Completion]) -> None:
@@ -248,7 +253,7 @@ class Waiting:
         the waiters that are still waiting."""
         while self._lookups:
             batch, self._lookups = self._lookups, []
-            ids = list(dict.fromkeys(wid for wid, _ in batch if wid in self.registry))
+            ids = list(dict.fromkeys(wid for wid, _, _ in batch if wid in self.registry))
             remembered: list[WebhookEvent] = []
             if ids:
                 try:
@@ -263,9 +268,9 @@ class Waiting:
             if self._closed:
                 return
             self.scheduler.start()
-            for wid, first_poll in batch:
+            for wid, first_poll, definition in batch:
                 if wid in self.registry:
-                    self.scheduler.add(wid, delay=first_poll)
+                    self.scheduler.add(wid, delay=first_poll, definition=definition)
 
     def pending(self) -> list[str]:
         return self.registry.pending()

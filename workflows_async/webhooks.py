@@ -1,30 +1,36 @@
-"""The webhook sub-app: raw body -> verify -> parse -> publish -> 2xx, in milliseconds.
+"""Receiving webhooks: one framework-free core, and the aiohttp sub-app as a thin adapter on it.
 
-Invariants: nothing is parsed before the signature over the raw bytes holds (unless
-verification is explicitly off for local development), and a request without a well-formed
-signature header is refused before its body is read; a body is read within ``read_timeout``
-seconds or refused (408) and its connection closed; no user code and no API call runs on the
+Invariants: every adapter (aiohttp, ASGI, a Django view, a sync framework) goes through
+:meth:`WebhookCore.receive`, which runs the whole path and nothing skips a step: method, size
+limit (Content-Length first, then while reading), signature header before a byte of the body
+is read (unless verification is explicitly off for local development), read deadline,
+verification over the raw bytes, parsing, the cluster-wide claim and publishing
+(``publish``), and the last-resort guard; no user code and no API call runs on the
 acknowledgement path, except a signing-key fetch for a kid never seen before; a 2xx means the
-event was published (or handled locally), never that it went nowhere; the endpoint never
-answers 500: any unexpected error becomes a 503 (the platform retries) with a short reason and
-a log line that names the error type only, never body content.
+event was published (or handled locally), never that it went nowhere; the answer is never 500:
+any unexpected error becomes a 503 (the platform retries) with a short reason and a log line
+that names the error type only, never body content.
 
 Answers: 200 accepted (also a duplicate or a replay, acknowledged without effect); 400 body not
-a usable event, or not readable (broken chunking, connection trouble); 401 signature missing,
-malformed, of a disallowed algorithm, or not matching, or key refused for good; 405 not a POST;
-408 body not received within ``read_timeout``; 413 body over ``max_body``; 503 retry later
-(signing key not published yet, key fetch budget spent or key endpoint down, bus down, Session
-closing, or an unexpected error).
+a usable event, or not readable (broken chunking, connection trouble, client gone); 401
+signature missing, malformed, of a disallowed algorithm, or not matching, or key refused for
+good; 405 not a POST (with ``Allow: POST``); 408 body not received within ``read_timeout``;
+413 body over ``max_body``; 503 retry later (signing key not published yet, key fetch budget
+spent or key endpoint down, bus down, Session closing, or an unexpected error). Every delivery
+is reported to the ``recorder`` once, whatever the adapter (counted by outcome, refusals
+logged at INFO with a reason code, one span each with OpenTelemetry).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
@@ -38,40 +44,89 @@ from .keys import WebhookVerifier
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-__all__ = ["SIGNATURE_HEADER", "WebhookReceiver"]
+__all__ = [
+    "SIGNATURE_HEADER",
+    "BodyReadError",
+    "WebhookAnswer",
+    "WebhookCore",
+    "WebhookReceiver",
+]
 
 log = logging.getLogger("workflows_async.webhooks")
 
 SIGNATURE_HEADER = "JWS-SIGNATURE"
 Publish = Callable[[WebhookEvent], Awaitable[bool]]
+Body = bytes | AsyncIterable[bytes]
+"""A webhook body: bytes already read, or chunks the core reads (lazily, after the header
+check, under the size limit and the read deadline)."""
 
 
-_ACCEPTED = json.dumps({"status": 200, "reason": "accepted"})
+class BodyReadError(Exception):
+    """Raised by an adapter's body iterator when the body cannot be read (broken chunking, the
+    client went away): the core answers ``status`` (400 unless told) and closes. ``code`` is the
+    fixed reason the refusal is counted under."""
+
+    def __init__(self, reason: str, *, status: int = 400, code: str = "unreadable_body") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.code = code
 
 
-def _answer(status: int, reason: str, *, close: bool = False) -> web.Response:
-    response = web.json_response({"status": status, "reason": reason}, status=status)
-    if close:  # the rest of the body is not read: do not keep the connection for it
-        response.force_close()
-    return response
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookAnswer:
+    """What to answer the platform: ``status``, a short ``reason``, and whether to ``close``
+    the connection (the rest of the body was not read). ``body`` and ``headers`` are ready to
+    send as they are, from any framework."""
+
+    status: int
+    reason: str
+    close: bool = False
+
+    @property
+    def body(self) -> bytes:
+        if self.status == 200 and self.reason == "accepted":
+            return _ACCEPTED
+        return json.dumps({"status": self.status, "reason": self.reason}).encode()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.status == 405:
+            headers["Allow"] = "POST"
+        if self.close:
+            headers["Connection"] = "close"
+        return headers
 
 
-def _accepted() -> web.Response:
-    """The same response as ``_answer(200, "accepted")``, without encoding it every time."""
-    return web.Response(text=_ACCEPTED, content_type="application/json")
+_ACCEPTED = json.dumps({"status": 200, "reason": "accepted"}).encode()
+ACCEPTED = WebhookAnswer(200, "accepted")
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """``name``'s value in ``headers``, whatever the case of the keys (a plain dict, aiohttp's
+    or Django's case-insensitive mappings alike)."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, found in headers.items():
+        if key.lower() == lowered:
+            return found
+    return None
 
 
 class _TooLarge(Exception):
     pass
 
 
-class WebhookReceiver:
-    """Handles the platform's POSTs. ``verifier=None`` accepts unsigned events (development).
+class WebhookCore:
+    """The receiving path, framework-free: ``await core.receive(method, headers, body)``.
 
-    ``max_body`` bounds the body in bytes (413 above it); ``read_timeout`` bounds the time the
-    whole body may take to arrive (408 after it; the platform itself gives up after 10 s).
-    Every delivery is reported to ``recorder`` (counted by outcome, refusals logged at INFO
-    with a reason code, one span each with OpenTelemetry).
+    ``verifier=None`` accepts unsigned events (development). ``max_body`` bounds the body in
+    bytes (413 above it); ``read_timeout`` bounds the time the whole body may take to arrive
+    (408 after it; the platform itself gives up after 10 s). Every delivery is reported to
+    ``recorder`` once. Get one from ``Session.webhook_core()``.
     """
 
     def __init__(
@@ -88,67 +143,52 @@ class WebhookReceiver:
             raise ConfigurationError("read_timeout must be positive")
         self._verifier = verifier
         self._publish = publish
-        self._max_body = max_body
-        self._read_timeout = read_timeout
+        self.max_body = max_body
+        self.read_timeout = read_timeout
         self._clock = clock
         self._recorder = recorder if recorder is not None else Recorder()
 
-    def app(self) -> web.Application:
-        """An aiohttp application to mount with ``app.add_subapp(prefix, ...)``."""
-        app = web.Application(client_max_size=self._max_body)
-        app.router.add_post("/", self.handle)
-        return app
-
-    async def handle(self, request: web.Request) -> web.Response:
-        """Answer one delivery; never raises (but cancellation), never answers 5xx but 503."""
+    async def receive(self, method: str, headers: Mapping[str, str], body: Body) -> WebhookAnswer:
+        """Answer one delivery. ``headers`` is any mapping (keys in any case); ``body`` is the
+        raw bytes, or an async iterable of chunks that is read only once the method, the
+        Content-Length and the signature header are acceptable. Never raises (but
+        cancellation); never answers 5xx but 503."""
         span = self._recorder.webhook_span()
         try:
-            response = await self._handle(request, span)
-        except web.HTTPException as exc:  # raised by aiohttp itself while reading
-            if 400 <= exc.status < 500:
-                response = self._reject(span, exc.status, "unreadable_body", exc.reason, True)
-            else:
-                response = self._unexpected(span, exc)
+            return await self._receive(span, method, headers, body)
         except Exception as exc:  # the last resort: the endpoint never answers 500
-            response = self._unexpected(span, exc)
-        if response.keep_alive is False and not request.content.is_eof():
-            await self._send_and_close(request, response)
-        return response
+            return self._unexpected(span, exc)
 
-    @staticmethod
-    async def _send_and_close(request: web.Request, response: web.Response) -> None:
-        """Send the refusal now and drop the connection: aiohttp would otherwise linger for
-        seconds reading (and discarding) the rest of a body nobody wants, e.g. a trickle."""
-        try:
-            await response.prepare(request)
-            await response.write_eof()
-        except (OSError, RuntimeError):  # the peer is gone already
-            pass
-        request.protocol.force_close()  # the transport flushes what was written, then closes
-
-    async def _handle(self, request: web.Request, span: Span | None) -> web.Response:
+    async def _receive(
+        self, span: Span | None, method: str, headers: Mapping[str, str], body: Body
+    ) -> WebhookAnswer:
         received = self._clock()
-        if request.content_length is not None and request.content_length > self._max_body:
+        if method.upper() != "POST":
+            return self._reject(span, 405, "method_not_allowed", "only POST is accepted")
+        length = _content_length(header(headers, "Content-Length"))
+        if length is not None and length > self.max_body:
             return self._reject(span, 413, "body_too_large", "body too large", True)
-        signature = request.headers.get(SIGNATURE_HEADER)
+        signature = header(headers, SIGNATURE_HEADER)
         if self._verifier is not None:
             try:  # the header alone, before a byte of the body is read
                 self._verifier.parse(signature)
             except SignatureError as exc:
                 return self._reject(span, 401, "bad_signature", str(exc), True)
         try:
-            async with asyncio.timeout(self._read_timeout):
-                body = await self._read_body(request)
+            async with asyncio.timeout(self.read_timeout):
+                raw = await self._read_body(body)
         except TimeoutError:
             return self._reject(span, 408, "read_timeout", "body not received in time", True)
         except _TooLarge:
             return self._reject(span, 413, "body_too_large", "body too large", True)
-        except (HttpProcessingError, OSError) as exc:  # broken chunking, connection trouble
+        except BodyReadError as exc:
+            return self._reject(span, exc.status, exc.code, exc.reason, True)
+        except OSError as exc:  # connection trouble while reading
             why = f"body could not be read ({type(exc).__name__})"
             return self._reject(span, 400, "unreadable_body", why, True)
         if self._verifier is not None:
             try:
-                await self._verifier.verify(signature, body)
+                await self._verifier.verify(signature, raw)
             except SignatureError as exc:
                 return self._reject(span, 401, "bad_signature", str(exc))
             except KeyUnavailableError as exc:
@@ -157,7 +197,7 @@ class WebhookReceiver:
                 why = f"event not accepted now ({type(exc).__name__})"
                 return self._reject(span, 503, "unavailable", why)
         try:
-            event = parse_event(body, received_at=received)
+            event = parse_event(raw, received_at=received)
         except BadEventError as exc:
             return self._reject(span, 400, "bad_event", str(exc))
         trace = self._recorder.webhook_event(span, event.workflow_id, event.status)
@@ -174,24 +214,24 @@ class WebhookReceiver:
             why = "event could not be published; retry later"
             return self._reject(span, 503, outcome or "not_published", why)
         self._recorder.webhook_accepted(span, duplicate=outcome == "duplicate")
-        return _accepted()
+        return ACCEPTED
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        """The whole raw body, however many packets or chunks it came in; ``_TooLarge`` above
-        the limit.
-
-        (The stream is read directly: a sub-app's own ``client_max_size`` does not apply to
-        ``request.read()``, which the root application's setting governs.)"""
+    async def _read_body(self, body: Body) -> bytes:
+        """The whole raw body, however many chunks it came in; ``_TooLarge`` above the limit."""
+        if isinstance(body, bytes | bytearray | memoryview):
+            if len(body) > self.max_body:
+                raise _TooLarge
+            return bytes(body)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
+        async for chunk in body:
             size += len(chunk)
-            if size > self._max_body:
+            if size > self.max_body:
                 raise _TooLarge
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _unexpected(self, span: Span | None, exc: BaseException) -> web.Response:
+    def _unexpected(self, span: Span | None, exc: BaseException) -> WebhookAnswer:
         # The type only: an exception's text might quote the body.
         log.error("webhook handling failed unexpectedly: %s", type(exc).__name__)
         why = f"unexpected error ({type(exc).__name__}); retry later"
@@ -199,8 +239,107 @@ class WebhookReceiver:
 
     def _reject(
         self, span: Span | None, status: int, code: str, reason: str, close: bool = False
-    ) -> web.Response:
+    ) -> WebhookAnswer:
         """Refuse a delivery: ``code`` is a fixed reason for counting, ``reason`` our own
         short text (never the body) for the answer and the INFO log line."""
         self._recorder.webhook_refused(span, code, status, reason)
-        return _answer(status, reason, close=close)
+        return WebhookAnswer(status, reason, close)
+
+
+def _content_length(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit():
+        return None  # servers refuse a malformed Content-Length before we see it
+    return int(value)
+
+
+_ASGI_MISTAKE = (
+    "this is the aiohttp sub-app from session.webhook_app(), for aiohttp's "
+    "app.add_subapp(); it was called as an ASGI app: for FastAPI, Starlette, Django (ASGI), "
+    "Quart or Litestar mount session.webhook_asgi() instead"
+)
+
+with warnings.catch_warnings():  # aiohttp discourages subclasses; this one adds no state
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+    class WebhookApplication(web.Application):
+        """The aiohttp sub-app, refusing loudly to be used as an ASGI app (which an ASGI
+        framework's ``mount`` would otherwise accept, to fail with a bare ``TypeError``)."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> WebhookApplication:
+            if args or kwargs:  # ASGI: app(scope, receive, send)
+                log.error("%s", _ASGI_MISTAKE)
+                raise ConfigurationError(_ASGI_MISTAKE)
+            return self  # aiohttp's own gunicorn compatibility
+
+
+class WebhookReceiver:
+    """The aiohttp adapter over :class:`WebhookCore` (same arguments)."""
+
+    def __init__(
+        self,
+        verifier: WebhookVerifier | None,
+        publish: Publish,
+        *,
+        max_body: int = 1 << 20,
+        read_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.core = WebhookCore(
+            verifier,
+            publish,
+            max_body=max_body,
+            read_timeout=read_timeout,
+            clock=clock,
+            recorder=recorder,
+        )
+
+    @classmethod
+    def from_core(cls, core: WebhookCore) -> WebhookReceiver:
+        """The adapter over an existing core (``Session.webhook_core()``)."""
+        receiver = cls.__new__(cls)
+        receiver.core = core
+        return receiver
+
+    def app(self) -> web.Application:
+        """An aiohttp application to mount with ``app.add_subapp(prefix, ...)``: it answers at
+        ``prefix`` and ``prefix/`` alike, every method (405 from the core but for POST)."""
+        app = WebhookApplication(client_max_size=self.core.max_body)
+        app.router.add_route("*", "", self.handle)
+        app.router.add_route("*", "/", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer one delivery; never raises (but cancellation), never answers 5xx but 503."""
+        answer = await self.core.receive(request.method, request.headers, _chunks(request))
+        response = web.Response(body=answer.body, status=answer.status, headers=answer.headers)
+        if answer.close:  # the rest of the body is not read: do not keep the connection for it
+            response.force_close()
+            if not request.content.is_eof():
+                await _send_and_close(request, response)
+        return response
+
+
+async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The raw body as it arrives. (The stream is read directly: a sub-app's own
+    ``client_max_size`` does not apply to ``request.read()``, which the root app governs.)"""
+    try:
+        async for chunk in request.content.iter_any():
+            yield chunk
+    except web.HTTPException as exc:  # raised by aiohttp itself while reading
+        if 400 <= exc.status < 500:
+            raise BodyReadError(exc.reason, status=exc.status) from None
+        raise
+    except HttpProcessingError as exc:  # broken chunking
+        raise BodyReadError(f"body could not be read ({type(exc).__name__})") from None
+
+
+async def _send_and_close(request: web.Request, response: web.Response) -> None:
+    """Send the refusal now and drop the connection: aiohttp would otherwise linger for
+    seconds reading (and discarding) the rest of a body nobody wants, e.g. a trickle."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except (OSError, RuntimeError):  # the peer is gone already
+        pass
+    request.protocol.force_close()  # the transport flushes what was written, then closes

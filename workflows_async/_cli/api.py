@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import WorkflowTimeout
 from .common import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TIMEOUT,
     PROG,
@@ -139,11 +140,33 @@ def run_command(args: argparse.Namespace) -> int:
     if args.case_id and case:
         raise UsageError("pass case fields or --case-id, not both")
     parameters = load_json_object(args.parameters, "--parameters") if args.parameters else None
-    return asyncio.run(_run(args, case, parameters))
+    started: list[str] = []
+    try:
+        return asyncio.run(_run(args, case, parameters, started))
+    except KeyboardInterrupt:
+        if started:
+            return interrupted(started[0])
+        warn(
+            "interrupted before the API answered the run request: the workflow may have "
+            "started; do not rerun blindly: see README Failure semantics"
+        )
+        return EXIT_INTERRUPTED
+
+
+def interrupted(workflow_id: str) -> int:
+    """Ctrl-C while waiting: the workflow goes on at the API; say how to pick it up."""
+    warn(
+        f"interrupted: workflow {workflow_id} goes on at the API; "
+        f"pick it up with: {PROG} wait {workflow_id}"
+    )
+    return EXIT_INTERRUPTED
 
 
 async def _run(
-    args: argparse.Namespace, case: dict[str, str], parameters: dict[str, Any] | None
+    args: argparse.Namespace,
+    case: dict[str, str],
+    parameters: dict[str, Any] | None,
+    started: list[str],
 ) -> int:
     async with make_session(args, poll=poll_policy(args)) as session:
         case_id: str | None = None
@@ -173,6 +196,7 @@ async def _run(
                 parameters=parameters,
                 timeout=args.timeout,
                 raise_on_failure=False,
+                on_started=lambda workflow: started.append(workflow.id),
             )
         except WorkflowTimeout as exc:
             return _timed_out(exc, args.timeout)
@@ -208,4 +232,7 @@ def wait_command(args: argparse.Namespace) -> int:
                 return _timed_out(exc, args.timeout)
             return _finish(outcome)
 
-    return asyncio.run(wait())
+    try:
+        return asyncio.run(wait())
+    except KeyboardInterrupt:
+        return interrupted(args.workflow_id)

@@ -2,8 +2,8 @@
 
 Invariants: a malformed row becomes a :class:`BadRow` with its line number and a reason that
 never quotes the row's values; a row's key is its ``externalId``/``id`` column when present,
-else a short hash of its content, made unique by an occurrence counter, so keys are stable
-across runs of the same file.
+else a short hash of its content, so keys are stable across runs of the same file; two rows
+with one key are found by `duplicate_keys` (``batch`` refuses them: each row is a paid check).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ CASE_FIELDS = (
 )
 KEY_COLUMNS = ("externalId", "external_id", "id")
 PARAMETERS_COLUMN = "parameters"
+DEFINITION_COLUMNS = ("definition", "workflowDefinitionId", "workflow_definition_id")
 
 
 def _camel(name: str) -> str:
@@ -40,7 +41,9 @@ def _camel(name: str) -> str:
 _ALIASES: dict[str, str] = {name: name for name in CASE_FIELDS} | {
     _camel(name): name for name in CASE_FIELDS
 }
-_KNOWN = frozenset(_ALIASES) | frozenset(KEY_COLUMNS) | {PARAMETERS_COLUMN}
+_KNOWN = (
+    frozenset(_ALIASES) | frozenset(KEY_COLUMNS) | {PARAMETERS_COLUMN} | set(DEFINITION_COLUMNS)
+)
 
 
 class RowError(ValueError):
@@ -53,6 +56,8 @@ class Row:
     key: str
     case: dict[str, str]
     parameters: dict[str, Any] | None
+    definition: str | None = None
+    """The row's own workflow definition (a ``definition`` column), overriding ``--definition``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,33 +111,48 @@ def _parameters(data: Mapping[str, Any], *, from_text: bool) -> dict[str, Any] |
     return value
 
 
-def content_hash(case: Mapping[str, str], parameters: Mapping[str, Any] | None) -> str:
-    canonical = json.dumps([case, parameters], sort_keys=True, ensure_ascii=False)
+def _definition(data: Mapping[str, Any]) -> str | None:
+    for column in DEFINITION_COLUMNS:
+        value = data.get(column)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise RowError(f"column {column!r} must be a workflow definition id")
+        return value.strip()
+    return None
+
+
+def content_hash(
+    case: Mapping[str, str], parameters: Mapping[str, Any] | None, definition: str | None = None
+) -> str:
+    content: list[Any] = [case, parameters]
+    if definition is not None:  # files without the column keep the keys they always had
+        content.append(definition)
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-class _Keys:
-    """Hands out unique keys: the second row with the same base key gets ``#2``, and so on."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
-
-    def __call__(self, base: str) -> str:
-        n = self._seen.get(base, 0) + 1
-        self._seen[base] = n
-        return base if n == 1 else f"{base}#{n}"
+def duplicate_keys(rows: Iterable[Row | BadRow]) -> dict[str, list[int]]:
+    """Each key that two or more rows share, with the lines of those rows, in file order."""
+    lines: dict[str, list[int]] = {}
+    for row in rows:
+        if isinstance(row, Row):
+            lines.setdefault(row.key, []).append(row.line)
+    return {key: found for key, found in lines.items() if len(found) > 1}
 
 
-def _row(line: int, data: Mapping[str, Any], keys: _Keys, *, from_text: bool) -> Row | BadRow:
+def _row(line: int, data: Mapping[str, Any], *, from_text: bool) -> Row | BadRow:
     try:
         case = case_fields(data, allow_extra=True)
         parameters = _parameters(data, from_text=from_text)
         explicit = _key_value(data)
+        definition = _definition(data)
     except RowError as exc:
         return BadRow(line, str(exc))
     if not case:
         return BadRow(line, "no case fields (firstName, lastName, companyName, ...)")
-    return Row(line, keys(explicit or content_hash(case, parameters)), case, parameters)
+    key = explicit or content_hash(case, parameters, definition)
+    return Row(line, key, case, parameters, definition)
 
 
 def detect_format(path: Path) -> str:
@@ -164,7 +184,6 @@ def _csv_rows(path: Path, data: bytes) -> Iterator[Row | BadRow]:
         raise UsageError(f"{path}: not UTF-8 text") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
-    keys = _Keys()
     previous = 0
     try:
         for record in reader:
@@ -178,7 +197,7 @@ def _csv_rows(path: Path, data: bytes) -> Iterator[Row | BadRow]:
                     raise UsageError(
                         f"{path}: line {line}: unknown column {unknown[0]!r} (expected case "
                         f"fields such as firstName or first_name, and optionally externalId, "
-                        f"id, parameters)"
+                        f"id, parameters, definition)"
                     )
                 if len(set(header)) != len(header):
                     raise UsageError(f"{path}: line {line}: a column name appears twice")
@@ -186,7 +205,7 @@ def _csv_rows(path: Path, data: bytes) -> Iterator[Row | BadRow]:
             if len(record) != len(header):
                 yield BadRow(line, f"expected {len(header)} fields, found {len(record)}")
                 continue
-            yield _row(line, dict(zip(header, record, strict=True)), keys, from_text=True)
+            yield _row(line, dict(zip(header, record, strict=True)), from_text=True)
     except csv.Error as exc:
         raise UsageError(f"{path}: line {reader.line_num}: {exc}") from None
     if header is None:
@@ -194,7 +213,6 @@ def _csv_rows(path: Path, data: bytes) -> Iterator[Row | BadRow]:
 
 
 def _jsonl_rows(data: bytes) -> Iterator[Row | BadRow]:
-    keys = _Keys()
     for line, raw in enumerate(data.splitlines(), start=1):
         if line == 1:
             raw = raw.removeprefix(b"\xef\xbb\xbf")
@@ -215,4 +233,4 @@ def _jsonl_rows(data: bytes) -> Iterator[Row | BadRow]:
         if unknown:
             yield BadRow(line, f"unknown field {unknown[0]!r}")
             continue
-        yield _row(line, value, keys, from_text=False)
+        yield _row(line, value, from_text=False)

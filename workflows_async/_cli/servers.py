@@ -33,6 +33,7 @@ from .common import (
     url_host,
     warn,
 )
+from .forward import Forwarder, check_forward_url
 
 if TYPE_CHECKING:  # imported where used, so that parsing the command line stays cheap
     from ..bus import Bus
@@ -47,9 +48,11 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         parents=[parent],
         help="run the Simulator (a fake Workflows API) in the foreground",
         description=(
-            "Serve the Simulator until Ctrl-C. It prints its base URL, key and secret; point "
-            "a client at it with --insecure-http. Built-in definitions: kyc-basic, "
-            "kyc-instant, kyc-awaiting, kyc-failing."
+            "Serve the Simulator until Ctrl-C. It prints its base URL, key and secret (--json: "
+            "one JSON line, with an organization token too); point a client at it with "
+            "--insecure-http. Built-in definitions: kyc-basic, kyc-instant, kyc-awaiting, "
+            "kyc-failing. While it runs, 'sim-control' (or POST /_control/..., from this "
+            "machine only) completes or fails a workflow and changes faults."
         ),
     )
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -67,14 +70,14 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     sim.add_argument("--seed", type=int, help="seed for the fault dice")
     sim.add_argument("--key", default="test-key", help="the API key it accepts")
     sim.add_argument("--secret", default="test-secret", help="the API secret it accepts")
-    faults = sim.add_argument_group("faults")
-    faults.add_argument("--drop-webhooks", type=share, default=0.0, metavar="SHARE")
-    faults.add_argument("--duplicate-webhooks", type=share, default=0.0, metavar="SHARE")
-    faults.add_argument("--error-rate", type=share, default=0.0, metavar="SHARE",
-                        help="share of API calls answered 429/500/502/503")  # fmt: skip
-    faults.add_argument("--latency", type=non_negative_float, default=0.0, metavar="S",
-                        help="seconds added before every answer")  # fmt: skip
-    faults.add_argument("--webhook-delay", type=non_negative_float, default=0.0, metavar="S")
+    sim.add_argument(
+        "--json", action="store_true",
+        help="print one JSON line on start-up (baseUrl, key, secret, organizationToken, "
+        "webhookKeyId, controlUrl) instead of the text",
+    )  # fmt: skip
+    add_fault_arguments(
+        sim.add_argument_group("faults (see Faults; change them later with sim-control)")
+    )
     sim.set_defaults(func=simulate_command)
 
     listen: CliParser = commands.add_parser(
@@ -82,9 +85,10 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         parents=[parent],
         help="run a standalone webhook receiver that prints each verified event",
         description=(
-            "Receive the platform's webhooks on http://HOST:PORT/PATH/, verify their "
-            "signatures with keys fetched from the API, and print each verified event as one "
-            "JSON line on stdout."
+            "Receive the platform's webhooks on http://HOST:PORT/PATH, verify their "
+            "signatures with keys fetched from the API (no credentials needed), and print "
+            "each verified event as one JSON line on stdout; --forward-to relays each one "
+            "to a local app."
         ),
     )
     listen.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -96,8 +100,72 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     listen.add_argument("--redis", metavar="URL", help="publish events to Redis (redis://...)")
     listen.add_argument("--raw", action="store_true", help="include each event's body")
+    listen.add_argument(
+        "--forward-to", metavar="URL",
+        help="POST each verified event's raw body to URL (a local app), with the header "
+        "Workflows-Signature-Verified: true instead of the signature",
+    )  # fmt: skip
+    listen.add_argument(
+        "--forward-remote", action="store_true",
+        help="allow a --forward-to URL that is not on this machine",
+    )  # fmt: skip
+    listen.add_argument(
+        "--forward-timeout", type=positive_float, default=10.0, metavar="S",
+        help="seconds each relay may take (default: 10)",
+    )  # fmt: skip
     add_api_arguments(listen)
     listen.set_defaults(func=listen_command)
+
+
+def statuses(text: str) -> tuple[int, ...]:
+    """``"500,502"`` -> ``(500, 502)``."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected statuses such as 500,502: {text!r}") from None
+
+
+_FAULT_HELP = {
+    "error_rate": "share of API calls answered with one of --error-statuses",
+    "latency": "seconds added before every answer",
+    "drop_webhooks": "share of webhook events never delivered",
+}
+
+
+def add_fault_arguments(group: Any) -> None:
+    """One flag per field of `Faults` (``--error-rate`` for ``error_rate``), none forgotten."""
+    import dataclasses
+
+    from ..testing._faults import _SECONDS, _SHARES, Faults
+
+    for field in dataclasses.fields(Faults):
+        flag, name = "--" + field.name.replace("_", "-"), field.name
+        default = field.default
+        options: dict[str, Any] = {"dest": f"fault_{name}", "default": argparse.SUPPRESS}
+        if name in _SHARES:
+            options.update(type=share, metavar="SHARE", help=_FAULT_HELP.get(name, "a share 0-1"))
+        elif name in _SECONDS:
+            options.update(
+                type=non_negative_float, metavar="S", help=_FAULT_HELP.get(name, "seconds")
+            )
+        elif isinstance(default, bool):
+            options.update(action="store_true")
+        elif name.endswith("_statuses"):
+            options.update(type=statuses, metavar="N,N", help="HTTP statuses, e.g. 500,502")
+        elif isinstance(default, int):
+            options.update(type=int, metavar="N", help="an HTTP status")
+        else:  # a new kind of knob: still a flag, its value JSON
+            options.update(type=json.loads, metavar="JSON")
+        if "help" in options:
+            options["help"] += f" (Faults.{name}; default: {default})"
+        else:
+            options["help"] = f"Faults.{name}"
+        group.add_argument(flag, **options)
+
+
+def faults_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    prefix = "fault_"
+    return {k[len(prefix) :]: v for k, v in vars(args).items() if k.startswith(prefix)}
 
 
 async def _until_stopped() -> None:
@@ -127,31 +195,39 @@ def _check_host(host: str) -> None:
 def simulate_command(args: argparse.Namespace) -> int:
     from ..testing import Faults, Simulator
 
-    faults = Faults(
-        drop_webhooks=args.drop_webhooks,
-        duplicate_webhooks=args.duplicate_webhooks,
-        error_rate=args.error_rate,
-        latency=args.latency,
-        webhook_delay=args.webhook_delay,
-    )
     try:
+        faults = Faults(**faults_from_args(args))
         sim = Simulator(
             key=args.key, secret=args.secret, webhook_urls=args.webhook_url,
             time_scale=args.time_scale, host=args.host, port=args.port, seed=args.seed,
-            faults=faults, log_limit=SIMULATE_LOG_LIMIT,
+            faults=faults, log_limit=SIMULATE_LOG_LIMIT, control=True,
         )  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _check_host(args.host)
-    return asyncio.run(_simulate(sim))
+    return asyncio.run(_simulate(sim, as_json=args.json))
 
 
 SIMULATE_LOG_LIMIT = 10_000
 """A standalone Simulator may run for days: keep only its newest request and webhook records."""
 
 
-async def _simulate(sim: Simulator) -> int:
+async def _simulate(sim: Simulator, *, as_json: bool) -> int:
     async with sim:
+        if as_json:
+            start = {
+                "baseUrl": sim.base_url,
+                "key": sim.key,
+                "secret": sim.secret,
+                "organizationToken": sim.organization_token(),
+                "webhookKeyId": sim.kid,
+                "controlUrl": f"{sim.base_url}/_control/",
+                "definitions": sorted(sim.definitions),
+            }
+            print(json.dumps(start), flush=True)
+            await _until_stopped()
+            warn("simulator stopped")
+            return EXIT_OK
         lines = [
             f"Simulator listening on {sim.base_url}",
             f"key: {sim.key}",
@@ -163,6 +239,8 @@ async def _simulate(sim: Simulator) -> int:
             f"  export WORKFLOWS_BASE_URL={sim.base_url}",
             f"  export WORKFLOWS_API_KEY={sim.key} WORKFLOWS_API_SECRET={sim.secret}",
             "  workflows-async run --insecure-http --definition kyc-basic --company-name Acme",
+            "  workflows-async sim-control complete WORKFLOW_ID --status FAILED",
+            "  workflows-async sim-control faults error_rate=0.2",
             "",
             "Press Ctrl-C to stop.",
         ]
@@ -206,22 +284,42 @@ def listen_command(args: argparse.Namespace) -> int:
         args.base_url or os.environ.get("WORKFLOWS_BASE_URL", "")
     ):
         raise UsageError("--no-verify is only allowed with a local API (localhost --base-url)")
+    forward_to = None
+    if args.forward_to:
+        forward_to = check_forward_url(args.forward_to, allow_remote=args.forward_remote)
+    # No credentials needed: the signing-key endpoint is called without a token.
     session = make_session(
-        args, require_auth=not args.no_verify, verify_webhooks=not args.no_verify,
-        bus=_bus(args.redis),
+        args, require_auth=False, verify_webhooks=not args.no_verify, bus=_bus(args.redis),
     )  # fmt: skip
     _check_host(args.host)
-    return asyncio.run(_listen(session, args.host, args.port, path, raw=args.raw))
+    forwarder = None
+    if forward_to is not None:
+        forwarder = Forwarder(forward_to, verified=not args.no_verify, timeout=args.forward_timeout)
+    return asyncio.run(
+        _listen(session, args.host, args.port, path, raw=args.raw, forwarder=forwarder)
+    )
 
 
-async def _listen(session: Session, host: str, port_number: int, path: str, *, raw: bool) -> int:
+async def _listen(
+    session: Session,
+    host: str,
+    port_number: int,
+    path: str,
+    *,
+    raw: bool,
+    forwarder: Forwarder | None = None,
+) -> int:
     from aiohttp import web
 
     def show(event: WebhookEvent) -> None:
         print(json.dumps(event_json(event, raw=raw)), flush=True)
 
     session.on_event(show)
-    async with session:
+    async with contextlib.AsyncExitStack() as stack:
+        if forwarder is not None:
+            await stack.enter_async_context(forwarder)
+            session.on_event(forwarder.forward)
+        await stack.enter_async_context(session)
         receiver = session.webhook_app()
         if path == "/":
             app = receiver
@@ -229,7 +327,7 @@ async def _listen(session: Session, host: str, port_number: int, path: str, *, r
             app = web.Application()
             app.add_subapp(path, receiver)
         async with serve(app, host, port_number) as actual:
-            suffix = "/" if path == "/" else f"{path}/"
+            suffix = "/" if path == "/" else path
             warn(f"listening on http://{url_host(host)}:{actual}{suffix} (Ctrl-C to stop)")
             started = time.monotonic()
             await _until_stopped()

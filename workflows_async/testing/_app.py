@@ -136,11 +136,12 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     route = f"{request.method} {template}"
     backend.calls_by_route[route] += 1
     faults, dice = backend.faults(), backend.dice
-    is_api = resource is not None and route != KEY_ROUTE
+    is_control = template.startswith("/_control/")  # no fault, latency or token check
+    is_api = resource is not None and route != KEY_ROUTE and not is_control
     version: int | None = None
     fault: Fault | None = None
     try:
-        if faults.latency > 0:
+        if faults.latency > 0 and not is_control:
             await asyncio.sleep(faults.latency)
         if not is_api:
             if route == KEY_ROUTE and dice.chance(faults.key_error_rate):

@@ -20,6 +20,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from ._app import Backend, ScheduledFault, build_app
+from ._control import add_control_routes
 from ._faults import Dice, Faults
 from ._records import RecordLog, RequestRecord, WebhookAttempt
 from ._signing import KeyRing
@@ -42,7 +43,9 @@ class Simulator:
     Simulated durations (workflow ``duration``, webhook retry interval and timeout) are
     multiplied by ``time_scale``; ``token_ttl``, ``Faults`` seconds and ``Retry-After`` are not.
     ``log_limit`` keeps only the newest records in ``requests`` and ``webhook_attempts`` (None,
-    the default, keeps all: set it for a Simulator that runs for hours).
+    the default, keeps all: set it for a Simulator that runs for hours). ``control=True`` adds
+    the localhost-only control endpoint (``GET``/``POST /_control/faults``,
+    ``POST /_control/workflows/{id}/complete``) that ``workflows-async simulate`` serves.
     Choices where the vendor's docs are silent: creating POSTs answer 201; a result asked for
     before the final status is a 409 ``result_not_ready``; the key endpoint needs no token (it
     serves public keys) and wants ``?pem=true``; no webhook announces the status the run response
@@ -77,6 +80,7 @@ class Simulator:
         faults: Faults | None = None,
         signing_key: RSAPrivateKey | None = None,
         log_limit: int | None = None,
+        control: bool = False,
     ) -> None:
         for name, value in {
             "time_scale": time_scale,
@@ -141,6 +145,8 @@ class Simulator:
         )
         self._org_tokens, self._tables = backend.org_tokens, backend.tables
         self._app = build_app(backend, self._lifecycle, self._on_shutdown)
+        if control:
+            add_control_routes(self._app, self)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self._closed = False
@@ -402,11 +408,48 @@ class Simulator:
         Returns once that delivery ended (delivered, dropped or out of retries). Does nothing
         when the workflow already ended with ``status``. KeyError for an unknown workflow.
         """
+        if (task := self._finish(workflow_id, status)) is not None:
+            await asyncio.wait({task})
+
+    def _finish(self, workflow_id: str, status: str) -> asyncio.Task[None] | None:
+        """`complete` without waiting: the final status now; the task delivering its webhook."""
         self._advance()
         transition = self._state.force(workflow_id, status)
         self._notify()
-        if transition is not None and (task := self._dispatcher.submit(transition)) is not None:
-            await asyncio.wait({task})
+        return None if transition is None else self._dispatcher.submit(transition)
+
+    async def wait_for_webhooks(
+        self,
+        count: int = 1,
+        *,
+        workflow_id: str | None = None,
+        delivered: bool = False,
+        timeout: float | None = None,
+    ) -> list[WebhookAttempt]:
+        """Wait until at least ``count`` webhook attempts have ended and return them all.
+
+        Counts every entry of `webhook_attempts` (retries, duplicates and dropped events
+        included), only those for ``workflow_id`` when given, and only those a receiver
+        acknowledged with a 2xx when ``delivered``. Woken by each attempt, no polling;
+        ``TimeoutError`` after ``timeout`` seconds. With ``log_limit``, only the kept
+        records count.
+        """
+        if self._changed is None or self._loop is None:
+            raise RuntimeError("the Simulator is not serving")
+
+        def matching() -> list[WebhookAttempt]:
+            return [
+                attempt
+                for attempt in self._dispatcher.attempts
+                if (workflow_id is None or attempt.workflow_id == workflow_id)
+                and (not delivered or attempt.ok)
+            ]
+
+        async with asyncio.timeout(timeout):
+            while len(found := matching()) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return found
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until no transition is scheduled and no webhook delivery is pending."""

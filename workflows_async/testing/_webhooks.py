@@ -208,6 +208,7 @@ class WebhookDispatcher:
             signature=event.signature,
         )
         self.attempts.append(record)
+        self._on_change()  # wakes `Simulator.wait_for_webhooks`
         return record
 
     async def _post(self, url: str, body: bytes, header: str) -> Outcome:

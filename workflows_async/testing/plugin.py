@@ -1,17 +1,19 @@
-"""pytest plugin: a started `Simulator` as the ``workflows_simulator`` fixture.
+"""pytest plugin: a started `Simulator` (``workflows_simulator``) and a `Session` on it, its
+webhook receiver served and registered (``workflows_session``).
 
-Invariants: every Simulator a fixture starts is closed at teardown, even when the test fails;
-fixtures are declared with ``pytest_asyncio.fixture``, so they work in pytest-asyncio's strict
-and auto modes alike (without pytest-asyncio they fall back to plain ``pytest.fixture``, which
-anyio's pytest plugin drives).
+Invariants: every Simulator, Session and receiver a fixture starts is closed at teardown, even
+when the test fails; fixtures are declared with ``pytest_asyncio.fixture``, so they work in
+pytest-asyncio's strict and auto modes alike (without pytest-asyncio they fall back to plain
+``pytest.fixture``, which anyio's pytest plugin drives).
 
 Loaded automatically through the ``pytest11`` entry point once ``workflows-async`` is installed,
 so it is imported by every pytest run of a project that has the package: it imports pytest and
-nothing heavy of its own; the Simulator (aiohttp.web, cryptography) loads when a fixture runs.
-Override constructor arguments per test with a marker::
+nothing heavy of its own; the Simulator, the Session and aiohttp load when a fixture runs.
+Override arguments per test with markers::
 
-    @pytest.mark.workflows_simulator(time_scale=0.001, faults=Faults(drop_webhooks=1.0))
-    async def test_lost_webhooks(workflows_simulator: Simulator) -> None: ...
+    @pytest.mark.workflows_simulator(faults=Faults(drop_webhooks=1.0))  # Simulator(...)
+    @pytest.mark.workflows_session(api_version=2)  # Session(...), plus webhooks=, scopes=
+    async def test_lost_webhooks(workflows_session: Session) -> None: ...
 """
 
 from __future__ import annotations
@@ -22,9 +24,16 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pytest
 
 if TYPE_CHECKING:
+    from ..session import Session
     from ._simulator import Simulator
 
-__all__ = ["FAST_DEFAULTS", "workflows_simulator", "workflows_simulator_factory"]
+__all__ = [
+    "FAST_DEFAULTS",
+    "FAST_POLL",
+    "workflows_session",
+    "workflows_simulator",
+    "workflows_simulator_factory",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,7 +41,13 @@ FAST_DEFAULTS: dict[str, Any] = {"time_scale": 0.01, "webhook_timeout": 100.0, "
 """Simulator arguments of the fixtures: a 0.5 s workflow takes 5 ms, a retry waits 50 ms,
 a delivery attempt times out after 1 s, and fault randomness is reproducible."""
 
+FAST_POLL: dict[str, Any] = {"initial_delay": 0.5, "max_interval": 1.0}
+"""`PollPolicy` arguments of ``workflows_session``: the first poll 0.5 s after the run, then
+at most 1 s apart: a wait whose webhook is lost ends in about half a second, and a webhook
+has ample time to win on a busy machine."""
+
 MARKER = "workflows_simulator"
+SESSION_MARKER = "workflows_session"
 
 
 def _async_fixture(function: F) -> F:
@@ -47,6 +62,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(**kwargs): Simulator(...) arguments for the workflows_simulator fixture",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{SESSION_MARKER}(webhooks=True, scopes=None, **kwargs): the workflows_session "
+        "fixture's receiver, organization token scopes and Session(...) arguments",
     )
 
 
@@ -80,3 +100,42 @@ async def workflows_simulator_factory() -> AsyncIterator[Callable[..., Awaitable
     finally:
         for sim in reversed(started):
             await sim.close()
+
+
+@_async_fixture
+async def workflows_session(
+    request: pytest.FixtureRequest, workflows_simulator: Simulator
+) -> AsyncIterator[Session]:
+    """A started Session on ``workflows_simulator``: an organization token (every permission,
+    or the marker's ``scopes``), `FAST_POLL`, ``allow_insecure_http``; its webhook receiver is
+    served on 127.0.0.1 and registered with the Simulator, unless the marker says
+    ``webhooks=False``. Other marker keywords go to ``Session(...)``. All closed after the test.
+    """
+    marker = request.node.get_closest_marker(SESSION_MARKER)
+    options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    webhooks = options.pop("webhooks", True)
+    scopes = options.pop("scopes", None)
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from ..auth import OrganizationTokenAuth
+    from ..polling import PollPolicy
+    from ..session import Session
+
+    sim = workflows_simulator
+    options.setdefault("poll", PollPolicy(**FAST_POLL))
+    options.setdefault("allow_insecure_http", True)
+    auth = OrganizationTokenAuth(sim.organization_token(scopes))
+    async with Session(sim.base_url, auth, **options) as session:
+        if not webhooks:
+            yield session
+            return
+        app = web.Application()
+        app.add_subapp("/webhooks", session.webhook_app())
+        async with TestServer(app, host="127.0.0.1") as server:
+            url = str(server.make_url("/webhooks/"))
+            sim.add_webhook_url(url)
+            try:
+                yield session
+            finally:
+                sim.remove_webhook_url(url)

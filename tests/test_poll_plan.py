@@ -1,0 +1,187 @@
+"""The learned poll plan: pure (no event loop), and how the scheduler follows it (a fake
+clock, no task: each decision is asked for directly)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+import workflows_async as wa
+from workflows_async._metrics import Recorder
+from workflows_async._poll_plan import DurationSketch, PollPlan
+from workflows_async.models import StatusSet, Workflow
+from workflows_async.polling import PollScheduler
+
+
+def _polls(
+    plan: PollPlan, until: float, *, trusted: bool, cap: float, rand: float = 0.5
+) -> list[float]:
+    """The poll times one wait of definition "d" (started at 0) gets until ``until``."""
+    now, times = 0.0, []
+    while now < until:
+        gap = plan.next_poll("d", 0.0, now, trusted=trusted, cap=cap, jitter=0.2, rand=rand)
+        assert gap is not None
+        now += gap
+        times.append(now)
+    return times
+
+
+def test_nothing_known_leaves_the_caller_its_backoff() -> None:
+    plan = PollPlan()
+    assert plan.next_poll("d", 0.0, 0.0, trusted=True, cap=60) is None
+    assert plan.next_poll(None, 0.0, 0.0, trusted=True, cap=60) is None
+
+
+@pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
+def test_trusted_webhooks_need_only_the_polls_the_cap_demands(rand: float) -> None:
+    plan = PollPlan()
+    plan.observe("d", 0.0, 600.0)
+    times = _polls(plan, 700, trusted=True, cap=240, rand=rand)
+    before = [t for t in times if t < 600]
+    assert len(before) == 2  # 600 s / 240 s cap: two safety polls, then one just after 600
+    assert 600 < times[2] <= 660
+    assert all(b - a <= 240 for a, b in zip([0.0, *times], times, strict=False))
+
+
+@pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
+def test_lost_webhooks_poll_just_after_the_learned_end(rand: float) -> None:
+    plan = PollPlan()
+    for started in range(5):
+        plan.observe("d", started, started + 600.0)
+    times = _polls(plan, 620, trusted=False, cap=60, rand=rand)
+    assert all(b - a <= 60 for a, b in zip([0.0, *times], times, strict=False))
+    noticed = next(t for t in times if t >= 600)
+    assert noticed - 600 <= 10
+    assert len(times) <= 13  # + run + result: <= 15 calls
+
+
+def test_quantiles_each_get_a_poll_when_webhooks_are_lost() -> None:
+    plan = PollPlan()
+    for duration in (100, 200, 300, 400, 500, 600, 700, 800, 900, 1000):
+        plan.observe("d", 0.0, float(duration))
+    points = plan.points("d", 1000.0)
+    times = _polls(plan, 1100, trusted=False, cap=60)
+    for point in points:  # every learned point has a poll within 2 % after it
+        assert any(point <= t <= point * 1.02 for t in times), (point, times)
+
+
+def test_past_every_learned_point_polls_go_on_within_the_cap() -> None:
+    plan = PollPlan()
+    plan.observe("d", 0.0, 10.0)
+    times = _polls(plan, 2000, trusted=True, cap=60)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) <= 60 + 1e-9
+    assert gaps[-1] == pytest.approx(60)  # grown to the cap, never stopping
+
+
+def test_memory_is_bounded_per_definition_and_in_definitions() -> None:
+    plan = PollPlan(samples=4, max_definitions=3)
+    for i in range(10):
+        plan.observe("d", 0.0, float(i + 1))
+    assert plan.points("d", 10.0)[-1] == 10.0
+    assert min(plan.points("d", 10.0)) == 7.0  # only the last 4 remain
+    for name in ("a", "b", "c"):
+        plan.observe(name, 0.0, 1.0)
+    assert len(plan) == 3
+    assert plan.points("d", 10.0) == ()  # the least recently used was forgotten
+
+
+def test_old_knowledge_is_forgotten_and_nonsense_ignored() -> None:
+    plan = PollPlan(max_age=100.0)
+    plan.observe("d", 0.0, -5.0)
+    plan.observe("d", 0.0, float("nan"))
+    assert plan.points("d", 0.0) == ()
+    plan.observe("d", 0.0, 10.0)
+    assert plan.points("d", 50.0) == (10.0,)
+    assert plan.points("d", 200.0) == ()
+    assert len(plan) == 0
+
+
+def test_sketch_points_merge_near_duplicates() -> None:
+    sketch = DurationSketch(8)
+    for value in (600.0, 600.5, 601.0, 900.0):
+        sketch.add(value, 0.0)
+    assert sketch.points() == (600.5, 900.0) or sketch.points()[0] <= 601.0
+    assert sketch.points()[-1] == 900.0
+    assert len(sketch.points()) == 2
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _never(workflow_id: str) -> Workflow:  # pragma: no cover - never polled here
+    raise AssertionError("no poll expected")
+
+
+def _scheduler(clock: _Clock, policy: wa.PollPolicy, healthy: list[bool]) -> PollScheduler:
+    return PollScheduler(
+        policy,
+        _never,
+        StatusSet().is_terminal,
+        lambda wid, workflow: None,
+        lambda wid, exc: None,
+        clock=clock,
+        rand=lambda: 0.5,
+        stretch_allowed=lambda: healthy[0],
+        recorder=Recorder(clock=clock),
+    )
+
+
+async def test_scheduler_follows_the_plan_and_falls_back_without_it() -> None:
+    clock, healthy = _Clock(), [True]
+    scheduler = _scheduler(clock, wa.PollPolicy(jitter=0), healthy)
+    scheduler.learn("d", clock.now - 600.0, clock.now)
+    scheduler.note_webhook()
+    scheduler.add("known", definition="d")
+    scheduler.add("unknown", definition="never seen")
+    scheduler.add("by-id")  # wait(id): no definition
+    due = {wid: entry.due - clock.now for wid, entry in scheduler._entries.items()}
+    assert due["known"] == pytest.approx(220.0)  # 660 / 3: the stretched cap is 240
+    assert due["unknown"] == due["by-id"] == 20.0  # today's schedule: 5 s, stretched x4
+    await scheduler.close()
+
+
+async def test_a_lost_webhook_brings_planned_polls_forward() -> None:
+    clock, healthy = _Clock(), [True]
+    scheduler = _scheduler(clock, wa.PollPolicy(jitter=0), healthy)
+    scheduler.learn("d", clock.now - 600.0, clock.now)
+    scheduler.note_webhook()
+    scheduler.add("w", definition="d")
+    assert scheduler._entries["w"].due - clock.now == pytest.approx(220.0)
+    clock.now += 61.0  # past the quiet period: a trusted plan keeps its spacing
+    scheduler.expedite()
+    assert scheduler._entries["w"].due - clock.now == pytest.approx(159.0)
+    scheduler.recorder.webhooks_lost += 1  # the Recorder counted a lost webhook
+    scheduler.expedite()
+    gap = scheduler._entries["w"].due - clock.now
+    assert gap <= 60.0  # not trusted any more: the unstretched cap, aimed at the quantiles
+    await scheduler.close()
+
+
+async def test_a_failed_bus_ends_the_trust() -> None:
+    clock, healthy = _Clock(), [True]
+    scheduler = _scheduler(clock, wa.PollPolicy(jitter=0), healthy)
+    scheduler.learn("d", clock.now - 600.0, clock.now)
+    scheduler.note_webhook()
+    assert scheduler._trusted()
+    healthy[0] = False
+    assert not scheduler._trusted()
+    scheduler.add("w", definition="d")
+    assert scheduler._entries["w"].due - clock.now <= 60.0
+    await scheduler.close()
+
+
+async def test_learning_can_be_switched_off() -> None:
+    clock, healthy = _Clock(), [True]
+    scheduler = _scheduler(clock, wa.PollPolicy(jitter=0, learn_durations=False), healthy)
+    scheduler.learn("d", clock.now - 600.0, clock.now)
+    assert len(scheduler.plan) == 0
+    scheduler.add("w", definition="d")
+    assert scheduler._entries["w"].due - clock.now == 5.0
+    await scheduler.close()

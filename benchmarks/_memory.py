@@ -4,6 +4,8 @@ Two kinds of wait, each in its own interpreter so one does not reuse the other's
 
 - ``library``: N caller tasks, each in ``session._waiting.completion(id, first_poll=3600)`` (what
   ``run_and_wait`` awaits once the run answered), so nothing is due and no HTTP happens;
+- ``wait``: N tasks, each the public ``session.wait(id, timeout=3600)`` itself (its deadline,
+  stats and wait span included); polling is paused as during a long 429, so no HTTP happens;
 - ``bare``: the floor, N caller tasks each awaiting a plain future kept in a dict.
 
 Figures: resident memory (``/proc/self/statm``) per wait, and with ``tracemalloc`` the bytes
@@ -20,7 +22,7 @@ import resource
 import time
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,7 +33,7 @@ from workflows_async.waiting import Waiting
 
 __all__ = ["library_tasks", "memory_probe", "rss_bytes"]
 
-Spawn = Callable[[str], Coroutine[Any, Any, None]]
+Spawn = Callable[[str], Coroutine[Any, Any, Any]]
 
 
 def rss_bytes() -> int:
@@ -43,10 +45,13 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def library_tasks() -> int:
-    """Running tasks whose coroutine is workflows_async's own (the Simulator's excluded)."""
+def library_tasks(callers: Collection[asyncio.Task[Any]] = ()) -> int:
+    """Running tasks whose coroutine is workflows_async's own (the Simulator's excluded), not
+    counting ``callers`` (tasks that are a caller's ``session.wait()`` itself)."""
     count = 0
     for task in asyncio.all_tasks():
+        if task in callers:
+            continue
         code = getattr(task.get_coro(), "cr_code", None)
         filename = code.co_filename if code is not None else ""
         if "/workflows_async/" in filename and "/testing/" not in filename:
@@ -71,7 +76,7 @@ async def _spawn_all(spawn: Spawn, ids: list[str], settled: Callable[[], bool]) 
     return tasks
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -84,17 +89,22 @@ async def memory_probe(config: dict[str, Any]) -> AsyncIterator[Ready]:
     session = wa.Session("http://127.0.0.1:9", wa.TokenAuth("unused"), allow_insecure_http=True)
     waiting = session._waiting
     futures: dict[str, asyncio.Future[None]] = {}
-    if kind == "library":
+    if kind in ("library", "wait"):
         await session.start()
 
-        def spawn(workflow_id: str) -> Coroutine[Any, Any, None]:
+        def spawn(workflow_id: str) -> Coroutine[Any, Any, Any]:
+            if kind == "wait":
+                return session.wait(workflow_id, timeout=3600.0)
             return _library_wait(waiting, workflow_id)
 
         def settled() -> bool:
             return len(waiting.scheduler) == len(waiting.registry) == n
+
+        if kind == "wait":
+            waiting.scheduler._paused_until = float("inf")  # no poll is ever due
     else:
 
-        def spawn(workflow_id: str) -> Coroutine[Any, Any, None]:
+        def spawn(workflow_id: str) -> Coroutine[Any, Any, Any]:
             return _bare_wait(futures, workflow_id)
 
         def settled() -> bool:
@@ -109,10 +119,10 @@ async def memory_probe(config: dict[str, Any]) -> AsyncIterator[Ready]:
     register = time.perf_counter() - started
     gc.collect()
     rss = rss_bytes() - before
-    tasks_busy = library_tasks()
+    tasks_busy = library_tasks(set(tasks))
     await _cancel(tasks)
     futures.clear()
-    leftover = len(waiting.registry) + len(waiting.scheduler)
+    leftover = len(waiting.registry) + len(waiting.scheduler) + len(session._deadlines)
 
     ids = [str(uuid.uuid4()) for _ in range(n)]
     gc.collect()

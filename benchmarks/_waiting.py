@@ -48,20 +48,29 @@ class _Count(logging.Handler):
 
 async def _memory_rows(section: Section, n: int) -> None:
     probes = {}
-    for kind in ("bare", "library"):
+    for kind in ("bare", "library", "wait"):
         async with await Child.start("memory", {"kind": kind, "n": n}) as child:
             probes[kind] = child.info
-    lib, bare = probes["library"], probes["bare"]
+    lib, bare, pub = probes["library"], probes["bare"], probes["wait"]
+    ratio = pub["rss_per_wait"] / bare["rss_per_wait"]
+    register = pub["register_us"] / bare["register_us"]
     section.rows += [
-        Row(f"memory per pending wait, {n:,} waits (RSS)", lib["rss_per_wait"], "B",
+        Row(f"memory per pending session.wait(), {n:,} waits (RSS)", pub["rss_per_wait"], "B",
+            "bare future + task", bare["rss_per_wait"], "<= 1.2x", ratio <= 1.2,
+            note=f"traced {pub['traced_per_wait']:,.0f} B vs {bare['traced_per_wait']:,.0f} B;"
+            f" library's own {pub['library_per_wait']:,.0f} B"),
+        Row(f"  registering a session.wait(), {n:,} waits", pub["register_us"], "us",
+            "bare future + task", bare["register_us"], "<= 2x", register <= 2.0),
+        Row(f"memory per pending completion(), {n:,} waits (RSS)", lib["rss_per_wait"], "B",
             "bare future + task", bare["rss_per_wait"],
             note=f"traced {lib['traced_per_wait']:,.0f} B vs {bare['traced_per_wait']:,.0f} B;"
             f" registering took {lib['register_us']:.1f} us per wait"),
         Row(f"  allocated by workflows_async itself, {n:,} waits", lib["library_per_wait"], "B",
             note="tracemalloc, by the file that allocated"),
-        Row(f"library asyncio tasks, {n:,} pending waits", lib["tasks_busy"], "",
-            "with 0 waits", lib["tasks_idle"], "constant", lib["tasks_busy"] == lib["tasks_idle"],
-            note=f"entries left after every wait was cancelled: {lib['leftover']}"),
+        Row(f"library asyncio tasks, {n:,} pending waits", pub["tasks_busy"], "",
+            "with 0 waits", pub["tasks_idle"], "constant", pub["tasks_busy"] == pub["tasks_idle"],
+            note=f"entries left after every wait was cancelled: {pub['leftover']}"
+            f" (completion(): {lib['leftover']})"),
     ]  # fmt: skip
 
 

@@ -93,9 +93,15 @@ async def test_a_publish_that_raises_gives_the_claim_back() -> None:
     await w.close()
 
 
+class ClaimsOnlyBus(FlakyBus):
+    """A bus of the older protocol: no atomic ``publish_once``, so the engine claims."""
+
+    publish_once = None  # type: ignore[assignment]
+
+
 async def test_a_claim_that_cannot_be_given_back_expires_soon() -> None:
     clock = Clock()
-    bus = FlakyBus(clock)
+    bus = ClaimsOnlyBus(clock)
     w = waiting(bus)
     bus.mode, bus.release_fails = "down", True
     assert await w.publish(EVENT) is False  # nobody here waits for it: 503
@@ -104,6 +110,17 @@ async def test_a_claim_that_cannot_be_given_back_expires_soon() -> None:
     clock.now += 11  # the pending claim expired
     assert await w.publish(EVENT) is True
     assert bus.published == 1
+    await w.close()
+
+
+async def test_an_atomic_bus_leaves_nothing_pending_after_a_failed_publish() -> None:
+    bus = FlakyBus(Clock())
+    w = waiting(bus)
+    bus.mode = "down"
+    assert await w.publish(EVENT) is False  # nobody here waits for it: 503
+    bus.mode = "ok"
+    assert await w.publish(EVENT) is True  # the retry publishes it at once
+    assert bus.published == 1 and not bus._publishing
     await w.close()
 
 

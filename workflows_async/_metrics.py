@@ -15,13 +15,13 @@ lost-webhook bookkeeping is bounded (``max_tracked`` workflows) and needs no tas
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from ._lost import LostWebhooks
 from .errors import WorkflowTimeout
@@ -108,9 +108,10 @@ class CallHandle:
 
 
 class WaitHandle:
-    """One ``run_and_wait``/``wait`` call in progress."""
+    """One ``run_and_wait``/``wait`` call in progress, and (from :meth:`Recorder.waiting`) the
+    context manager around it: one small object per wait, no generator frame."""
 
-    __slots__ = ("ended", "kind", "span", "started", "workflow_id")
+    __slots__ = ("_context", "_recorder", "ended", "kind", "span", "started", "workflow_id")
 
     def __init__(self, kind: str, workflow_id: str, started: float, span: Span | None) -> None:
         self.ended = False
@@ -118,6 +119,36 @@ class WaitHandle:
         self.workflow_id = workflow_id
         self.started = started
         self.span = span
+        self._recorder: Recorder | None = None
+        self._context: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> Self:
+        recorder = self._recorder
+        if self.span is not None and recorder is not None:
+            self._context = recorder.wait_context(self)
+            self._context.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        context, self._context = self._context, None
+        if context is not None:
+            context.__exit__(exc_type, exc, tb)
+        recorder = self._recorder
+        if recorder is None or self.ended:
+            return
+        if exc is None:  # pragma: no cover - a return without wait_finished: a bug
+            recorder.wait_failed(self, "failed", "no outcome reported")
+        elif isinstance(exc, WorkflowTimeout):
+            recorder.wait_failed(self, "timed_out", type(exc).__name__)
+        elif isinstance(exc, asyncio.CancelledError):
+            recorder.wait_failed(self, "cancelled", type(exc).__name__)
+        else:
+            recorder.wait_failed(self, "failed", type(exc).__name__)
 
 
 class Recorder:
@@ -348,6 +379,8 @@ class Recorder:
         span = None
         if self.otel is not None:
             span = self.otel.start_span(f"workflows.{kind}", {})
+            if not span.is_recording() and not span.get_span_context().is_valid:
+                span = None  # the API without an SDK and no parent: nothing to record or carry
             self.otel.waits_pending.add(1)
         handle = WaitHandle(kind, "", self._clock(), span)
         if workflow_id:
@@ -364,27 +397,14 @@ class Recorder:
             self._wait_spans.setdefault(workflow_id, handle.span)
         wait_log.debug("wait for workflow %s started (%s)", workflow_id, handle.kind)
 
-    @contextlib.contextmanager
-    def waiting(self, kind: str, workflow_id: str = "") -> Iterator[WaitHandle]:
-        """One wait, from start to end: its span is the current one inside (API calls are its
-        children), and an exception ends it as timed out, cancelled or failed. A wait that
-        ends with an outcome is reported by :meth:`wait_finished` inside."""
+    def waiting(self, kind: str, workflow_id: str = "") -> WaitHandle:
+        """One wait, from start to end, as a context manager: its span is the current one
+        inside (API calls are its children), and an exception ends it as timed out,
+        cancelled or failed. A wait that ends with an outcome is reported by
+        :meth:`wait_finished` inside."""
         handle = self.wait_started(kind, workflow_id)
-        try:
-            with self.wait_context(handle):
-                yield handle
-        except BaseException as exc:
-            if isinstance(exc, WorkflowTimeout):
-                outcome = "timed_out"
-            elif isinstance(exc, asyncio.CancelledError):
-                outcome = "cancelled"
-            else:
-                outcome = "failed"
-            self.wait_failed(handle, outcome, type(exc).__name__)
-            raise
-        finally:
-            if not handle.ended:  # pragma: no cover - a return without wait_finished: a bug
-                self.wait_failed(handle, "failed", "no outcome reported")
+        handle._recorder = self
+        return handle
 
     def wait_context(self, handle: WaitHandle) -> AbstractContextManager[None]:
         """While inside, API calls are children of the wait's span."""

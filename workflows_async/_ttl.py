@@ -12,7 +12,7 @@ import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, TypeVar
 
 __all__ = ["ENTRY_OVERHEAD", "TTLMap"]
 
@@ -23,11 +23,12 @@ ENTRY_OVERHEAD = 200
 key object and the expiry float (an estimate of CPython's cost, on the safe side)."""
 
 
-class _Entry(NamedTuple, Generic[V]):
-    expires: float
-    seq: int
-    cost: int
-    value: V
+# One tuple per entry, held by the mapping and by the expiry heap alike (the heap orders by
+# expiry, then by the unique sequence number, so the rest is never compared): expiry, sequence,
+# key, size (the entry's cost is ``len(key) + size + ENTRY_OVERHEAD``, computed when needed, so
+# no int object is kept for it), value. A heap item whose tuple is no longer the mapping's is
+# stale (replaced, popped or evicted).
+_Item = tuple[float, int, str, int, V]
 
 
 class TTLMap(Generic[V]):
@@ -45,8 +46,8 @@ class TTLMap(Generic[V]):
         self.max_size = max_size
         self.max_bytes = max_bytes
         self._clock = clock
-        self._data: OrderedDict[str, _Entry[V]] = OrderedDict()  # oldest put first
-        self._expiry: list[tuple[float, int, str]] = []  # heap; may hold stale items
+        self._data: OrderedDict[str, _Item[V]] = OrderedDict()  # oldest put first
+        self._expiry: list[_Item[V]] = []  # heap of the same tuples; may hold stale items
         self._seq = itertools.count()
         self._bytes = 0
 
@@ -56,24 +57,23 @@ class TTLMap(Generic[V]):
         return self._bytes
 
     def get(self, key: str) -> V | None:
-        entry = self._data.get(key)
-        if entry is None:
+        item = self._data.get(key)
+        if item is None:
             return None
-        if entry.expires <= self._clock():
+        if item[0] <= self._clock():
             self._remove(key)
             return None
-        return entry.value
+        return item[4]
 
     def put(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> None:
         """Store ``value`` for ``ttl`` seconds (default: the map's); ``size`` is what the value
         costs in memory beyond the fixed overhead (e.g. the length of a raw body)."""
         self._remove(key)
         expires = self._clock() + (self.ttl if ttl is None else ttl)
-        seq = next(self._seq)
-        cost = len(key) + max(size, 0) + ENTRY_OVERHEAD
-        self._data[key] = _Entry(expires, seq, cost, value)
-        self._bytes += cost
-        heapq.heappush(self._expiry, (expires, seq, key))
+        item = (expires, next(self._seq), key, max(size, 0), value)
+        self._data[key] = item
+        self._bytes += _cost(item)
+        heapq.heappush(self._expiry, item)
         self._evict()
 
     def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
@@ -89,9 +89,9 @@ class TTLMap(Generic[V]):
         return value
 
     def _remove(self, key: str) -> None:
-        entry = self._data.pop(key, None)
-        if entry is not None:
-            self._bytes -= entry.cost
+        item = self._data.pop(key, None)
+        if item is not None:
+            self._bytes -= _cost(item)
 
     def _over(self) -> bool:
         return len(self._data) > self.max_size or (
@@ -102,18 +102,21 @@ class TTLMap(Generic[V]):
         now = self._clock()
         # Expired entries first, wherever they sit: the heap finds them in expiry order.
         while self._expiry and self._expiry[0][0] <= now:
-            _, seq, key = heapq.heappop(self._expiry)
-            entry = self._data.get(key)
-            if entry is not None and entry.seq == seq:
-                self._remove(key)
+            item = heapq.heappop(self._expiry)
+            if self._data.get(item[2]) is item:
+                self._remove(item[2])
         # Then the oldest live entries, while over a bound.
         while self._data and self._over():
-            key, entry = self._data.popitem(last=False)
-            self._bytes -= entry.cost
+            _, item = self._data.popitem(last=False)
+            self._bytes -= _cost(item)
         # Heap items of replaced, popped or evicted entries: rebuild before they pile up.
         if len(self._expiry) > 2 * len(self._data) + 64:
-            self._expiry = [(e.expires, e.seq, k) for k, e in self._data.items()]
+            self._expiry = list(self._data.values())
             heapq.heapify(self._expiry)
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def _cost(item: _Item[object]) -> int:
+    return len(item[2]) + item[3] + ENTRY_OVERHEAD

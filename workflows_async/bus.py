@@ -7,20 +7,35 @@ for a while so a late waiter finds it, and offers an atomic once-per-cluster ``c
 Invariants: ``publish`` returns True only when the event went somewhere (never acknowledge an
 event that went nowhere); ``deliver`` is called synchronously on the event loop and must not
 block; ``healthy`` is False while events may be missed (then waiters poll at the normal pace).
+
+Two optional methods make a bus cheaper to use; the engine falls back when a bus lacks them:
+
+- ``publish_once(event, *, terminal, mark, mark_ttl)``: check the *published mark* ``mark``,
+  publish and set the mark, as one atomic step (:class:`InMemoryBus` at once; ``RedisBus``
+  in one server-side script, one round trip). ``"published"``: sent now and marked;
+  ``"duplicate"``: the mark was there (someone published it before), nothing sent;
+  ``"in_progress"``: another call is publishing it right now (only a bus whose publish can
+  await in the middle says so); ``"unsent"``: it went nowhere, no mark was set. Without it,
+  the engine runs the same protocol with ``claim``/``is_claimed``/``release`` (several steps,
+  a short *pending* claim guarding them).
+- ``last_terminal_now(workflow_ids)``: ``last_terminal`` answered synchronously, for a bus whose
+  memory is local; None when it cannot answer without I/O (then ``last_terminal`` is awaited).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ._ttl import TTLMap
 from .events import REPLAY_WINDOW, WebhookEvent, event_size
 
-__all__ = ["Bus", "Deliver", "InMemoryBus"]
+__all__ = ["Bus", "Deliver", "InMemoryBus", "PublishOnce"]
 
 Deliver = Callable[[WebhookEvent], None]
+PublishOnce = Literal["published", "duplicate", "in_progress", "unsent"]
+"""What ``publish_once`` did (see the module docstring)."""
 
 
 class Bus(Protocol):
@@ -84,6 +99,7 @@ class InMemoryBus:
             terminal_ttl, max_entries, clock, max_bytes=max_bytes
         )
         self._claims: TTLMap[bool] = TTLMap(terminal_ttl, max_entries, clock, max_bytes=max_bytes)
+        self._publishing: set[str] = set()  # marks whose publish is awaiting right now
 
     @property
     def healthy(self) -> bool:
@@ -100,6 +116,25 @@ class InMemoryBus:
         self._deliver(event)
         return True
 
+    async def publish_once(
+        self, event: WebhookEvent, *, terminal: bool, mark: str, mark_ttl: float
+    ) -> PublishOnce:
+        """Atomic: nothing awaits between the look at ``mark`` and setting it, unless a
+        subclass's ``publish`` awaits; then concurrent copies get ``"in_progress"``."""
+        if self._claims.get(mark) is not None:
+            return "duplicate"
+        if mark in self._publishing:
+            return "in_progress"
+        self._publishing.add(mark)
+        try:
+            sent = await self.publish(event, terminal=terminal)
+        finally:
+            self._publishing.discard(mark)
+        if not sent:
+            return "unsent"
+        self._claims.put(mark, True, mark_ttl)
+        return "published"
+
     async def claim(self, key: str, ttl: float) -> bool:
         return self._claims.add(key, True, ttl)
 
@@ -110,8 +145,12 @@ class InMemoryBus:
         return self._claims.get(key) is not None
 
     async def last_terminal(self, workflow_ids: list[str]) -> list[WebhookEvent]:
-        found = (self._terminal.get(wid) for wid in workflow_ids)
-        return [event for event in found if event is not None]
+        return self.last_terminal_now(workflow_ids)
+
+    def last_terminal_now(self, workflow_ids: list[str]) -> list[WebhookEvent]:
+        """:meth:`last_terminal` without awaiting (the memory is local)."""
+        get = self._terminal.get
+        return [event for wid in workflow_ids if (event := get(wid)) is not None]
 
     async def close(self) -> None:
         self._deliver = None

@@ -9,13 +9,18 @@ the subscription ``reconnects`` grows and ``on_reconnect`` runs, so waiters re-r
 Layout in Redis, under a namespace ``ns``: every event is published on ``ns:events``; a terminal
 event is also kept at ``ns:terminal:<workflow id>`` for ``terminal_ttl`` seconds; claims are
 ``ns:claim:<key>`` set with ``NX`` and an expiry (the value: a token of the claiming call).
+``publish_once`` runs one Lua script (EVALSHA, EVAL when Redis lost its script cache): look at the
+published mark (a claim key), keep a terminal event (``SET NX``: the first one stays), PUBLISH,
+set the mark; atomic, one round trip. On Redis Cluster every key of a script must be in one
+slot: give a hash-tagged namespace there (``namespace="{workflows}"``).
 Messages are the event as msgspec JSON (the raw body travels base64-encoded, byte for byte), so
 they also pass through a client that was made with ``decode_responses=True``.
 
 When Redis cannot be reached:
 
-- ``publish`` returns False. It does not hand the event to this process's own ``deliver``: the
-  caller decides (it answers 503 so the platform retries, unless it resolved the waiter itself).
+- ``publish`` returns False (``publish_once``: ``"unsent"``). It does not hand the event to this
+  process's own ``deliver``: the caller decides (it answers 503 so the platform retries, unless
+  it resolved the waiter itself).
 - ``claim`` returns True (fails open): a duplicate dispatch is better than a lost one.
 - ``last_terminal`` returns ``[]``: waiters then finish by polling.
 
@@ -34,6 +39,7 @@ works without it (``pip install 'workflows-async[redis]'``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import random
@@ -45,7 +51,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 
-from .bus import Deliver
+from .bus import Deliver, PublishOnce
 from .errors import ConfigurationError
 from .events import WebhookEvent
 
@@ -74,6 +80,23 @@ _WEEK = 7 * 24 * 3600.0
 # BlockingConnectionPool that waited in vain.
 _POOL_LIMIT_TEXTS = frozenset({"Too many connections", "No connection available."})
 _UNSUBSCRIBE_WAIT = 0.5
+_ECHOES = 1_000  # own messages awaiting their echo on the subscription, at most
+
+# KEYS: the published mark, the terminal key. ARGV: channel, message, mark ttl (ms), "1" when
+# terminal, terminal ttl (ms). Returns 0: duplicate, 1: published, 2: went nowhere.
+_PUBLISH_ONCE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local terminal = ARGV[4] == '1'
+if terminal then redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[5]) end
+local receivers = redis.call('PUBLISH', ARGV[1], ARGV[2])
+if receivers > 0 or terminal then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
+  return 1
+end
+return 2
+"""
+_PUBLISH_ONCE_SHA = hashlib.sha1(_PUBLISH_ONCE.encode(), usedforsecurity=False).hexdigest()
+_ONCE_OUTCOMES: dict[int, PublishOnce] = {0: "duplicate", 1: "published", 2: "unsent"}
 _MISSING = "RedisBus needs the redis extra: pip install 'workflows-async[redis]'"
 
 
@@ -131,7 +154,7 @@ class RedisBus:
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialWithJitterBackoff
             from redis.exceptions import ConnectionError as RedisConnectionError
-            from redis.exceptions import RedisError
+            from redis.exceptions import NoScriptError, RedisError
         except ImportError:
             raise ConfigurationError(_MISSING) from None
         if not namespace or not isinstance(namespace, str):
@@ -151,6 +174,7 @@ class RedisBus:
 
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
         self._connection_error: type[BaseException] = RedisConnectionError
+        self._no_script: type[BaseException] = NoScriptError
         if isinstance(url_or_client, str):
             self._where = mask_url(url_or_client)
             try:
@@ -192,6 +216,7 @@ class RedisBus:
         self.skipped = 0  # messages on the channel that did not decode
         self.reconnects = 0  # subscriptions re-established after a gap
         self.overloaded = 0  # commands given up for want of a local connection (not Redis's fault)
+        self.script_loads = 0  # publish_once sent the whole script (Redis had not cached it)
 
         self._deliver: Deliver | None = None
         self._healthy = False
@@ -202,6 +227,7 @@ class RedisBus:
         self._lookups: list[tuple[list[str], asyncio.Future[list[WebhookEvent]]]] = []
         self._lookup_task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max_connections)
+        self._echoes: dict[bytes, bool] = {}  # messages published and delivered here already
 
     # -- the Bus protocol ----------------------------------------------------------------------
 
@@ -236,8 +262,9 @@ class RedisBus:
 
         async def send() -> list[Any]:
             async with self._client.pipeline(transaction=True) as pipe:
-                if terminal:
-                    pipe.set(self._terminal_key(event.workflow_id), data, px=self._ttl_ms())
+                if terminal:  # NX: the first terminal event stays (terminal is final)
+                    key = self._terminal_key(event.workflow_id)
+                    pipe.set(key, data, nx=True, px=self._ttl_ms())
                 pipe.publish(self._channel, data)
                 replies: list[Any] = await pipe.execute()
                 return replies
@@ -253,6 +280,69 @@ class RedisBus:
         self.published += 1
         receivers = replies[-1]
         return terminal or (isinstance(receivers, int) and receivers > 0)
+
+    async def publish_once(
+        self, event: WebhookEvent, *, terminal: bool, mark: str, mark_ttl: float
+    ) -> PublishOnce:
+        """Publish ``event`` unless the claim ``mark`` exists, and then set it for ``mark_ttl``
+        seconds: one atomic script, one round trip (see the module docstring).
+
+        ``"unsent"`` when Redis is unreachable or no connection was free in time (never
+        raises): no mark was set then, so a retry of the event will publish it."""
+        millis = _ttl_ms("mark ttl", mark_ttl)
+        if self._closed:
+            return "unsent"
+        keys = (self._claim_key(mark), self._terminal_key(event.workflow_id))
+        args = (self._channel, _encode(event), millis, "1" if terminal else "0", self._ttl_ms())
+        client = self._client
+
+        async def send() -> Any:
+            try:
+                return await client.evalsha(_PUBLISH_ONCE_SHA, 2, *keys, *args)
+            except self._no_script:  # a new or restarted Redis: EVAL also caches it
+                self.script_loads += 1
+                return await client.eval(_PUBLISH_ONCE, 2, *keys, *args)
+
+        # This process delivers its own event as soon as either the reply or the echo on the
+        # subscription comes, whichever is first, and skips the other (``_once_delivered``).
+        # Bookkeeping slips (two copies of one event sent at once from here, an echo lost in a
+        # gap) only ever cause a second delivery, which the engine's duplicate filter drops.
+        data = args[1]
+        self._echoes[data] = False
+        if len(self._echoes) > _ECHOES:  # echoes lost in a gap: bounded (the engine's
+            del self._echoes[next(iter(self._echoes))]  # duplicate filter drops a late one)
+        outcome: PublishOnce = "unsent"
+        try:
+            reply = await self._call(send)
+            known = _ONCE_OUTCOMES.get(reply) if isinstance(reply, int) else None
+            if known is None:  # pragma: no cover - only a script other than ours says this
+                logger.warning("RedisBus: publish script answered %r", reply)
+            else:
+                outcome = known
+        except _LocalLimit as exc:
+            self._note_overload("publish", exc)
+        except self._errors as exc:
+            logger.warning("RedisBus: publish to %s failed: %s", self._where, _describe(exc))
+        finally:
+            if outcome != "published":  # nothing was sent, no echo comes
+                self._echoes.pop(data, None)
+        if outcome == "published":
+            self.published += 1
+            if not self._once_delivered(data):
+                self._on_decoded(event)
+        return outcome
+
+    def _once_delivered(self, data: bytes) -> bool:
+        """For a message this process published with ``publish_once``: True when it was
+        delivered here already (skip it now), else note that it is being delivered now."""
+        seen = self._echoes.get(data)
+        if seen is None:
+            return False  # not ours, or its entry was dropped: deliver
+        if seen:
+            del self._echoes[data]
+            return True
+        self._echoes[data] = True
+        return False
 
     async def claim(self, key: str, ttl: float) -> bool:
         """``SET ns:claim:<key> <token> NX PX <ttl>``: True for the one caller that set it.
@@ -470,12 +560,18 @@ class RedisBus:
             self._note_gap(f"{self._where} reconnected underneath; re-subscribed")
 
     def _on_data(self, data: object) -> None:
+        key = data.encode() if isinstance(data, str) else data
+        if isinstance(key, bytes) and self._once_delivered(key):
+            return  # our own publish_once, delivered here already
         event = _decode(data)
         if event is None:
             self.skipped += 1
             size = len(data) if isinstance(data, bytes | str) else 0
             logger.warning("RedisBus: skipping an undecodable message (%d bytes)", size)
             return
+        self._on_decoded(event)
+
+    def _on_decoded(self, event: WebhookEvent) -> None:
         deliver = self._deliver
         if deliver is None:
             return
@@ -486,6 +582,7 @@ class RedisBus:
             logger.exception("RedisBus: deliver failed for workflow %s", event.workflow_id)
 
     def _note_gap(self, what: str) -> None:
+        self._echoes.clear()  # echoes of the gap are lost (or, if not, filtered downstream)
         self.reconnects += 1
         logger.info("RedisBus: %s", what)
         hook = self.on_reconnect

@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 
 from . import _logging, _otel
+from ._deadlines import Deadlines
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_base_url, check_path_id, is_local_url
 from ._metrics import Recorder, WaitHandle
@@ -95,15 +96,21 @@ _RECEIVER = web.AppKey("workflows_async.receiver", WebhookReceiver)
 
 class _WaitScope:
     """One wait's deadline and its errors: on expiry :class:`WorkflowTimeout`; once the
-    workflow id is known, every :class:`WorkflowsError` leaving the scope carries it."""
+    workflow id is known, every :class:`WorkflowsError` leaving the scope carries it.
+    ``at``: an absolute deadline (``loop.time()``) instead of ``timeout`` from now."""
 
     def __init__(
-        self, timeout: float, workflow_id: str | None = None, *, before: str = "the run request"
+        self,
+        timeout: float,
+        workflow_id: str | None = None,
+        *,
+        before: str = "the run request",
+        at: float | None = None,
     ) -> None:
         self.timeout = timeout
         self.workflow_id = workflow_id
         self._before = before  # what the API had not answered when no id is known yet
-        self._deadline = asyncio.timeout(timeout)
+        self._deadline = asyncio.timeout(timeout) if at is None else asyncio.timeout_at(at)
 
     async def __aenter__(self) -> Self:
         await self._deadline.__aenter__()
@@ -130,11 +137,15 @@ class _WaitScope:
             return WorkflowTimeout(
                 f"timed out before the API answered {self._before}", workflow_id=""
             )
-        return WorkflowTimeout(
-            f"workflow {wid}: no result within {self.timeout:g} s; "
-            f"await session.wait({wid!r}) to pick it up again",
-            workflow_id=wid,
-        )
+        return _wait_timed_out(wid, self.timeout)
+
+
+def _wait_timed_out(workflow_id: str, timeout: float) -> WorkflowTimeout:
+    return WorkflowTimeout(
+        f"workflow {workflow_id}: no result within {timeout:g} s; "
+        f"await session.wait({workflow_id!r}) to pick it up again",
+        workflow_id=workflow_id,
+    )
 
 
 def _accept(api_version: int | None) -> str:
@@ -261,6 +272,7 @@ class Session(V2Calls):
             poll=self._poll_workflow,
             recorder=self._recorder,
         )
+        self._deadlines = Deadlines(_wait_timed_out)  # of the waits in wait()
 
     @classmethod
     def from_env(
@@ -346,6 +358,7 @@ class Session(V2Calls):
         if self._loop is not None and not self.closed:
             self._check_usable()  # its connections belong to that loop
         await self._waiting.close()
+        self._deadlines.close()
         await self._http.close()
         await self._keys_http.close()
 
@@ -687,12 +700,31 @@ class Session(V2Calls):
     ) -> WorkflowOutcome[WorkflowResult | None]:
         """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``)."""
         check_path_id(workflow_id, "workflow_id")
-        self._check_usable()
         start = time.monotonic()
-        await self.start()  # outside the wait's span: the scheduler and the bus outlive it
+        try:
+            self._check_usable()
+            await self.start()  # outside the wait's span: the scheduler and the bus outlive it
+        except WorkflowsError as exc:  # e.g. closed: the error still names the workflow
+            if exc.workflow_id is None:
+                exc.workflow_id = workflow_id
+            raise
+        waiting = self._waiting
         with self._recorder.waiting("wait", workflow_id) as wait:
-            async with _WaitScope(timeout, workflow_id):
-                completion = await self._waiting.completion(workflow_id, first_poll=0.0)
+            # While pending, the future is awaited right here and the deadline is an item in
+            # a shared heap: no coroutine, no asyncio.timeout of ours per pending wait.
+            try:
+                future = waiting.enter(workflow_id, first_poll=0.0)
+                deadline = self._deadlines.add(future, workflow_id, timeout)
+                try:
+                    completion = await future
+                finally:
+                    self._deadlines.finished()
+                    waiting.leave(workflow_id, future)
+            except WorkflowsError as exc:
+                if exc.workflow_id is None:
+                    exc.workflow_id = workflow_id
+                raise
+            async with _WaitScope(timeout, workflow_id, at=deadline):  # the same deadline
                 return await self._outcome(completion, start, raise_on_failure, wait)
 
     async def _outcome(

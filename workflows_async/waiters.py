@@ -65,6 +65,9 @@ class Registry:
     def __len__(self) -> int:
         return len(self._waiters)
 
+    def __contains__(self, workflow_id: object) -> bool:
+        return workflow_id in self._waiters
+
     def pending(self) -> list[str]:
         return list(self._waiters)
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ._metrics import Recorder, publish_outcome
-from .bus import Bus
+from .bus import Bus, PublishOnce
 from .errors import SessionClosedError, WorkflowsError
 from .events import REPLAY_WINDOW, WebhookEvent
 from .hooks import EventHooks
@@ -55,6 +55,13 @@ class Waiting:
         self.statuses = statuses
         self.recorder = recorder or Recorder(clock=clock)
         self.bus = bus
+        # Optional fast paths of a bus (see bus.py): atomic publish, synchronous lookup.
+        self._publish_once: Callable[..., Awaitable[PublishOnce]] | None = getattr(
+            bus, "publish_once", None
+        )
+        self._lookup_now: Callable[[list[str]], list[WebhookEvent] | None] | None = getattr(
+            bus, "last_terminal_now", None
+        )
         self.registry = Registry(statuses, clock=clock)
         self.hooks = EventHooks(bus.claim)
         self.scheduler = PollScheduler(
@@ -69,6 +76,8 @@ class Waiting:
         )
         if hasattr(bus, "on_reconnect") and getattr(bus, "on_reconnect", None) is None:
             bus.on_reconnect = self.recheck  # e.g. RedisBus: catch up after an outage
+        self._lookups: list[tuple[str, float | None, str | None]] = []
+        self._lookup_task: asyncio.Task[None] | None = None
         self._started = False
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -97,53 +106,64 @@ class Waiting:
     async def publish(self, event: WebhookEvent) -> bool:
         """Called by the webhook receiver for each verified event; True means "acknowledge".
 
-        Each event is published once for the whole bus, in two steps: a short *pending* claim
-        while this process publishes, then a long *published* mark (:data:`REPLAY_WINDOW`),
-        after which the pending claim is dropped. A copy (a platform retry,
-        or the same delivery on another worker) is acknowledged only once the mark exists;
-        while another process is still publishing it is refused, so the platform retries. A
-        pending claim is given back when the publish fails, and expires soon if even that
-        fails: an event is never acknowledged without having been published or handled here.
+        Each event is published once for the whole bus: a *published mark* (a claim lasting
+        :data:`REPLAY_WINDOW`) is set together with the publish, atomically where the bus
+        offers ``publish_once`` (the in-process bus, RedisBus: one round trip), else by the
+        claim protocol (:meth:`_publish_with_claims`). A copy (a platform retry, or the same
+        delivery on another worker) is acknowledged only once the mark exists; while another
+        call is still publishing it is refused, so the platform retries. An event is never
+        acknowledged without having been published or handled here.
         """
-        await self.start()
-        pending, published = f"event:{event.dedup_key}", f"published:{event.dedup_key}"
-        if await self.bus.is_claimed(published):
-            publish_outcome.set("duplicate")
-            return True
-        if not await self.bus.claim(pending, _PENDING_TTL):
-            if await self.bus.is_claimed(published):
-                publish_outcome.set("duplicate")
-                return True
-            publish_outcome.set("in_progress")
-            return False  # another process is publishing it right now: retry later
-        if await self.bus.is_claimed(published):
-            # Published between our first look and our claim (its publisher then dropped its
-            # pending claim, which let ours through): a copy, not a new event.
-            with contextlib.suppress(WorkflowsError, OSError):
-                await self.bus.release(pending)
-            publish_outcome.set("duplicate")
-            return True
+        if self._closed or not self._started:
+            await self.start()  # raises when closed
         terminal = self.statuses.is_terminal(event.status)
-        try:
-            sent = await self.bus.publish(event, terminal=terminal)
-        except BaseException:
-            await asyncio.shield(self.bus.release(pending))
-            raise
-        if sent:
-            await self.bus.claim(published, _PUBLISHED_TTL)
-            # The mark now answers copies; the pending claim would only hold a slot (and it
-            # expires by itself in seconds if it cannot be given back now).
-            with contextlib.suppress(WorkflowsError, OSError):
-                await self.bus.release(pending)
+        mark = f"published:{event.dedup_key}"
+        if self._publish_once is not None:
+            outcome = await self._publish_once(
+                event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
+            )
+        else:
+            outcome = await self._publish_with_claims(event, terminal, mark)
+        if outcome == "published":
             return True
-        await self.bus.release(pending)
+        if outcome != "unsent":
+            publish_outcome.set(outcome)
+            return outcome == "duplicate"  # in progress elsewhere: retry later
         # The bus is down: handle it here, and acknowledge only if someone here needed it.
         # Otherwise a 503 makes the platform retry, perhaps on a worker that can publish it.
-        needed = event.workflow_id in self.registry.pending()
+        needed = event.workflow_id in self.registry
         self._deliver(event)
         if not needed:
             publish_outcome.set("not_published")
         return needed
+
+    async def _publish_with_claims(
+        self, event: WebhookEvent, terminal: bool, mark: str
+    ) -> PublishOnce:
+        """``publish_once`` over a bus without it: a short *pending* claim while this process
+        publishes, then the mark. A pending claim is given back when the publish fails, and
+        expires soon if even that fails."""
+        bus, pending = self.bus, f"event:{event.dedup_key}"
+        if await bus.is_claimed(mark):
+            return "duplicate"
+        if not await bus.claim(pending, _PENDING_TTL):
+            return "duplicate" if await bus.is_claimed(mark) else "in_progress"
+        if await bus.is_claimed(mark):
+            # Published between our first look and our claim (its publisher then dropped its
+            # pending claim, which let ours through): a copy, not a new event.
+            with contextlib.suppress(WorkflowsError, OSError):
+                await bus.release(pending)
+            return "duplicate"
+        try:
+            sent = await bus.publish(event, terminal=terminal)
+        except BaseException:
+            await asyncio.shield(bus.release(pending))
+            raise
+        if sent:
+            await bus.claim(mark, _PUBLISHED_TTL)
+        with contextlib.suppress(WorkflowsError, OSError):  # it expires by itself in seconds
+            await bus.release(pending)
+        return "published" if sent else "unsent"
 
     def _deliver(self, event: WebhookEvent) -> None:
         """The bus calls this for every event published by any process."""
@@ -183,31 +203,74 @@ class Waiting:
         ``first_poll`` is the delay before the first poll (None: the policy's initial delay,
         or the learned plan of ``definition``, the workflow definition when known).
         """
-        await self.start()
-        future = self.registry.register(workflow_id)
+        if self._closed or not self._started:
+            await self.start()  # raises when closed
+        future = self.enter(workflow_id, first_poll=first_poll, definition=definition)
         try:
-            if not future.done():
-                for event in await self._remembered(workflow_id):
-                    self.registry.resolve(
-                        Completion(workflow_from_event(event), Channel.WEBHOOK, event)
-                    )
-            self._check_open()  # closed meanwhile: nothing would ever resolve this future
-            if not future.done():
-                self.scheduler.start()  # restarts a scheduler task that died, else no-op
-                self.scheduler.add(workflow_id, delay=first_poll, definition=definition)
-            completion = await future
+            return await future
         finally:
-            if self.registry.unregister(workflow_id, future):
-                self.scheduler.remove(workflow_id)
-        return completion
+            self.leave(workflow_id, future)
 
-    async def _remembered(self, workflow_id: str) -> list[WebhookEvent]:
-        """The bus's remembered terminal event, if any; a bus fault leaves it to polling."""
-        try:
-            return await self.bus.last_terminal([workflow_id])
-        except Exception as exc:  # any bus's fault: polling is the truth anyway
-            log.warning("bus lookup for %s failed (%s); polling", workflow_id, type(exc).__name__)
-            return []
+    def enter(
+        self, workflow_id: str, *, first_poll: float | None, definition: str | None = None
+    ) -> asyncio.Future[Completion]:
+        """Register a waiter of ``workflow_id``, without awaiting: the future it awaits (in its
+        own frame, no coroutine of ours per wait). Every ``enter`` needs its :meth:`leave`.
+
+        A remembered terminal event resolves it at once when the bus can look it up without
+        I/O; otherwise one lookup task asks the bus for a batch of waiters and schedules
+        their polls (so a bus fault or a slow bus only leaves them to polling)."""
+        self._check_open()
+        future = self.registry.register(workflow_id)
+        if future.done():  # the early-event buffer had it
+            return future
+        lookup = self._lookup_now
+        remembered = lookup([workflow_id]) if lookup is not None else None
+        if remembered is None:
+            self._lookups.append((workflow_id, first_poll, definition))
+            if self._lookup_task is None or self._lookup_task.done():
+                self._lookup_task = asyncio.get_running_loop().create_task(
+                    self._look_up(), name="workflows_async bus lookups"
+                )
+        elif remembered:
+            self._resolve_remembered(remembered)
+        else:
+            self.scheduler.start()  # restarts a scheduler task that died, else no-op
+            self.scheduler.add(workflow_id, delay=first_poll, definition=definition)
+        return future
+
+    def leave(self, workflow_id: str, future: asyncio.Future[Completion]) -> None:
+        """The waiter that :meth:`enter` gave ``future`` is gone (whatever ended it)."""
+        if self.registry.unregister(workflow_id, future):
+            self.scheduler.remove(workflow_id)
+
+    def _resolve_remembered(self, events: list[WebhookEvent]) -> None:
+        for event in events:
+            self.registry.resolve(Completion(workflow_from_event(event), Channel.WEBHOOK, event))
+
+    async def _look_up(self) -> None:
+        """Serve queued lookups of remembered terminal events, one batch at a time; then poll
+        the waiters that are still waiting."""
+        while self._lookups:
+            batch, self._lookups = self._lookups, []
+            ids = list(dict.fromkeys(wid for wid, _, _ in batch if wid in self.registry))
+            remembered: list[WebhookEvent] = []
+            if ids:
+                try:
+                    remembered = await self.bus.last_terminal(ids)
+                except Exception as exc:  # any bus's fault: polling is the truth anyway
+                    log.warning(
+                        "bus lookup for %d workflows failed (%s); polling",
+                        len(ids),
+                        type(exc).__name__,
+                    )
+            self._resolve_remembered(remembered)
+            if self._closed:
+                return
+            self.scheduler.start()
+            for wid, first_poll, definition in batch:
+                if wid in self.registry:
+                    self.scheduler.add(wid, delay=first_poll, definition=definition)
 
     def pending(self) -> list[str]:
         return self.registry.pending()
@@ -217,6 +280,12 @@ class Waiting:
             return
         self._closed = True
         self.registry.fail_all(_closed_while_waiting)
+        self._lookups = []
+        task, self._lookup_task = self._lookup_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.scheduler.close()
         await self.hooks.close()
         try:  # also when a start is half-way: the bus then stops what it began

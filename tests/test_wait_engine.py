@@ -1,0 +1,186 @@
+"""session.wait() on the lean engine: the caller awaits its future in wait()'s own frame, the
+deadline is an item of a shared heap, lookups of a network bus run in one batch task. Same
+promises as before: one deadline (WorkflowTimeout with the id), nothing left behind, early
+events, terminal is final, workflow_id on every error."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import workflows_async as wa
+from workflows_async._deadlines import Deadlines
+from workflows_async.bus import InMemoryBus
+from workflows_async.models import StatusSet
+from workflows_async.waiting import Waiting
+
+
+def session() -> wa.Session:
+    return wa.Session("http://127.0.0.1:9", wa.TokenAuth("unused"), allow_insecure_http=True)
+
+
+def quiet(s: wa.Session) -> None:
+    """No poll is ever due (as during a long 429 pause): no HTTP happens."""
+    s._waiting.scheduler._paused_until = float("inf")
+
+
+def event(wid: str, status: str = "COMPLETED", event_id: str = "e-1") -> wa.WebhookEvent:
+    return wa.WebhookEvent(workflow_id=wid, status=status, event_id=event_id)
+
+
+def left_behind(s: wa.Session) -> tuple[int, int, int, list[str]]:
+    waiting = s._waiting
+    return (len(waiting.registry), len(waiting.scheduler), len(s._deadlines), s.pending())
+
+
+async def test_the_deadline_raises_workflow_timeout_with_the_id() -> None:
+    async with session() as s:
+        quiet(s)
+        with pytest.raises(wa.WorkflowTimeout) as caught:
+            async with asyncio.timeout(30):
+                await s.wait("wf-1", timeout=0.05)
+        assert isinstance(caught.value, TimeoutError)
+        assert caught.value.workflow_id == "wf-1" and "wf-1" in str(caught.value)
+        assert left_behind(s) == (0, 0, 0, [])
+        assert s.stats().waits.timed_out == 1 and s.stats().waits.pending == 0
+
+
+async def test_each_wait_has_its_own_deadline() -> None:
+    async with session() as s:
+        quiet(s)
+        short = asyncio.create_task(s.wait("wf-1", timeout=0.05))
+        long = asyncio.create_task(s.wait("wf-1", timeout=30))
+        with pytest.raises(wa.WorkflowTimeout):
+            await asyncio.wait_for(short, 30)
+        assert not long.done()
+        assert await s._waiting.publish(event("wf-1", "FAILED")) is True
+        with pytest.raises(wa.WorkflowFailed) as caught:
+            await asyncio.wait_for(long, 30)
+        assert caught.value.workflow_id == "wf-1"
+        assert left_behind(s) == (0, 0, 0, [])
+
+
+async def test_cancelled_waits_leave_nothing_behind() -> None:
+    async with session() as s:
+        quiet(s)
+        tasks = [asyncio.create_task(s.wait(f"wf-{i}", timeout=3600)) for i in range(300)]
+        async with asyncio.timeout(30):
+            while len(s._waiting.registry) < 300:
+                await asyncio.sleep(0.01)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert left_behind(s) == (0, 0, 0, [])
+        assert len(s._deadlines._heap) <= 64  # finished waits do not pile up in the heap
+        assert s.stats().waits.cancelled == 300
+
+
+async def test_an_event_before_the_wait_and_a_remembered_one_resolve_at_once() -> None:
+    async with session() as s:
+        quiet(s)
+        await s.start()
+        assert await s._waiting.publish(event("wf-1", "FAILED")) is True  # nobody waits yet
+        with pytest.raises(wa.WorkflowFailed) as caught:
+            await asyncio.wait_for(s.wait("wf-1"), 30)  # from the early-event buffer
+        assert caught.value.workflow_id == "wf-1"
+        with pytest.raises(wa.WorkflowFailed):
+            await asyncio.wait_for(s.wait("wf-1"), 30)  # the bus remembers it
+        assert left_behind(s) == (0, 0, 0, [])
+
+
+async def test_closing_fails_pending_waits_with_their_id() -> None:
+    s = session()
+    quiet(s)
+    task = asyncio.create_task(s.wait("wf-1", timeout=3600))
+    async with asyncio.timeout(30):
+        while "wf-1" not in s._waiting.registry:
+            await asyncio.sleep(0.01)
+    await s.close()
+    with pytest.raises(wa.SessionClosedError) as caught:
+        await asyncio.wait_for(task, 30)
+    assert caught.value.workflow_id == "wf-1"
+    with pytest.raises(wa.SessionClosedError) as again:
+        await s.wait("wf-2")
+    assert again.value.workflow_id == "wf-2"
+
+
+class NetworkBus(InMemoryBus):
+    """A bus that answers lookups only over "the network" (no synchronous lookup)."""
+
+    last_terminal_now = None  # type: ignore[assignment]
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__()
+        self.lookups: list[list[str]] = []
+        self.fail = fail
+
+    async def last_terminal(self, workflow_ids: list[str]) -> list[wa.WebhookEvent]:
+        self.lookups.append(list(workflow_ids))
+        await asyncio.sleep(0.01)
+        if self.fail:
+            raise ConnectionResetError("the bus is down")
+        return InMemoryBus.last_terminal_now(self, workflow_ids)
+
+
+async def test_a_network_bus_is_asked_in_batches_by_one_task() -> None:
+    bus = NetworkBus()
+    await bus.publish(event("wf-0", "COMPLETED"), terminal=True)  # remembered from before
+    polled: list[str] = []
+
+    async def poll(wid: str) -> wa.Workflow:
+        polled.append(wid)
+        return wa.Workflow(id=wid, case_id="c", status="COMPLETED")
+
+    waiting = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=poll)
+    try:
+        async with asyncio.timeout(30):
+            done = await asyncio.gather(
+                *(waiting.completion(f"wf-{i}", first_poll=0) for i in range(50))
+            )
+        assert done[0].channel is wa.Channel.WEBHOOK
+        assert all(c.channel is wa.Channel.POLL for c in done[1:])
+        assert "wf-0" not in polled  # the remembered event spared its poll
+        assert len(bus.lookups) < 50 and sum(map(len, bus.lookups)) == 50
+        assert (len(waiting.registry), len(waiting.scheduler)) == (0, 0)
+    finally:
+        await waiting.close()
+
+
+async def test_a_failing_network_lookup_leaves_the_waits_to_polling() -> None:
+    async def poll(wid: str) -> wa.Workflow:
+        return wa.Workflow(id=wid, case_id="c", status="COMPLETED")
+
+    waiting = Waiting(
+        statuses=StatusSet(), policy=wa.PollPolicy(), bus=NetworkBus(fail=True), poll=poll
+    )
+    try:
+        async with asyncio.timeout(30):
+            completion = await waiting.completion("wf-1", first_poll=0)
+        assert completion.channel is wa.Channel.POLL
+    finally:
+        await waiting.close()
+
+
+async def test_deadlines_fire_in_order_and_skip_finished_waits() -> None:
+    fired: list[str] = []
+
+    def expired(wid: str, timeout: float) -> BaseException:
+        fired.append(wid)
+        return TimeoutError(wid)
+
+    deadlines = Deadlines(expired)
+    loop = asyncio.get_running_loop()
+    late, early, done = loop.create_future(), loop.create_future(), loop.create_future()
+    deadlines.add(late, "late", 0.2)
+    deadlines.add(early, "early", 0.01)
+    deadlines.add(done, "done", 0.02)
+    done.set_result(None)
+    deadlines.finished()
+    async with asyncio.timeout(30):
+        with pytest.raises(TimeoutError):
+            await early
+        with pytest.raises(TimeoutError):
+            await late
+    assert fired == ["early", "late"]
+    deadlines.close()

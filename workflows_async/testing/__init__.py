@@ -10,8 +10,9 @@ it loads on first use (PEP 562), so the pytest plugin in this package stays chea
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._faults import Faults
@@ -55,15 +56,4 @@ _SOURCES: dict[str, str] = {
 """Where each public name lives."""
 
 if not TYPE_CHECKING:  # a module __getattr__ would hide misspelt names from mypy
-
-    def __getattr__(name: str) -> object:
-        module = _SOURCES.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module, __name__), name)
-        globals()[name] = value
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_exports(__name__, _SOURCES, globals(), __all__)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis_server import RedisServer
+from redis_server import MakeBus, RedisServer, bus_maker
 
 from workflows_async.bus import Bus
 from workflows_async.errors import ConfigurationError
@@ -23,8 +23,6 @@ from workflows_async.redis_bus import RedisBus, mask_url
 NS = "test_ns"
 # Not valid UTF-8, with CRLFs: the raw body must survive the trip byte for byte.
 RAW = b'{"workflowId": "wf-1",\r\n "status": "COMPLETED", "x": "\xff\xfe"}'
-
-MakeBus = Callable[..., RedisBus]
 
 
 def event(workflow_id: str = "wf-1", status: str = "COMPLETED", raw: bytes = RAW) -> WebhookEvent:
@@ -42,19 +40,8 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
 
 @pytest.fixture
 async def make_bus(redis_server: RedisServer) -> AsyncIterator[MakeBus]:
-    buses: list[RedisBus] = []
-
-    def make(**options: Any) -> RedisBus:
-        options.setdefault("namespace", NS)
-        options.setdefault("reconnect_max_delay", 0.2)
-        options.setdefault("ping_interval", 0.5)
-        bus = RedisBus(redis_server.url, **options)
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in buses:
-        await bus.close()
+    async with bus_maker(redis_server, NS) as make:
+        yield make
 
 
 async def test_event_reaches_every_bus_with_raw_bytes_intact(make_bus: MakeBus) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis_server import RedisServer
+from redis_server import MakeBus, RedisServer, bus_maker
 
 from workflows_async.errors import ConfigurationError
 from workflows_async.events import WebhookEvent
@@ -22,8 +22,6 @@ from workflows_async.redis_bus import RedisBus
 NS = "load_ns"
 WEEK = 7 * 24 * 3600.0
 N = 300
-
-MakeBus = Callable[..., RedisBus]
 
 
 def event(workflow_id: str = "wf-1") -> WebhookEvent:
@@ -40,19 +38,8 @@ async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture
 async def make_bus(redis_server: RedisServer) -> AsyncIterator[MakeBus]:
-    buses: list[RedisBus] = []
-
-    def make(client: str | aioredis.Redis | None = None, **options: Any) -> RedisBus:
-        options.setdefault("namespace", NS)
-        options.setdefault("reconnect_max_delay", 0.2)
-        options.setdefault("ping_interval", 0.5)
-        bus = RedisBus(redis_server.url if client is None else client, **options)
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in buses:
-        await bus.close()
+    async with bus_maker(redis_server, NS) as make:
+        yield make
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ real redis-server (atomic across workers, NOSCRIPT reloads, outages, terminal is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from redis_server import RedisServer
+from redis_server import MakeBus, RedisServer, bus_maker
 
 import workflows_async as wa
 from workflows_async._metrics import publish_outcome
@@ -19,7 +18,6 @@ from workflows_async.redis_bus import RedisBus
 from workflows_async.waiting import Waiting
 
 NS = "once_ns"
-MakeBus = Callable[..., RedisBus]
 
 
 def event(wid: str = "wf-1", status: str = "COMPLETED", event_id: str = "e-1") -> WebhookEvent:
@@ -32,19 +30,8 @@ async def never(workflow_id: str) -> wa.Workflow:
 
 @pytest.fixture
 async def make_bus(redis_server: RedisServer) -> AsyncIterator[MakeBus]:
-    buses: list[RedisBus] = []
-
-    def make(**options: Any) -> RedisBus:
-        options.setdefault("namespace", NS)
-        options.setdefault("reconnect_max_delay", 0.2)
-        options.setdefault("ping_interval", 0.5)
-        bus = RedisBus(redis_server.url, **options)
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in buses:
-        await bus.close()
+    async with bus_maker(redis_server, NS) as make:
+        yield make
 
 
 @pytest.fixture

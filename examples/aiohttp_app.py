@@ -64,7 +64,8 @@ def create_app(session: Session) -> web.Application:
 
 
 async def main() -> dict[str, Any]:
-    # A local fake of the API; in production use Session("https://...", OrganizationTokenAuth("tot_...")).
+    # A local fake of the API; in production:
+    # Session("https://...", OrganizationTokenAuth("tot_...")).
     async with Simulator(time_scale=0.05) as sim:
         session = Session(
             sim.base_url,

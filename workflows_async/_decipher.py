@@ -125,24 +125,14 @@ def error_for_status(
     if cls is None:
         cls = errors.ServerError if status >= 500 else errors.APIError
     retry_after = parse_retry_after(headers.get("Retry-After"), now)
-    code = code_from_body(body)
+    common: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "body_excerpt": _excerpt(body),
+        "request_id": request_id(headers),
+        "retry_after": retry_after,
+        "code": code_from_body(body),
+    }
     if cls is errors.PermissionDeniedError:
-        return errors.PermissionDeniedError(
-            status,
-            method=method,
-            path=path,
-            body_excerpt=_excerpt(body),
-            request_id=request_id(headers),
-            retry_after=retry_after,
-            permission=permission_from_body(body),
-            code=code,
-        )
-    return cls(
-        status,
-        method=method,
-        path=path,
-        body_excerpt=_excerpt(body),
-        request_id=request_id(headers),
-        retry_after=retry_after,
-        code=code,
-    )
+        return errors.PermissionDeniedError(status, permission=permission_from_body(body), **common)
+    return cls(status, **common)

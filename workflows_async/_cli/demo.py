@@ -24,6 +24,7 @@ from .common import EXIT_ERROR, EXIT_OK, CliParser, UsageError, count, serve
 
 if TYPE_CHECKING:  # imported where used, so that parsing the command line stays cheap
     from ..events import WebhookEvent
+    from ..models import WorkflowOutcome, WorkflowResult
     from ..session import Session
 
 REVIEW = "kyc-review"
@@ -182,6 +183,10 @@ async def _execution(session: Session, row: DemoRow) -> None:
     except WorkflowsError as exc:
         row.error = f"{type(exc).__name__}: {exc}"
         return
+    _fill(row, outcome)
+
+
+def _fill(row: DemoRow, outcome: WorkflowOutcome[WorkflowResult | None]) -> None:
     row.workflow_id = outcome.workflow.id
     row.status = outcome.workflow.status
     row.channel = str(outcome.channel)
@@ -197,10 +202,7 @@ async def _one(session: Session, row: DemoRow) -> None:
     except WorkflowsError as exc:
         row.error = f"{type(exc).__name__}: {exc}"
         return
-    row.workflow_id = outcome.workflow.id
-    row.status = outcome.workflow.status
-    row.channel = str(outcome.channel)
-    row.elapsed = outcome.elapsed
+    _fill(row, outcome)
 
 
 def format_table(rows: list[DemoRow]) -> str:

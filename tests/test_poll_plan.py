@@ -44,6 +44,18 @@ def test_trusted_webhooks_need_only_the_polls_the_cap_demands(rand: float) -> No
     assert all(b - a <= 240 for a, b in zip([0.0, *times], times, strict=False))
 
 
+def test_a_trusted_plan_leaves_a_quick_workflow_its_webhook_time() -> None:
+    """Workflows that end in milliseconds: while webhooks arrive, the safety poll comes no
+    sooner than the policy's first-poll delay, or it would race (and beat) the webhook."""
+    plan = PollPlan()
+    plan.observe("d", 0.0, 0.01)
+    gap = plan.next_poll("d", 0.0, 0.0, trusted=True, cap=60, trusted_floor=5.0)
+    assert gap == pytest.approx(5.0)
+    # webhooks being lost: the learned end is what matters, no floor
+    lost = plan.next_poll("d", 0.0, 0.0, trusted=False, cap=60, trusted_floor=5.0)
+    assert lost is not None and lost < 1.0
+
+
 @pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
 def test_lost_webhooks_poll_just_after_the_learned_end(rand: float) -> None:
     plan = PollPlan()

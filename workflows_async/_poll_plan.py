@@ -99,12 +99,15 @@ class PollPlan:
         jitter: float = 0.0,
         rand: float = 0.5,
         min_gap: float = 0.1,
+        trusted_floor: float = 0.0,
     ) -> float | None:
         """Seconds from ``now`` until the next poll of a workflow of ``definition`` started at
         ``started``; None when nothing is known (the caller's backoff applies).
 
         ``trusted``: webhooks are arriving, so only one safety poll is aimed, just after the
-        longest learned duration; otherwise a poll is aimed just after each learned quantile,
+        longest learned duration and never before ``trusted_floor`` seconds (the caller's own
+        first-poll delay: a workflow that ends in milliseconds must leave its webhook time to
+        arrive before a poll races it); otherwise a poll is aimed just after each learned quantile,
         so an end whose webhook was lost is noticed soon. Between aimed points the polls are
         spread evenly, never more than ``cap`` apart, and moved earlier by up to ``jitter / 4``
         of a segment: ``rand`` is the wait's own phase (the same at every call), so waits
@@ -114,7 +117,7 @@ class PollPlan:
         if not learned:
             return None
         if trusted:
-            aims = [learned[-1] * (1 + _TRUSTED_MARGIN)]
+            aims = [max(learned[-1] * (1 + _TRUSTED_MARGIN), trusted_floor)]
         else:
             aims = [point * (1 + _MARGIN) for point in learned]
         elapsed = now - started

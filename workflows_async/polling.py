@@ -340,6 +340,7 @@ class PollScheduler:
                 jitter=self.policy.jitter,
                 rand=_phase(wid),
                 min_gap=_MIN_INTERVAL,
+                trusted_floor=self.policy.initial_delay,
             )
             if planned is not None:
                 return planned

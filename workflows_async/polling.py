@@ -395,14 +395,17 @@ class PollScheduler:
         if wait > 0:
             await self._sleep(min(wait, _RECHECK))  # wakes now and then to notice changes
             return relaxed
-        wait = self._take_token(now)
-        if wait > 0:
-            await self._sleep(wait)
-            return relaxed
+        # The slot first, then the token: a token is taken only when the poll can start at
+        # once, so polls start (not merely get tokens) at most ``rate`` per second.
         await self._slots.acquire()
         # The heap may have changed while we waited for a slot (removals, compaction).
         if not self._heap or self._heap[0] != (due, wid) or self._entries.get(wid) is not entry:
             self._slots.release()
+            return relaxed
+        wait = self._take_token(self._clock())
+        if wait > 0:
+            self._slots.release()
+            await self._sleep(wait)
             return relaxed
         heapq.heappop(self._heap)
         entry.due = float("inf")  # in flight: not due until the answer reschedules it

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .._serve import Served, serve
     from ._faults import Faults
     from ._records import Outcome, RequestRecord, WebhookAttempt
     from ._redis_server import RedisServer, RedisServerError
@@ -29,12 +30,14 @@ __all__ = [
     "RedisServer",
     "RedisServerError",
     "RequestRecord",
+    "Served",
     "Simulator",
     "WebhookAttempt",
     "WorkflowDefinition",
     "WorkflowInfo",
     "generate_signing_key",
     "public_key_pem",
+    "serve",
     "sign_webhook",
 ]
 
@@ -45,12 +48,14 @@ _SOURCES: dict[str, str] = {
     "RedisServer": "._redis_server",
     "RedisServerError": "._redis_server",
     "RequestRecord": "._records",
+    "Served": ".._serve",
     "Simulator": "._simulator",
     "WebhookAttempt": "._records",
     "WorkflowDefinition": "._state",
     "WorkflowInfo": "._state",
     "generate_signing_key": "._signing",
     "public_key_pem": "._signing",
+    "serve": ".._serve",
     "sign_webhook": "._signing",
 }
 """Where each public name lives."""

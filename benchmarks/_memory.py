@@ -29,7 +29,7 @@ from typing import Any
 from _proc import Ready
 
 import workflows_async as wa
-from workflows_async.waiting import Waiting
+from workflows_async.engine import Waiting
 
 __all__ = ["library_tasks", "memory_probe", "rss_bytes"]
 

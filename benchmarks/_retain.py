@@ -13,8 +13,8 @@ import tracemalloc
 
 import workflows_async as wa
 from workflows_async.bus import InMemoryBus
-from workflows_async.models import StatusSet
-from workflows_async.waiting import Waiting
+from workflows_async.engine import Waiting
+from workflows_async.statuses import StatusSet
 
 N = 100_000
 

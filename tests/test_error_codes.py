@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workflows_async import errors
-from workflows_async._decipher import code_from_body, error_for_status
+from workflows_async._api_errors import code_from_body, error_for_status
 
 
 @pytest.mark.parametrize(

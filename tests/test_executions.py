@@ -73,7 +73,9 @@ async def test_start_execution_body_and_typed_answer(session: wa.Session, mocked
     assert execution.id == EX_ID and execution.workspace_id == "ws-1"
     assert execution.workflow_definition_id == "kyc" and execution.name == "KYC"
     assert execution.revision == 3 and execution.execution_version == 2
-    assert execution.status == wa.WorkflowStatus.RUNNING and not execution.is_terminal
+    assert execution.status == wa.WorkflowStatus.RUNNING and not session.statuses.is_terminal(
+        execution.status
+    )
     assert execution.locale == "en" and execution.execution_type == "BACKGROUND"
     assert execution.expires == NOW + timedelta(days=1)
     assert "18151210" not in repr(execution) and "personalNumber" in repr(execution)
@@ -158,7 +160,10 @@ async def test_execution_403_names_can_run(session: wa.Session, mocked: FakeAPI)
 async def test_get_execution(session: wa.Session, mocked: FakeAPI) -> None:
     mocked.get(f"/workflows/{EX_ID}", payload={**ANSWER, "status": "COMPLETED"})
     execution = await session.get_execution(EX_ID)
-    assert execution.is_terminal and execution.parameters == ANSWER["parameters"]
+    assert (
+        session.statuses.is_terminal(execution.status)
+        and execution.parameters == ANSWER["parameters"]
+    )
 
 
 async def test_execute_and_wait_finished_in_the_answer(

@@ -12,7 +12,7 @@ from fake_api import FakeAPI
 
 import workflows_async as wa
 from workflows_async import errors
-from workflows_async._decipher import permission_from_body
+from workflows_async._api_errors import permission_from_body
 from workflows_async.auth import auth_from_env
 
 WF_ID = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"

@@ -10,8 +10,9 @@ import pytest
 import workflows_async as wa
 from workflows_async._metrics import Recorder
 from workflows_async._poll_plan import DurationSketch, PollPlan
-from workflows_async.models import StatusSet, Workflow
+from workflows_async.models import Workflow
 from workflows_async.polling import PollScheduler
+from workflows_async.statuses import StatusSet
 
 
 def _polls(

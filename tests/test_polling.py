@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 import workflows_async as wa
-from workflows_async.models import StatusSet
 from workflows_async.polling import PollScheduler
+from workflows_async.statuses import StatusSet
 
 
 def test_interval_grows_to_the_cap_with_bounded_jitter() -> None:
@@ -261,7 +261,7 @@ async def test_a_huge_retry_after_pauses_polling_for_max_interval_at_most() -> N
 
 async def test_a_poll_answer_with_another_spelling_of_the_id_resolves_the_waiter() -> None:
     from workflows_async.bus import InMemoryBus
-    from workflows_async.waiting import Waiting
+    from workflows_async.engine import Waiting
 
     async def poll(wid: str) -> wa.Workflow:
         return wa.Workflow(id=wid.upper(), status="COMPLETED")

@@ -51,7 +51,7 @@ async def test_v2_run_sends_record_id_and_reads_record_id(mocked: FakeAPI) -> No
     assert call.json() == {"recordId": REC_ID, "workflowDefinitionId": "kyc"}
     assert call.headers["Accept"] == "application/json;version=2"
     assert workflow.record_id == REC_ID and workflow.case_id is None
-    assert polled.record_id == REC_ID and not polled.is_terminal
+    assert polled.record_id == REC_ID and not session.statuses.is_terminal(polled.status)
 
 
 async def test_v2_run_without_a_record(mocked: FakeAPI) -> None:

@@ -12,10 +12,10 @@ from redis_server import MakeBus, RedisServer, bus_maker
 
 import workflows_async as wa
 from workflows_async._metrics import publish_outcome
+from workflows_async.engine import Waiting
 from workflows_async.events import REPLAY_WINDOW, WebhookEvent
-from workflows_async.models import StatusSet
 from workflows_async.redis_bus import RedisBus
-from workflows_async.waiting import Waiting
+from workflows_async.statuses import StatusSet
 
 NS = "once_ns"
 

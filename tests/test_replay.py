@@ -10,11 +10,11 @@ import workflows_async as wa
 from workflows_async._metrics import publish_outcome
 from workflows_async._ttl import TTLMap
 from workflows_async.bus import InMemoryBus
+from workflows_async.engine import _PUBLISHED_TTL, Waiting
 from workflows_async.events import REPLAY_WINDOW, parse_event
 from workflows_async.hooks import EventHooks
-from workflows_async.models import StatusSet
-from workflows_async.waiters import Registry
-from workflows_async.waiting import _PUBLISHED_TTL, Waiting
+from workflows_async.registry import Registry
+from workflows_async.statuses import StatusSet
 
 DAY = 86400.0
 

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 
 from workflows_async import errors
-from workflows_async._decipher import error_for_status
+from workflows_async._api_errors import error_for_status
 from workflows_async._retry import RetryPolicy, parse_retry_after
-from workflows_async.models import StatusSet, Workflow
+from workflows_async.models import Workflow
+from workflows_async.statuses import StatusSet
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
@@ -125,5 +126,5 @@ def test_status_set_default_and_custom() -> None:
 def test_workflow_status_is_open() -> None:
     workflow = Workflow(id="w", status="BRAND_NEW_STATUS")
     assert workflow.status == "BRAND_NEW_STATUS"
-    assert not workflow.is_terminal
-    assert Workflow(id="w", status="FAILED").is_failure
+    assert not StatusSet().is_terminal(workflow.status)
+    assert StatusSet().is_failure(Workflow(id="w", status="FAILED").status)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import workflows_async as wa
 from workflows_async import errors
-from workflows_async._decipher import error_for_status
+from workflows_async._api_errors import error_for_status
 from workflows_async._retry import parse_retry_after
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)

@@ -9,7 +9,6 @@ import time
 from collections import Counter
 
 import aiohttp
-
 import pytest
 from stack import FAST_POLL, stack
 

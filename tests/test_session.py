@@ -88,8 +88,8 @@ async def test_parameters_run_status_result(session: wa.Session, mocked: FakeAPI
         "workflowDefinitionId": "kyc",
         "parametersId": "p1",
     }
-    assert workflow.status == "IN_PROGRESS" and not workflow.is_terminal
-    assert (await session.get_workflow(WF_ID)).is_terminal
+    assert workflow.status == "IN_PROGRESS" and not session.statuses.is_terminal(workflow.status)
+    assert session.statuses.is_terminal((await session.get_workflow(WF_ID)).status)
     result = await session.get_result(WF_ID)
     assert result.created_date == "2026-11-29T10:00:00Z"
     assert result.case_id == CASE_ID and result.party_id == "p-9"

@@ -37,8 +37,8 @@ async def test_full_flow_case_parameters_run_status_result() -> None:
         )
         params = await session.create_parameters("kyc-basic", {"country": "GB", "level": 2})
         workflow = await session.run_workflow(case.id, "kyc-basic", parameters_id=params.id)
-        assert workflow.case_id == case.id and not workflow.is_terminal
-        while not (await session.get_workflow(workflow.id)).is_terminal:
+        assert workflow.case_id == case.id and not session.statuses.is_terminal(workflow.status)
+        while not session.statuses.is_terminal((await session.get_workflow(workflow.id)).status):
             await asyncio.sleep(0.01)
         result = await session.get_result(workflow.id)
         assert result.case_id == case.id and result.party_id and result.created_date

@@ -8,9 +8,9 @@ import asyncio
 import workflows_async as wa
 from workflows_async._ttl import TTLMap
 from workflows_async.bus import InMemoryBus
+from workflows_async.engine import Waiting
 from workflows_async.events import REPLAY_WINDOW
-from workflows_async.models import StatusSet
-from workflows_async.waiting import Waiting
+from workflows_async.statuses import StatusSet
 
 N = 100_000
 

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from stack import serve
-from test_waiters import event
+from test_registry import event
 
 import workflows_async as wa
 from workflows_async.bus import InMemoryBus
-from workflows_async.models import StatusSet
+from workflows_async.engine import Waiting
 from workflows_async.polling import PollScheduler, PollVerdict, poll_error_verdict
-from workflows_async.waiting import Waiting
+from workflows_async.statuses import StatusSet
 
 QUICK = wa.PollPolicy(initial_delay=0, max_interval=0.02, jitter=0, rate=1000)
 WF = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"

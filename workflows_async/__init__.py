@@ -48,22 +48,13 @@ if TYPE_CHECKING:
     from .events import WebhookEvent
     from .executions import Execution, ExecutionOutcome
     from .keys import KeyStore, WebhookVerifier
-    from .models import (
-        Case,
-        Channel,
-        Parameters,
-        StatusSet,
-        Token,
-        Workflow,
-        WorkflowOutcome,
-        WorkflowResult,
-        WorkflowStatus,
-    )
+    from .models import Case, Channel, Parameters, Token, Workflow, WorkflowOutcome, WorkflowResult
     from .polling import PollPolicy
     from .records import Record
     from .redis_bus import RedisBus
     from .session import Session
     from .stats import CallStats, PollStats, Stats, WaitStats, WebhookStats
+    from .statuses import StatusSet, WorkflowStatus
     from .webhooks import WebhookAnswer, WebhookCore
 
 __all__ = [
@@ -167,7 +158,7 @@ _SOURCES: dict[str, str] = {
     "SessionClosedError": ".errors",
     "SignatureError": ".errors",
     "Stats": ".stats",
-    "StatusSet": ".models",
+    "StatusSet": ".statuses",
     "Token": ".models",
     "TokenAuth": ".auth",
     "TransportError": ".errors",
@@ -185,7 +176,7 @@ _SOURCES: dict[str, str] = {
     "WorkflowFailed": ".errors",
     "WorkflowOutcome": ".models",
     "WorkflowResult": ".models",
-    "WorkflowStatus": ".models",
+    "WorkflowStatus": ".statuses",
     "WorkflowTimeout": ".errors",
     "WorkflowsError": ".errors",
     "WrongEventLoopError": ".errors",

@@ -25,7 +25,7 @@ import aiohttp
 import backoff
 from multidict import CIMultiDictProxy
 
-from ._decipher import error_for_status, request_id
+from ._api_errors import error_for_status, request_id
 from ._metrics import CallHandle, Recorder, renewal_reason
 from ._retry import IDEMPOTENT_METHODS, RetryPolicy
 from .auth import Auth

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from .auth import Auth
     from .bus import Bus
     from .keys import KeyMaterial
-    from .models import StatusSet
     from .polling import PollPolicy
+    from .statuses import StatusSet
 
 __all__ = ["SessionOptions", "check_options"]
 

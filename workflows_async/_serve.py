@@ -47,12 +47,12 @@ async def serve(
     """Serve ``app`` on ``host:port`` (port 0: one the system picks) while the block runs."""
     from aiohttp import web
 
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=shutdown_timeout,
-        **({} if access_log else {"access_log": None}),
-    )
+    if access_log:
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    else:
+        runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=None
+        )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

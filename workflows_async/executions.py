@@ -13,7 +13,7 @@ from typing import Any, Generic
 import msgspec
 
 from .errors import ConfigurationError
-from .models import DEFAULT_STATUSES, R, WorkflowOutcome
+from .models import R, WorkflowOutcome
 
 __all__ = [
     "MAX_EXPIRY",
@@ -101,10 +101,6 @@ class Execution(msgspec.Struct, rename="camel", kw_only=True):
             return datetime.fromisoformat(self.expires_at.replace("Z", "+00:00"))
         except ValueError:
             return None
-
-    @property
-    def is_terminal(self) -> bool:
-        return DEFAULT_STATUSES.is_terminal(self.status)
 
     def __rich_repr__(self) -> list[tuple[str, Any]]:
         """Fields as rich would show them: no parameter values, no link, no token."""

@@ -8,7 +8,7 @@ open string and never a decode error; ``repr()`` never shows personal data.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic
 
 import msgspec
@@ -29,18 +29,13 @@ else:
     R = TypeVar("R", covariant=True)
 
 __all__ = [
-    "DEFAULT_FAILURE_STATUSES",
-    "DEFAULT_STATUSES",
-    "DEFAULT_SUCCESS_STATUSES",
     "Case",
     "Channel",
     "Parameters",
-    "StatusSet",
     "Token",
     "Workflow",
     "WorkflowOutcome",
     "WorkflowResult",
-    "WorkflowStatus",
 ]
 
 
@@ -52,81 +47,6 @@ class _Request(
     msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True, forbid_unknown_fields=True
 ):
     """Base of every request body: camelCase, strict, fields left at their default not sent."""
-
-
-class WorkflowStatus(enum.StrEnum):
-    """Status values this library knows by name, and where each comes from.
-
-    ``COMPLETED`` is the one status the vendor's docs define; ``RUNNING`` appears in the docs'
-    examples of the execution API (``POST /workflows``) and is not terminal. ``IN_PROGRESS`` and
-    ``AWAITING`` are the non-terminal states of a run and of the "awaiting" webhook notice (user
-    part done, background tasks still run). ``FAILED``, ``ERROR``, ``CANCELLED``/``CANCELED``,
-    ``EXPIRED`` (an execution past its ``expiresAt``) and ``REJECTED`` are not documented: they
-    are failure-like names this library treats as final failures should the API send them.
-
-    A :class:`Workflow` keeps its status as the plain string the server sent, so a value not
-    listed here is never a decode error; members compare equal to those strings.
-    """
-
-    IN_PROGRESS = "IN_PROGRESS"
-    RUNNING = "RUNNING"
-    AWAITING = "AWAITING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    ERROR = "ERROR"
-    CANCELLED = "CANCELLED"
-    CANCELED = "CANCELED"
-    EXPIRED = "EXPIRED"
-    REJECTED = "REJECTED"
-
-
-DEFAULT_SUCCESS_STATUSES: frozenset[str] = frozenset({"COMPLETED"})
-"""Documented: ``COMPLETED`` is the only success the vendor's docs name."""
-DEFAULT_FAILURE_STATUSES: frozenset[str] = frozenset(
-    {"FAILED", "ERROR", "CANCELLED", "CANCELED", "EXPIRED", "REJECTED"}
-)
-"""Not documented by the vendor: failure-like names treated as final (see WorkflowStatus)."""
-
-
-class StatusSet:
-    """Which statuses end a workflow, and which of those are failures.
-
-    Statuses are compared case-insensitively. Anything not listed (``IN_PROGRESS``,
-    ``RUNNING``, ``AWAITING``, a value this library has never seen) is not terminal. The
-    default success set is the documented ``COMPLETED``; the default failure set holds names the
-    docs do not define (see :class:`WorkflowStatus`): pass your own sets when your workflows
-    use other final statuses.
-    """
-
-    __slots__ = ("failure", "success")
-
-    def __init__(
-        self,
-        success: Iterable[str] = DEFAULT_SUCCESS_STATUSES,
-        failure: Iterable[str] = DEFAULT_FAILURE_STATUSES,
-    ) -> None:
-        self.success = frozenset(s.upper() for s in success)
-        self.failure = frozenset(s.upper() for s in failure)
-        if self.success & self.failure:
-            from .errors import ConfigurationError
-
-            raise ConfigurationError("a status cannot be both a success and a failure")
-
-    def is_terminal(self, status: str) -> bool:
-        key = status.upper()
-        return key in self.success or key in self.failure
-
-    def is_failure(self, status: str) -> bool:
-        return status.upper() in self.failure
-
-    def is_success(self, status: str) -> bool:
-        return status.upper() in self.success
-
-    def __repr__(self) -> str:
-        return f"StatusSet(success={sorted(self.success)}, failure={sorted(self.failure)})"
-
-
-DEFAULT_STATUSES = StatusSet()
 
 
 class Channel(enum.StrEnum):
@@ -217,22 +137,14 @@ class Workflow(_Response):
     """A workflow run: its id, its case (API version 1) or record (version 2, ``recordId``) and
     its status (an open string, kept as it came).
 
-    ``is_terminal`` and ``is_failure`` use the default :class:`StatusSet`; a Session configured
-    with another set decides with that one.
+    Whether a status ends the workflow is the Session's to say (``session.statuses``, a
+    :class:`~workflows_async.statuses.StatusSet`): a model alone cannot know the set in use.
     """
 
     id: str
     case_id: str | None = None
     record_id: str | None = None
     status: str = ""
-
-    @property
-    def is_terminal(self) -> bool:
-        return DEFAULT_STATUSES.is_terminal(self.status)
-
-    @property
-    def is_failure(self) -> bool:
-        return DEFAULT_STATUSES.is_failure(self.status)
 
 
 class WorkflowResult:

@@ -27,16 +27,18 @@ from aiohttp import web
 from . import _logging, _otel
 from ._deadlines import Deadlines
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
-from ._ids import check_base_url, check_path_id, is_local_url
+from ._ids import check_path_id
 from ._metrics import Recorder, WaitHandle
 from ._options import SessionOptions, check_options
 from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
+from ._urls import check_base_url, is_local_url
 from ._v2_calls import V2Calls, run_request
 from ._version import __version__
 from .asgi import WebhookASGIApp
 from .auth import Auth, auth_from_env
 from .bus import Bus, InMemoryBus
+from .engine import Waiting
 from .errors import (
     ConfigurationError,
     DecodeError,
@@ -58,15 +60,14 @@ from .models import (
     Channel,
     Parameters,
     ParametersRequest,
-    StatusSet,
     Workflow,
     WorkflowOutcome,
     WorkflowResult,
 )
 from .polling import PollPolicy
+from .registry import Completion
 from .stats import Stats
-from .waiters import Completion
-from .waiting import Waiting
+from .statuses import StatusSet
 from .webhooks import WebhookCore, WebhookReceiver
 
 if TYPE_CHECKING:  # Unpack for **kwargs is in typing from Python 3.12; type checkers only

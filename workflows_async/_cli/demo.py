@@ -18,8 +18,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkflowsError
-from ..models import DEFAULT_STATUSES
 from ..polling import PollPolicy
+from ..statuses import DEFAULT_STATUSES
 from .common import EXIT_ERROR, EXIT_OK, CliParser, UsageError, count, serve
 
 if TYPE_CHECKING:  # imported where used, so that parsing the command line stays cheap

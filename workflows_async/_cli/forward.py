@@ -13,7 +13,7 @@ import asyncio
 import urllib.parse
 from typing import TYPE_CHECKING
 
-from .._ids import is_local_url
+from .._urls import is_local_url
 from .common import UsageError, warn
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._ids import is_local_url
+from .._urls import is_local_url
 from .common import (
     EXIT_OK,
     CliParser,

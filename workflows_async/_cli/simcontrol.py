@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from .._ids import is_local_url
+from .._urls import is_local_url
 from .common import EXIT_ERROR, EXIT_OK, CliParser, UsageError, print_json, warn
 
 

@@ -9,8 +9,8 @@ import pytest
 import workflows_async as wa
 from workflows_async._ttl import TTLMap
 from workflows_async.events import BadEventError, parse_event
-from workflows_async.models import StatusSet
-from workflows_async.waiters import Registry
+from workflows_async.registry import Registry
+from workflows_async.statuses import StatusSet
 
 
 class Clock:

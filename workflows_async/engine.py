@@ -19,9 +19,10 @@ from .bus import Bus, PublishOnce
 from .errors import SessionClosedError, WorkflowsError
 from .events import REPLAY_WINDOW, WebhookEvent
 from .hooks import EventHooks
-from .models import Channel, StatusSet, Workflow
+from .models import Channel, Workflow
 from .polling import PollPolicy, PollScheduler
-from .waiters import Completion, Registry, workflow_from_event
+from .registry import Completion, Registry, workflow_from_event
+from .statuses import StatusSet
 
 __all__ = ["Waiting"]
 

@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 from ._ttl import TTLMap
 from .events import REPLAY_WINDOW, WebhookEvent, event_size
-from .models import Channel, StatusSet, Workflow
+from .models import Channel, Workflow
+from .statuses import StatusSet
 
 __all__ = ["Completion", "Registry"]
 

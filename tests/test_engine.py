@@ -12,8 +12,8 @@ import pytest
 import workflows_async as wa
 from workflows_async._deadlines import Deadlines
 from workflows_async.bus import InMemoryBus
-from workflows_async.models import StatusSet
-from workflows_async.waiting import Waiting
+from workflows_async.engine import Waiting
+from workflows_async.statuses import StatusSet
 
 
 def session() -> wa.Session:

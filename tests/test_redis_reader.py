@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from redis_server import RedisServer
 
 from workflows_async._redis_reader import PubSub, Subscription
+from workflows_async.redis_bus import RedisBus
 
 CHANNEL = "ns:events"
 ERRORS = (RedisError, OSError)
@@ -138,6 +139,32 @@ async def test_pongs_keep_an_idle_subscription(fake: FakeRedis) -> None:
         assert r.sub.healthy
         assert len(fake.made) == 1
         assert (r.sub.reconnects, r.catch_ups) == (0, 0)
+
+
+async def test_reads_block_on_the_connection_without_a_timer_per_message(fake: FakeRedis) -> None:
+    async with reading(fake.pubsub) as r:
+        await r.start()
+        for n in range(20):
+            fake.publish(CHANNEL, b"%d" % n)
+        await eventually(lambda: len(r.got) == 20 and fake.pings >= 2, "messages, then quiet")
+        confirmation, *reads = fake.made[0].read_timeouts
+        assert confirmation is not None  # waiting for SUBSCRIBE's answer has a deadline
+        assert len(reads) > 20
+        assert set(reads) == {None}  # the rest block; the watch is one timer per quiet spell
+        assert r.sub.pings == fake.pings
+
+
+async def test_a_short_read_timeout_brings_the_ping_forward(fake: FakeRedis) -> None:
+    """Older redis-py ends a blocking read at the connection's socket_timeout: PING sooner."""
+    async with reading(fake.pubsub, ping_interval=30.0, read_timeout=0.09) as r:
+        assert r.sub.quiet == pytest.approx(0.06)
+        await r.start()
+        await eventually(lambda: fake.pings >= 3, "PINGs at the shorter pace")
+        assert r.sub.healthy and r.sub.reconnects == 0
+    assert Subscription(  # without one, the ping interval stands
+        fake.pubsub, CHANNEL, on_message=print, on_gap=print, errors=ERRORS, where="w",
+        ping_interval=2.0, reconnect_max_delay=1.0,
+    ).quiet == 2.0  # fmt: skip
 
 
 async def test_a_silent_peer_is_dropped_after_an_unanswered_ping(
@@ -280,3 +307,32 @@ async def test_real_server_that_stops_answering_is_given_up_and_found_again(
         assert "subscription lost: TimeoutError: no PONG" in caplog.text
         assert await client.publish(CHANNEL, b"after") >= 1
         await eventually(lambda: b"after" in r.got, "delivery resumes")
+
+
+async def test_real_server_idle_past_the_socket_timeout_stays_subscribed(
+    redis_server: RedisServer,
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, socket_timeout=0.3)
+    try:
+        async with reading(client.pubsub, ping_interval=5.0, read_timeout=0.3) as r:
+            await r.start()
+            await eventually(lambda: r.sub.pings >= 4, "idle for several socket timeouts")
+            assert r.sub.healthy
+            assert r.sub.reconnects == 0
+            assert await client.publish(CHANNEL, b"still here") == 1
+            await eventually(lambda: r.got == [b"still here"], "delivery")
+    finally:
+        await client.aclose()
+
+
+async def test_redis_bus_tells_its_reader_the_socket_timeout(redis_server: RedisServer) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, socket_timeout=0.3)
+    try:
+        external = RedisBus(client, ping_interval=5.0)
+        owned = RedisBus(redis_server.url, ping_interval=5.0)
+        assert external._reader.quiet == pytest.approx(0.2)
+        assert owned._reader.quiet == pytest.approx(2.0)  # two thirds of its own 3 s
+        await owned.close()
+        await external.close()
+    finally:
+        await client.aclose()

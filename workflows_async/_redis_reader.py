@@ -11,9 +11,15 @@ subscription is confirmed again: pub/sub keeps nothing for an absent subscriber,
 reader; any failure means: close the connection, wait (a doubling, jittered delay capped by
 ``reconnect_max_delay``), subscribe again.
 
-Health: after ``ping_interval`` seconds without a word from Redis the reader sends PING; when
-still nothing (not even the PONG) has come ``ping_interval`` after that, the connection counts
-as dead.
+Reading blocks on the socket (``get_message(timeout=None)``): no timer is set and cancelled per
+message, nothing wakes up while all is quiet. Health is watched by one timer per quiet spell, not
+per message: after ``ping_interval`` seconds without a word from Redis it interrupts the read,
+the reader sends PING (from its own task: never alongside a read), and reads on; when still
+nothing, not even the PONG, has come ``ping_interval`` after the PING, the connection counts as
+dead. Interrupting a read is safe: redis-py's parser keeps what it had read and resumes (the same
+happens at every timeout of ``get_message(timeout=...)``). redis-py versions before the 2026 fix
+of redis-py#4098 end a blocking read at the connection's ``socket_timeout`` (8.0.0 also made 5 s
+its default): give ``read_timeout`` and the reader PINGs after two thirds of it at the latest.
 """
 
 from __future__ import annotations
@@ -76,13 +82,17 @@ class Subscription:
         where: str,
         ping_interval: float,
         reconnect_max_delay: float,
+        read_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.channel = channel
         self.ping_interval = ping_interval
+        # Silence allowed before a PING (see the module docstring about read_timeout).
+        self.quiet = ping_interval if not read_timeout else min(ping_interval, read_timeout * 2 / 3)
         self.reconnect_max_delay = reconnect_max_delay
         self.on_reconnect: OnReconnect | None = None
         self.reconnects = 0  # subscriptions re-established after a gap
+        self.pings = 0  # PINGs sent after a quiet spell
         self._open = open_pubsub
         self._on_message = on_message
         self._on_gap = on_gap
@@ -95,6 +105,9 @@ class Subscription:
         self._task: asyncio.Task[None] | None = None
         self._hooks: set[asyncio.Task[None]] = set()
         self._first_attempt = asyncio.Event()
+        self._heard = 0.0  # loop time of the last message of any kind from Redis
+        self._pinged: float | None = None  # loop time of a PING still waiting for an answer
+        self._timer: asyncio.TimerHandle | None = None  # the watch over the current read
 
     @property
     def healthy(self) -> bool:
@@ -180,22 +193,46 @@ class Subscription:
         raise TimeoutError("Redis did not confirm the subscription")
 
     async def _read(self, pubsub: PubSub) -> None:
-        """Hand over messages until the connection fails; PING when idle to notice a dead peer."""
-        poll = self.ping_interval / 2
-        last_heard = self._clock()
-        ping_sent: float | None = None
+        """Hand over messages until the connection fails, or stays silent past a PING."""
+        loop = asyncio.get_running_loop()
+        self._heard, self._pinged = loop.time(), None
         while True:
-            message = await pubsub.get_message(timeout=poll)
-            now = self._clock()
-            if message is not None:
-                last_heard, ping_sent = now, None
-                self._handle(message)
-            elif ping_sent is not None:
-                if now - ping_sent >= self.ping_interval:
-                    raise TimeoutError(f"no PONG within {self.ping_interval:.1f}s")
-            elif now - last_heard >= self.ping_interval:
-                await pubsub.ping()
-                ping_sent = now
+            try:
+                async with asyncio.timeout(None) as watch:
+                    self._watch(loop, watch)
+                    while True:
+                        message = await pubsub.get_message(timeout=None)
+                        self._heard = loop.time()
+                        if message is not None:
+                            self._handle(message)
+            except TimeoutError:
+                if not watch.expired():
+                    raise  # not the watch's: the connection's own (a socket timeout)
+            finally:
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            if self._pinged is not None and self._heard < self._pinged:
+                raise TimeoutError(f"no PONG within {self.ping_interval:.1f}s")
+            await pubsub.ping()
+            self.pings += 1
+            self._pinged = loop.time()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, watch: asyncio.Timeout) -> None:
+        """Timer callback: end ``watch`` (the read) when Redis has been quiet for too long,
+        else look again when it would be. A word from Redis answers a PING."""
+        now = loop.time()
+        if self._pinged is not None and self._heard >= self._pinged:
+            self._pinged = None
+        if self._pinged is None:
+            due = self._heard + self.quiet
+        else:  # look again within ``quiet``: once answered, silence is timed from the answer
+            due = min(self._pinged + self.ping_interval, now + self.quiet)
+        if now >= due:
+            self._timer = None
+            watch.reschedule(now)  # expires at once: the read is interrupted
+        else:
+            self._timer = loop.call_at(due, self._watch, loop, watch)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

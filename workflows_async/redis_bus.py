@@ -73,6 +73,7 @@ _decoder = msgspec.json.Decoder(WebhookEvent)
 
 _MGET_CHUNK = 1000  # keys per MGET; every chunk still goes in one pipelined round trip
 _START_WAIT = 5.0  # start() waits at most this long for the first subscription attempt
+_SOCKET_TIMEOUT = 3.0  # seconds a command of an owned client may wait for its reply
 _POOL_RETRY = 0.01  # pause before asking an exhausted pool (of a caller's client) again
 _MAX_TTL = 100 * 365 * 24 * 3600.0  # a century: Redis refuses expiry times far beyond it
 _WEEK = 7 * 24 * 3600.0
@@ -185,7 +186,7 @@ class RedisBus:
                     max_connections=max_connections + 2,
                     timeout=pool_timeout,
                     socket_connect_timeout=2.0,
-                    socket_timeout=3.0,
+                    socket_timeout=_SOCKET_TIMEOUT,
                     # A short retry: one quick second try covers a pooled connection that went
                     # stale when Redis restarted; anything longer belongs to the caller's budget.
                     retry=Retry(ExponentialWithJitterBackoff(cap=0.05, base=0.01), 1),
@@ -224,6 +225,7 @@ class RedisBus:
             where=self._where,
             ping_interval=ping_interval,
             reconnect_max_delay=reconnect_max_delay,
+            read_timeout=self._client.connection_pool.connection_kwargs.get("socket_timeout"),
             clock=clock,
         )
         self._reader.on_reconnect = on_reconnect

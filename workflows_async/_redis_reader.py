@@ -17,9 +17,10 @@ per message: after ``ping_interval`` seconds without a word from Redis it interr
 the reader sends PING (from its own task: never alongside a read), and reads on; when still
 nothing, not even the PONG, has come ``ping_interval`` after the PING, the connection counts as
 dead. Interrupting a read is safe: redis-py's parser keeps what it had read and resumes (the same
-happens at every timeout of ``get_message(timeout=...)``). redis-py versions before the 2026 fix
-of redis-py#4098 end a blocking read at the connection's ``socket_timeout`` (8.0.0 also made 5 s
-its default): give ``read_timeout`` and the reader PINGs after two thirds of it at the latest.
+happens at every timeout of ``get_message(timeout=...)``). redis-py versions without the fix of
+redis-py#4098 end a blocking read at the connection's ``socket_timeout`` (5 s by default since
+8.0): given that as ``read_timeout``, the reader PINGs after two thirds of it at the latest.
+``clock`` only times outages for the logs; the watch runs on the event loop's clock.
 """
 
 from __future__ import annotations

@@ -255,10 +255,10 @@ class PollSchedule:
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
-    def due(self, workflow_id: str) -> float | None:
-        """When ``workflow_id`` is next due (inf: a poll of it is in flight; None: unknown)."""
-        entry = self._entries.get(workflow_id)
-        return None if entry is None else entry.due
+    def due(self, workflow_id: str) -> float:
+        """When ``workflow_id`` is next due (inf: a poll of it is in flight); KeyError when
+        it is not scheduled."""
+        return self._entries[workflow_id].due
 
     # -- webhooks ----------------------------------------------------------------------------
 
@@ -323,7 +323,8 @@ class PollSchedule:
             return wait
         self._tokens = min(1.0, self._tokens + (now - self._refilled) * self.rate)
         self._refilled = now
-        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+        missing = 1.0 - self._tokens
+        return 0.0 if missing < 1e-9 else missing / self.rate  # 1e-9: float rounding
 
     def take(self, now: float) -> str | None:
         """The workflow to poll now, its token taken and the entry marked in flight; None

@@ -5,7 +5,7 @@ and the webhook state come from injected callables), so it is tested without an 
 
 - Rule 1: an entry is either *scheduled* (``due`` is its time, with one live heap item) or *in
   flight* (``due`` is inf: ``take`` handed it out); only an outcome (``again``, ``running``,
-  ``ended``, ``failed``) or ``remove`` ends a flight.
+  ``ended``, ``failed``) or ``remove`` ends a flight (a FAIL verdict leaves it to ``remove``).
 - Rule 2: ``take`` hands out a workflow only when it is due, no 429 pause holds and a token is
   free (bucket of one, refilled at ``rate`` <= ``policy.rate`` per second): in any window of T
   seconds at most ``policy.rate * T + 1`` polls are handed out.

@@ -22,7 +22,7 @@ def session() -> wa.Session:
 
 def quiet(s: wa.Session) -> None:
     """No poll is ever due (as during a long 429 pause): no HTTP happens."""
-    s._waiting.scheduler._paused_until = float("inf")
+    s._waiting.scheduler.schedule.paused_until = float("inf")
 
 
 def event(wid: str, status: str = "COMPLETED", event_id: str = "e-1") -> wa.WebhookEvent:

@@ -22,6 +22,7 @@ PURE = {
     "_lazy",
     "_lost",
     "_poll_plan",
+    "_poll_schedule",
     "_retry",
     "_ttl",
     "_urls",

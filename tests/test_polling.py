@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 import workflows_async as wa
+from workflows_async._poll_schedule import PollSchedule
 from workflows_async.polling import PollScheduler
 from workflows_async.statuses import StatusSet
 
@@ -132,13 +133,14 @@ async def test_429_slows_everyone_down() -> None:
     await scheduler.close()
 
 
-async def test_webhooks_stretch_the_schedule() -> None:
+def test_webhooks_stretch_the_schedule() -> None:
     policy = wa.PollPolicy(initial_delay=1.0, webhook_stretch=4, jitter=0)
-    scheduler = make(FakeAPI(), policy, [])
-    assert scheduler._interval(0) == 1.0
-    scheduler.note_webhook()
-    assert scheduler._interval(0) == 4.0
-    await scheduler.close()
+    schedule = PollSchedule(policy)
+    schedule.add("before", 0.0)
+    assert schedule.due("before") == 1.0
+    schedule.note_webhook(0.0)
+    schedule.add("after", 0.0)
+    assert schedule.due("after") == 4.0
 
 
 async def test_stretched_entries_come_back_when_webhooks_stop() -> None:
@@ -275,3 +277,100 @@ async def test_a_poll_answer_with_another_spelling_of_the_id_resolves_the_waiter
     completion = await asyncio.wait_for(waiting.completion("abc-def", first_poll=0), 5)
     assert completion.channel is wa.Channel.POLL
     await waiting.close()
+
+
+class VirtualTime:
+    """A clock that moves only when the scheduler sleeps: each of its sleeps jumps ahead."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_a_pause_that_begins_while_the_next_poll_waits_for_a_slot_holds_it() -> None:
+    """The only slot is held by a poll that ends in a 429: the poll waiting for that slot
+    must wait for the pause too (it used to start at once, inside the pause)."""
+    time_, gate = VirtualTime(), asyncio.Event()
+    started: dict[str, list[float]] = {}
+    limited_at: list[float] = []
+
+    async def poll(wid: str) -> wa.Workflow:
+        started.setdefault(wid, []).append(time_.now)
+        if wid == "a" and len(started["a"]) == 1:
+            await gate.wait()
+            limited_at.append(time_.now)
+            raise wa.RateLimitError(429, method="GET", path="/w", retry_after=10)
+        return wa.Workflow(id=wid, status="COMPLETED")
+
+    finished: list[wa.Workflow] = []
+    policy = wa.PollPolicy(initial_delay=0, rate=1000, max_in_flight=1, jitter=0)
+    scheduler = PollScheduler(
+        policy,
+        poll,
+        StatusSet().is_terminal,
+        lambda wid, workflow: finished.append(workflow),
+        lambda wid, exc: None,
+        clock=time_,
+        sleep=time_.sleep,
+    )
+    scheduler.add("a", delay=0)
+    scheduler.add("b", delay=0)
+    scheduler.start()
+    while "a" not in started:
+        await asyncio.sleep(0)
+    for _ in range(20):  # the loop gets to wait for the slot with "b" due
+        await asyncio.sleep(0)
+    gate.set()
+    async with asyncio.timeout(10):
+        while len(finished) < 2:
+            await asyncio.sleep(0)
+    await scheduler.close()
+    assert started["b"][0] >= limited_at[0] + 10
+    assert scheduler.recorder.snapshot().polls.rate_limited == 1
+
+
+async def test_polls_start_within_the_budget_on_a_virtual_clock() -> None:
+    time_ = VirtualTime()
+    starts: list[float] = []
+    running = 0
+    most = 0
+
+    async def poll(wid: str) -> wa.Workflow:
+        nonlocal running, most
+        starts.append(time_.now)
+        running += 1
+        most = max(most, running)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return wa.Workflow(id=wid, status="COMPLETED")
+        finally:
+            running -= 1
+
+    finished: list[wa.Workflow] = []
+    policy = wa.PollPolicy(initial_delay=0, rate=5, max_in_flight=3)
+    scheduler = PollScheduler(
+        policy,
+        poll,
+        StatusSet().is_terminal,
+        lambda wid, workflow: finished.append(workflow),
+        lambda wid, exc: None,
+        clock=time_,
+        sleep=time_.sleep,
+    )
+    for i in range(60):
+        scheduler.add(f"w{i}", delay=0)
+    scheduler.start()
+    async with asyncio.timeout(10):
+        while len(finished) < 60:
+            await asyncio.sleep(0)
+    await scheduler.close()
+    assert most <= 3
+    for i, start in enumerate(starts):
+        assert sum(1 for t in starts[i:] if t < start + 1.0) <= policy.rate + 1

@@ -15,7 +15,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._retry import RetryPolicy
     from .asgi import WebhookASGIApp
-    from .auth import Auth, KeySecretAuth, OrganizationTokenAuth, TokenAuth
+    from .auth import Auth, KeySecretAuth, OrganizationTokenAuth, TokenAuth, TokenRequest
     from .blocking import BlockingWebhookReceiver
     from .bus import Bus, InMemoryBus
     from .errors import (
@@ -98,6 +98,7 @@ __all__ = [
     "StatusSet",
     "Token",
     "TokenAuth",
+    "TokenRequest",
     "TransportError",
     "UnsupportedMediaTypeError",
     "WaitError",
@@ -161,6 +162,7 @@ _SOURCES: dict[str, str] = {
     "StatusSet": ".statuses",
     "Token": ".models",
     "TokenAuth": ".auth",
+    "TokenRequest": ".auth",
     "TransportError": ".errors",
     "UnsupportedMediaTypeError": ".errors",
     "WaitError": ".errors",

@@ -13,6 +13,7 @@ from ._lazy import lazy_exports
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._options import WebhookSettings
     from ._retry import RetryPolicy
     from .asgi import WebhookASGIApp
     from .auth import Auth, KeySecretAuth, OrganizationTokenAuth, TokenAuth, TokenRequest
@@ -108,6 +109,7 @@ __all__ = [
     "WebhookCore",
     "WebhookError",
     "WebhookEvent",
+    "WebhookSettings",
     "WebhookStats",
     "WebhookVerifier",
     "Workflow",
@@ -172,6 +174,7 @@ _SOURCES: dict[str, str] = {
     "WebhookCore": ".webhooks",
     "WebhookError": ".errors",
     "WebhookEvent": ".events",
+    "WebhookSettings": "._options",
     "WebhookStats": ".stats",
     "WebhookVerifier": ".keys",
     "Workflow": ".models",

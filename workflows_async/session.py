@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 from . import _logging, _otel
-from ._deadlines import Deadlines
+from ._deadlines import Deadlines, WaitScope, wait_timed_out
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_path_id
 from ._metrics import Recorder, WaitHandle
@@ -52,7 +52,6 @@ from .errors import (
     SessionClosedError,
     WorkflowFailed,
     WorkflowsError,
-    WorkflowTimeout,
     WrongEventLoopError,
 )
 from .events import WebhookEvent
@@ -95,63 +94,6 @@ _ANY = msgspec.json.Decoder()
 _KEY_CONNECTIONS = 4
 _KEY_BODY_LIMIT = 64 << 10
 _ENCODE = msgspec.json.Encoder().encode
-
-
-_RECEIVER = web.AppKey("workflows_async.receiver", WebhookReceiver)
-
-
-class _WaitScope:
-    """One wait's deadline and its errors: on expiry :class:`WorkflowTimeout`; once the
-    workflow id is known, every :class:`WorkflowsError` leaving the scope carries it.
-    ``at``: an absolute deadline (``loop.time()``) instead of ``timeout`` from now."""
-
-    def __init__(
-        self,
-        timeout: float,
-        workflow_id: str | None = None,
-        *,
-        before: str = "the run request",
-        at: float | None = None,
-    ) -> None:
-        self.timeout = timeout
-        self.workflow_id = workflow_id
-        self._before = before  # what the API had not answered when no id is known yet
-        self._deadline = asyncio.timeout(timeout) if at is None else asyncio.timeout_at(at)
-
-    async def __aenter__(self) -> Self:
-        await self._deadline.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await self._deadline.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            if not self._deadline.expired():
-                raise
-            raise self._timed_out() from None
-        if isinstance(exc, WorkflowsError) and exc.workflow_id is None and self.workflow_id:
-            exc.workflow_id = self.workflow_id  # then re-raised as it is
-
-    def _timed_out(self) -> WorkflowTimeout:
-        wid = self.workflow_id
-        if wid is None:
-            return WorkflowTimeout(
-                f"timed out before the API answered {self._before}", workflow_id=""
-            )
-        return _wait_timed_out(wid, self.timeout)
-
-
-def _wait_timed_out(workflow_id: str, timeout: float) -> WorkflowTimeout:
-    return WorkflowTimeout(
-        f"workflow {workflow_id}: no result within {timeout:g} s; "
-        f"await session.wait({workflow_id!r}) to pick it up again",
-        workflow_id=workflow_id,
-    )
 
 
 def _accept(api_version: int | None) -> str:
@@ -276,7 +218,7 @@ class Session(V2Calls):
             poll=self._poll_workflow,
             recorder=self._recorder,
         )
-        self._deadlines = Deadlines(_wait_timed_out)  # of the waits in wait()
+        self._deadlines = Deadlines(wait_timed_out)  # of the waits in wait()
 
     @classmethod
     def from_env(
@@ -655,7 +597,7 @@ class Session(V2Calls):
         begin = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting(kind) as wait:
-            scope = _WaitScope(timeout, before=what)
+            scope = WaitScope(timeout, before=what)
             async with scope:
                 workflow = await start()
                 scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
@@ -728,7 +670,7 @@ class Session(V2Calls):
                 if exc.workflow_id is None:
                     exc.workflow_id = workflow_id
                 raise
-            async with _WaitScope(timeout, workflow_id, at=deadline):  # the same deadline
+            async with WaitScope(timeout, workflow_id, at=deadline):  # the same deadline
                 return await self._outcome(completion, start, raise_on_failure, wait)
 
     async def _outcome(
@@ -799,10 +741,7 @@ class Session(V2Calls):
         :class:`ConfigurationError` saying so.
         """
         core = self.webhook_core(read_timeout=read_timeout)
-        receiver = WebhookReceiver.from_core(core)
-        app = receiver.app()
-        app[_RECEIVER] = receiver
-        return app
+        return WebhookReceiver.from_core(core).app()
 
     def webhook_asgi(self, *, read_timeout: float = 10.0) -> WebhookASGIApp:
         """The webhook receiver as a plain ASGI 3 app, for FastAPI, Starlette, Quart, Litestar

@@ -77,7 +77,7 @@ from .webhooks import WebhookCore, WebhookReceiver
 if TYPE_CHECKING:  # Unpack for **kwargs is in typing from Python 3.12; type checkers only
     from typing_extensions import Unpack
 
-__all__ = ["Session", "SessionOptions", "WebhookSettings"]
+__all__ = ["Session", "SessionOptions"]
 
 T = TypeVar("T")
 log = logging.getLogger("workflows_async")

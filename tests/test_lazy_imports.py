@@ -17,7 +17,6 @@ HEAVY = {
     "aiohttp.web",
     "cryptography",
     "msgspec",
-    "backoff",
     "workflows_async.session",
     "workflows_async.testing._simulator",
 }

@@ -53,7 +53,9 @@ GET: a token request has no effect to duplicate) and returns the 2xx body, or ra
 
 
 class Auth(Protocol):
-    """What the HTTP client needs from an authentication method."""
+    """What the HTTP client needs from an authentication method: implement these two methods
+    to bring your own (both names, ``Auth`` and ``TokenRequest``, are exported by the package).
+    The client takes the value for every request as it goes out and handles the 401s."""
 
     async def authorization(self, send: TokenRequest) -> str:
         """The ``Authorization`` header value to send now, e.g. ``"Bearer <token>"``."""

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from test_cli import FAST, ROOT, Child, SimThread, closed_port, read_jsonl
 
-from workflows_async._cli.progress import Counts, duration, progress_line
 from workflows_async.cli import build_parser
+from workflows_async.cli.progress import Counts, duration, progress_line
 
 SCRIPT = Path(sys.executable).with_name("workflows-async")
 ENTRY = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "workflows_async"]

@@ -38,7 +38,6 @@ PURE = {
 """Modules of ``workflows_async`` that must stay pure."""
 
 EDGE = {
-    "_cli",
     "_deadlines",
     "_http",
     "_logging",

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "workflows_async"
 
 PURE = {
     "_api_errors",
+    "_env",
     "_ids",
     "_lazy",
     "_lost",

@@ -12,18 +12,19 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import os
 import signal
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .. import _env
 from .._urls import is_local_url
 from .common import (
     EXIT_OK,
     CliParser,
     UsageError,
     add_api_arguments,
+    base_url,
     make_session,
     non_negative_float,
     port,
@@ -236,8 +237,8 @@ async def _simulate(sim: Simulator, *, as_json: bool) -> int:
             f"webhooks to: {', '.join(sim.webhook_urls) or '(none)'}",
             "",
             "Try it:",
-            f"  export WORKFLOWS_BASE_URL={sim.base_url}",
-            f"  export WORKFLOWS_API_KEY={sim.key} WORKFLOWS_API_SECRET={sim.secret}",
+            f"  export {_env.BASE_URL}={sim.base_url}",
+            f"  export {_env.API_KEY}={sim.key} {_env.API_SECRET}={sim.secret}",
             "  workflows-async run --insecure-http --definition kyc-basic --company-name Acme",
             "  workflows-async sim-control complete WORKFLOW_ID --status FAILED",
             "  workflows-async sim-control faults error_rate=0.2",
@@ -280,9 +281,7 @@ def listen_command(args: argparse.Namespace) -> int:
     path = "/" + args.path.strip("/")
     if any(c in path for c in "?#{} "):
         raise UsageError("--path must be a plain URL path such as /webhooks")
-    if args.no_verify and not is_local_url(
-        args.base_url or os.environ.get("WORKFLOWS_BASE_URL", "")
-    ):
+    if args.no_verify and not is_local_url(base_url(args)):
         raise UsageError("--no-verify is only allowed with a local API (localhost --base-url)")
     forward_to = None
     if args.forward_to:

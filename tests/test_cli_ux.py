@@ -384,6 +384,26 @@ def test_every_faults_knob_is_a_simulate_flag() -> None:
     assert not extra and args.func.__name__ == "simulate_command"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--definition", "d"],
+        ["execute", "--definition", "d", "--locale", "en"],
+        ["wait", "some-id"],
+        ["batch", "rows.csv"],
+    ],
+)
+def test_timeout_defaults_to_the_librarys(argv: list[str]) -> None:
+    """The command's --timeout and Session.run_and_wait/wait share one default."""
+    import inspect
+
+    from workflows_async import Session
+
+    default = inspect.signature(Session.run_and_wait).parameters["timeout"].default
+    assert inspect.signature(Session.wait).parameters["timeout"].default == default
+    assert build_parser().parse_args(argv).timeout == default
+
+
 def control(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return run("sim-control", *argv, "--url", url)
 

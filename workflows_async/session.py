@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 from . import _env, _logging, _otel
-from ._deadlines import Deadlines, WaitScope, wait_timed_out
+from ._deadlines import DEFAULT_WAIT_TIMEOUT, Deadlines, WaitScope, wait_timed_out
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_path_id
 from ._metrics import Recorder, WaitHandle
@@ -81,8 +81,6 @@ __all__ = ["Session", "SessionOptions"]
 
 T = TypeVar("T")
 log = logging.getLogger("workflows_async")
-
-DEFAULT_WAIT_TIMEOUT = 900.0
 
 _CASE = msgspec.json.Decoder(Case)
 _PARAMETERS = msgspec.json.Decoder(Parameters)

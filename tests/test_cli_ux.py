@@ -404,6 +404,25 @@ def test_timeout_defaults_to_the_librarys(argv: list[str]) -> None:
     assert build_parser().parse_args(argv).timeout == default
 
 
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
+     ("0.0.0.0", False),  # noqa: S104 - a value under test, nothing binds it
+     ("::", False), ("192.168.1.5", False), ("localhost.example", False)],
+)  # fmt: skip
+def test_a_server_bound_beyond_this_machine_warns(
+    capsys: pytest.CaptureFixture[str], host: str, local: bool
+) -> None:
+    from workflows_async._urls import is_local_url
+    from workflows_async.cli.servers import _check_host
+
+    _check_host(host)
+    warned = "reachable from other machines" in capsys.readouterr().err
+    assert warned is not local
+    bracketed = f"[{host}]" if ":" in host else host
+    assert is_local_url(f"http://{bracketed}:8080/") is local  # one rule for hosts and URLs
+
+
 def control(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return run("sim-control", *argv, "--url", url)
 

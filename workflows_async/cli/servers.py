@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
 import signal
 import time
@@ -18,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import _env
-from .._urls import is_local_url
+from .._urls import is_local_host, is_local_url
 from .common import (
     EXIT_OK,
     CliParser,
@@ -41,6 +40,10 @@ if TYPE_CHECKING:  # imported where used, so that parsing the command line stays
     from ..events import WebhookEvent
     from ..session import Session
     from ..testing import Simulator
+
+
+SIMULATE_LOG_LIMIT = 10_000
+"""A standalone Simulator may run for days: keep only its newest request and webhook records."""
 
 
 def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -185,11 +188,7 @@ async def _until_stopped() -> None:
 
 
 def _check_host(host: str) -> None:
-    try:
-        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        local = False
-    if not local:
+    if not is_local_host(host):
         warn(f"warning: listening on {host}, reachable from other machines")
 
 
@@ -207,10 +206,6 @@ def simulate_command(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     _check_host(args.host)
     return asyncio.run(_simulate(sim, as_json=args.json))
-
-
-SIMULATE_LOG_LIMIT = 10_000
-"""A standalone Simulator may run for days: keep only its newest request and webhook records."""
 
 
 async def _simulate(sim: Simulator, *, as_json: bool) -> int:
@@ -254,12 +249,8 @@ async def _simulate(sim: Simulator, *, as_json: bool) -> int:
 def _bus(url: str | None) -> Bus | None:
     if url is None:
         return None
-    try:
-        from ..redis_bus import RedisBus
-    except ImportError:
-        raise UsageError(
-            "--redis needs workflows_async.redis_bus, which this installation does not have"
-        ) from None
+    from ..redis_bus import RedisBus  # without the redis package: ConfigurationError, exit 2
+
     return RedisBus(url)
 
 

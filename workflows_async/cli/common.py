@@ -9,20 +9,17 @@ Session and never echoed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from .. import _env
 
 if TYPE_CHECKING:  # imported where used: parsing the command line needs none of them
-    from aiohttp import web
-
     from ..models import Workflow, WorkflowOutcome
     from ..polling import PollPolicy
     from ..session import Session
@@ -259,21 +256,3 @@ def outcome_json(outcome: WorkflowOutcome) -> dict[str, Any]:
         "elapsed": round(outcome.elapsed, 3),
         "result": outcome.result.data if outcome.result is not None else None,
     }
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
-    """Serve ``app`` on ``host:port`` (0: a free port) while the block runs; yields the port."""
-    from aiohttp import web
-
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

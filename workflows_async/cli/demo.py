@@ -17,10 +17,11 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from .._serve import serve
 from ..errors import WorkflowsError
 from ..polling import PollPolicy
 from ..statuses import DEFAULT_STATUSES
-from .common import EXIT_ERROR, EXIT_OK, CliParser, UsageError, count, serve
+from .common import EXIT_ERROR, EXIT_OK, CliParser, UsageError, count
 
 if TYPE_CHECKING:  # imported where used, so that parsing the command line stays cheap
     from ..events import WebhookEvent
@@ -141,8 +142,8 @@ async def run_demo(total: int, *, seed: int = 7) -> DemoReport:
         async with session:
             app = web.Application()
             app.add_subapp("/webhooks", session.webhook_app())
-            async with serve(app, "127.0.0.1", 0) as port:
-                sim.add_webhook_url(f"http://127.0.0.1:{port}/webhooks/")
+            async with serve(app) as served:
+                sim.add_webhook_url(f"{served.url}/webhooks/")
                 start = time.monotonic()
                 tasks = {row.index: asyncio.create_task(_one(session, row)) for row in rows}
                 early = [tasks[row.index] for row in rows if row.definition != REVIEW]

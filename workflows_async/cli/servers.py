@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import _env
+from .._serve import serve
 from .._urls import is_local_host, is_local_url
 from .common import (
     EXIT_OK,
@@ -28,9 +29,7 @@ from .common import (
     non_negative_float,
     port,
     positive_float,
-    serve,
     share,
-    url_host,
     warn,
 )
 from .forward import Forwarder, check_forward_url
@@ -316,9 +315,9 @@ async def _listen(
         else:
             app = web.Application()
             app.add_subapp(path, receiver)
-        async with serve(app, host, port_number) as actual:
+        async with serve(app, host=host, port=port_number) as served:
             suffix = "/" if path == "/" else path
-            warn(f"listening on http://{url_host(host)}:{actual}{suffix} (Ctrl-C to stop)")
+            warn(f"listening on {served.url}{suffix} (Ctrl-C to stop)")
             started = time.monotonic()
             await _until_stopped()
     warn(f"receiver stopped after {time.monotonic() - started:.0f} s")

@@ -592,15 +592,6 @@ def test_listen_no_verify_only_for_a_local_api(capsys: pytest.CaptureFixture[str
     assert "--no-verify" in one_error_line(err)
 
 
-def test_listen_redis_without_the_bus_module(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, sim: SimThread
-) -> None:
-    monkeypatch.setitem(sys.modules, "workflows_async.redis_bus", None)
-    code, _, err = cli(capsys, "listen", *api(sim), "--redis", "redis://127.0.0.1:1")
-    assert code == 2
-    assert "--redis" in one_error_line(err)
-
-
 def demo_command() -> list[str]:
     script = Path(sys.executable).with_name("workflows-async")
     if script.exists():

@@ -14,7 +14,7 @@ import pytest
 from stack import free_port
 from test_cli import FAST, Child, SimThread, api, cli, no_workflows_env  # noqa: F401
 
-from workflows_async._cli.forward import VERIFIED_HEADER, Forwarder
+from workflows_async.cli.forward import VERIFIED_HEADER, Forwarder
 from workflows_async.events import parse_event
 
 

@@ -7,10 +7,12 @@ import json
 import sys
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 from redis_server import RedisServer
 from stack import free_port
 
+from workflows_async.cli import main
 from workflows_async.testing import Simulator, sign_webhook
 
 
@@ -61,3 +63,21 @@ async def test_listen_publishes_verified_events_to_redis(redis_server: RedisServ
         lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
         assert [(e["workflowId"], e["status"]) for e in lines] == [("wf-1", "COMPLETED")]
         assert b"Traceback" not in err
+
+
+def test_listen_redis_without_the_redis_package_is_one_usage_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RedisBus, not the command, says what to install: one line, exit 2, nothing served."""
+    for name in [name for name in sys.modules if name == "redis" or name.startswith("redis.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "redis", None)
+    argv = ["listen", "--port", "0", "--redis", "redis://127.0.0.1:1",
+            "--base-url", "http://127.0.0.1:1", "--insecure-http"]  # fmt: skip
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert not out
+    assert err == (
+        "workflows-async: error: RedisBus needs the redis extra: "
+        "pip install 'workflows-async[redis]'\n"
+    )

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "workflows_async"
 
 PURE = {
     "_api_errors",
+    "_env",
     "_ids",
     "_lazy",
     "_lost",
@@ -38,7 +39,6 @@ PURE = {
 """Modules of ``workflows_async`` that must stay pure."""
 
 EDGE = {
-    "_cli",
     "_deadlines",
     "_http",
     "_logging",

@@ -24,7 +24,12 @@ from typing import Any, Self
 
 from .errors import WorkflowsError, WorkflowTimeout
 
-__all__ = ["Deadlines", "WaitScope", "wait_timed_out"]
+__all__ = ["DEFAULT_WAIT_TIMEOUT", "Deadlines", "WaitScope", "wait_timed_out"]
+
+DEFAULT_WAIT_TIMEOUT = 900.0
+"""Seconds a wait lasts unless told otherwise (``run_and_wait``, ``wait``, the CLI's
+``--timeout``). Here, in a module that loads neither aiohttp nor the Session, so the command
+can show it cheaply."""
 
 Expired = Callable[[str, float], BaseException]
 _Item = tuple[float, int, "asyncio.Future[Any]", str, float]

@@ -24,8 +24,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from . import _logging, _otel
-from ._deadlines import Deadlines, WaitScope, wait_timed_out
+from . import _env, _logging, _otel
+from ._deadlines import DEFAULT_WAIT_TIMEOUT, Deadlines, WaitScope, wait_timed_out
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_path_id
 from ._metrics import Recorder, WaitHandle
@@ -81,8 +81,6 @@ __all__ = ["Session", "SessionOptions"]
 
 T = TypeVar("T")
 log = logging.getLogger("workflows_async")
-
-DEFAULT_WAIT_TIMEOUT = 900.0
 
 _CASE = msgspec.json.Decoder(Case)
 _PARAMETERS = msgspec.json.Decoder(Parameters)
@@ -225,7 +223,7 @@ class Session(V2Calls):
         cls, env: Mapping[str, str] | None = None, **options: Unpack[SessionOptions]
     ) -> Session:
         """A Session configured from ``WORKFLOWS_BASE_URL``, the credentials and
-        ``WORKFLOWS_API_VERSION``.
+        ``WORKFLOWS_API_VERSION`` (the rules are in ``_env``, shared with the CLI).
 
         Credentials, first found wins: an organization token in ``WORKFLOWS_ORG_TOKEN`` (or a
         ``tot_...`` value in ``WORKFLOWS_TOKEN``), then (legacy) ``WORKFLOWS_API_KEY`` +
@@ -235,15 +233,12 @@ class Session(V2Calls):
         """
         check_options(options)
         source = os.environ if env is None else env
-        base_url = options.get("base_url") or source.get("WORKFLOWS_BASE_URL", "")
+        base_url = options.get("base_url") or _env.base_url(source)
         settings: dict[str, Any] = {k: v for k, v in options.items() if k != "base_url"}
         if "auth" not in settings:
             settings["auth"] = auth_from_env(source)
-        version = source.get("WORKFLOWS_API_VERSION")
-        if version and "api_version" not in settings:
-            if not version.isdigit():
-                raise ConfigurationError("WORKFLOWS_API_VERSION must be a positive integer")
-            settings["api_version"] = int(version)
+        if "api_version" not in settings and (version := _env.api_version(source)) is not None:
+            settings["api_version"] = version
         return cls(base_url, **settings)
 
     def __repr__(self) -> str:

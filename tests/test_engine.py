@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from eventually import eventually
 
 import workflows_async as wa
 from workflows_async._deadlines import Deadlines
@@ -65,9 +66,7 @@ async def test_cancelled_waits_leave_nothing_behind() -> None:
     async with session() as s:
         quiet(s)
         tasks = [asyncio.create_task(s.wait(f"wf-{i}", timeout=3600)) for i in range(300)]
-        async with asyncio.timeout(30):
-            while len(s._waiting.registry) < 300:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(s.pending()) >= 300, "300 waits registered", timeout=30)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -93,9 +92,7 @@ async def test_closing_fails_pending_waits_with_their_id() -> None:
     s = session()
     quiet(s)
     task = asyncio.create_task(s.wait("wf-1", timeout=3600))
-    async with asyncio.timeout(30):
-        while "wf-1" not in s._waiting.registry:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: "wf-1" in s.pending(), "the wait registered", timeout=30)
     await s.close()
     with pytest.raises(wa.SessionClosedError) as caught:
         await asyncio.wait_for(task, 30)

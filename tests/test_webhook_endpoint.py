@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from eventually import eventually
 from stack import Stack, receiver, stack
 
 import workflows_async as wa
@@ -43,8 +44,7 @@ async def pending_slow_workflow(s: Stack) -> tuple[str, asyncio.Task[wa.Workflow
     case = await s.session.create_case()
     workflow = await s.session.run_workflow(case.id, "slow")
     task = asyncio.create_task(s.session.wait(workflow.id, timeout=60))
-    while workflow.id not in s.session.pending():
-        await asyncio.sleep(0.01)
+    await eventually(lambda: workflow.id in s.session.pending(), "the wait pending")
     return workflow.id, task
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from eventually import eventually
-from stack import serve
 from test_registry import event
 
 import workflows_async as wa
@@ -22,6 +21,7 @@ from workflows_async.bus import InMemoryBus
 from workflows_async.engine import Waiting
 from workflows_async.polling import PollScheduler, PollVerdict, poll_error_verdict
 from workflows_async.statuses import StatusSet
+from workflows_async.testing import serve
 
 QUICK = wa.PollPolicy(initial_delay=0, max_interval=0.02, jitter=0, rate=1000)
 WF = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"
@@ -371,19 +371,16 @@ class FakeAPI:
 
 @asynccontextmanager
 async def fake_api(api: FakeAPI) -> AsyncIterator[wa.Session]:
-    runner, url = await serve(api.app())
-    session = wa.Session(
-        url,
-        wa.KeySecretAuth("k", "s"),
-        allow_insecure_http=True,
-        poll=wa.PollPolicy(initial_delay=0.05, max_interval=0.1, jitter=0),
-        retry=wa.RetryPolicy.none(),
-    )
-    try:
+    async with serve(api.app()) as served:
+        session = wa.Session(
+            served.url,
+            wa.KeySecretAuth("k", "s"),
+            allow_insecure_http=True,
+            poll=wa.PollPolicy(initial_delay=0.05, max_interval=0.1, jitter=0),
+            retry=wa.RetryPolicy.none(),
+        )
         async with session:
             yield session
-    finally:
-        await runner.cleanup()
 
 
 async def test_end_to_end_polls_answered_401_are_renewed_and_polled_on() -> None:

@@ -15,10 +15,9 @@ from aiohttp import web
 from asgi_server import uvicorn_server
 from eventually import eventually
 from fastapi import FastAPI
-from stack import serve
 
 import workflows_async as wa
-from workflows_async.testing import generate_signing_key, public_key_pem, sign_webhook
+from workflows_async.testing import generate_signing_key, public_key_pem, serve, sign_webhook
 from workflows_async.webhooks import SIGNATURE_HEADER
 
 KID = "0b7e3a52-3c1f-4f0e-9d8a-5e2f6c1a9b47"
@@ -101,12 +100,9 @@ async def over_http(url: str) -> AsyncIterator[Send]:
 async def aiohttp_way(session: wa.Session) -> AsyncIterator[Send]:
     root = web.Application()
     root.add_subapp("/webhooks", session.webhook_app())
-    runner, base = await serve(root)
-    try:
-        async for send in over_http(f"{base}/webhooks"):
+    async with serve(root) as served:
+        async for send in over_http(f"{served.url}/webhooks"):
             yield send
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager

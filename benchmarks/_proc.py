@@ -5,22 +5,22 @@ is ready (its ``info``: URLs, keys, results), then answers one JSON line per JSO
 on stdin; ``{"cmd": "cpu"}`` (its ``time.process_time()``) works in every role. Closing its
 stdin ends it.
 
-Invariants: a child binds 127.0.0.1 only; a child that does not exit within ``close``'s grace
-period is killed; a child that dies early raises here with its exit code, never hangs.
+Invariants: a child binds 127.0.0.1 only, on port 0 (its ``info`` says which port it got); a
+child that does not exit within ``close``'s grace period is killed; a child that dies early
+raises here with its exit code, never hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["Child", "Handle", "Ready", "free_port"]
+__all__ = ["Child", "Handle", "Ready"]
 
 Handle = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 """A role's answer to one command (other than ``cpu``)."""
@@ -29,14 +29,6 @@ Ready = tuple[dict[str, Any], Handle]
 
 _CHILD = Path(__file__).with_name("_child.py")
 _LINE_LIMIT = 1 << 26  # replies can carry per-workflow counts
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Child:

@@ -43,7 +43,7 @@ from _report import Mode, Row, Section, percentile
 from aiohttp import web
 from yarl import URL
 
-from workflows_async.testing import Simulator, WorkflowDefinition, generate_signing_key
+from workflows_async.testing import Simulator, WorkflowDefinition, generate_signing_key, serve
 
 __all__ = ["bare_api", "capacity_host", "run"]
 
@@ -201,20 +201,14 @@ async def bare_api(config: dict[str, Any]) -> AsyncIterator[Ready]:
     app.router.add_get("/workflows/{id}/result", get_result)
     app.router.add_post("/workflows/run", post_run)
     app.router.add_post("/webhooks/", webhook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
 
     async def handle(command: dict[str, Any]) -> dict[str, Any]:
         if command["cmd"] != "stats":
             raise ValueError(f"unknown command {command!r}")
         return {"webhooks": received[0], "rss": _settled_rss()}
 
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "floor": floor}, handle
-    finally:
-        await runner.cleanup()
+    async with serve(app) as served:
+        yield {"url": served.url, "floor": floor}, handle
 
 
 # -- the load generator ------------------------------------------------------------------------

@@ -173,7 +173,7 @@ async def test_cancellation_leaves_no_residue() -> None:
             for _ in range(20)
         ]
         await eventually(lambda: len(s.session.pending()) >= 20, "20 waits pending")
-        assert len(s.session._waiting.scheduler) == 20
+        assert s.session.stats().polls.scheduled == 20
         # One scheduler task for 20 waiters (plus the 20 callers' own tasks), none per waiter.
         assert len(library_tasks()) <= 1 + 20
         for task in waits:
@@ -181,7 +181,7 @@ async def test_cancellation_leaves_no_residue() -> None:
         results = await asyncio.gather(*waits, return_exceptions=True)
         assert all(isinstance(r, asyncio.CancelledError) for r in results)
         assert s.session.pending() == []
-        assert len(s.session._waiting.scheduler) == 0
+        assert s.session.stats().polls.scheduled == 0
         await asyncio.sleep(0.05)
         assert [t.get_name() for t in library_tasks()] == ["workflows_async poll scheduler"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -378,6 +379,7 @@ async def fake_api(api: FakeAPI) -> AsyncIterator[wa.Session]:
             allow_insecure_http=True,
             poll=wa.PollPolicy(initial_delay=0.05, max_interval=0.1, jitter=0),
             retry=wa.RetryPolicy.none(),
+            verify_webhooks=False,  # local only: tests post unsigned webhooks
         )
         async with session:
             yield session
@@ -403,7 +405,9 @@ async def test_end_to_end_a_webhook_resolves_while_polls_get_401() -> None:
             interval=0.02,
         )
         assert not task.done()
-        assert await session._waiting.publish(event(WF, "COMPLETED"))
+        body = json.dumps({"workflowId": WF, "status": "COMPLETED", "eventId": "e-1"}).encode()
+        answer = await session.webhook_core().receive("POST", {}, body)  # the webhook arrives
+        assert answer.status == 200
         async with asyncio.timeout(10):
             outcome = await task
     assert outcome.channel is wa.Channel.WEBHOOK and outcome.result is not None

@@ -256,7 +256,7 @@ async def run(mode: Mode) -> Section:
                     verdict=verdict)
             )  # fmt: skip
     section.notes.append(
-        f"time_scale {scale}: {max(DURATIONS)} simulated s run in {max(DURATIONS) * scale:.0f} s;"
+        f"time_scale {scale}: {max(DURATIONS)} simulated s run in {max(DURATIONS) * scale:.2g} s;"
         f" {mode.economy_workflows} workflows per library row, {mode.economy_naive} per loop row;"
         " default PollPolicy, every duration scaled. Seconds are simulated: real milliseconds of"
         f" HTTP round trips count {1 / scale:.0f} times over in them, so the loops sleep until"

@@ -317,14 +317,11 @@ async def test_a_pause_that_begins_while_the_next_poll_waits_for_a_slot_holds_it
     scheduler.add("a", delay=0)
     scheduler.add("b", delay=0)
     scheduler.start()
-    while "a" not in started:
-        await asyncio.sleep(0)
+    await eventually(lambda: "a" in started, "the first poll", interval=0)
     for _ in range(20):  # the loop gets to wait for the slot with "b" due
         await asyncio.sleep(0)
     gate.set()
-    async with asyncio.timeout(10):
-        while len(finished) < 2:
-            await asyncio.sleep(0)
+    await eventually(lambda: len(finished) >= 2, "both polls done", interval=0)
     await scheduler.close()
     assert started["b"][0] >= limited_at[0] + 10
     assert scheduler.recorder.snapshot().polls.rate_limited == 1
@@ -362,9 +359,7 @@ async def test_polls_start_within_the_budget_on_a_virtual_clock() -> None:
     for i in range(60):
         scheduler.add(f"w{i}", delay=0)
     scheduler.start()
-    async with asyncio.timeout(10):
-        while len(finished) < 60:
-            await asyncio.sleep(0)
+    await eventually(lambda: len(finished) >= 60, "60 polls done", interval=0)
     await scheduler.close()
     assert most <= 3
     for i, start in enumerate(starts):

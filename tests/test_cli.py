@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import pytest
+from fake_api import closed_port
 
 from workflows_async.cli import main
 from workflows_async.testing import Simulator, WorkflowDefinition
@@ -102,12 +102,6 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith(ERROR), err
     return lines[0]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- help and bad input ----------------------------------------------------------------------

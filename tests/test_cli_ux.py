@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import FAST, ROOT, Child, SimThread, closed_port, read_jsonl
+from fake_api import closed_port
+from test_cli import FAST, ROOT, Child, SimThread, read_jsonl
 
 from workflows_async.cli import build_parser
 from workflows_async.cli.progress import Counts, duration, progress_line

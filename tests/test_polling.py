@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from eventually import eventually
 
 import workflows_async as wa
 from workflows_async._poll_schedule import PollSchedule
@@ -95,8 +96,7 @@ async def test_many_waiters_share_one_budget() -> None:
     scheduler.start()
     for i in range(200):
         scheduler.add(f"w{i}")
-    while len(finished) < 200:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(finished) >= 200, "200 waiters finished")
     await scheduler.close()
     assert api.max_in_flight <= 4
     assert all(count == 2 for count in api.calls.values())
@@ -122,14 +122,14 @@ async def test_429_slows_everyone_down() -> None:
     scheduler = make(api, policy, finished)
     scheduler.start()
     scheduler.add("a", delay=0)
-    while scheduler.recorder.snapshot().polls.rate_limited == 0:
-        await asyncio.sleep(0.005)
+    await eventually(
+        lambda: scheduler.recorder.snapshot().polls.rate_limited, "a 429", interval=0.005
+    )
     assert scheduler.current_rate == 50
     scheduler.add("b", delay=0)
     await asyncio.sleep(0.1)
     assert "b" not in api.calls  # paused by the Retry-After for everyone
-    while len(finished) < 2:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(finished) >= 2, "both waiters finished")
     await scheduler.close()
 
 
@@ -161,8 +161,7 @@ async def test_stretched_entries_come_back_when_webhooks_stop() -> None:
     scheduler.add("w")  # due in 10 s while webhooks flow
     await asyncio.sleep(0.05)
     healthy = False  # the bus went down
-    while not finished:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: finished, "the waiter finished", interval=0.05)
     await scheduler.close()
     assert api.calls == {"w": 1}
 
@@ -203,8 +202,7 @@ async def test_heap_changes_while_waiting_for_a_slot_lose_no_workflow() -> None:
         scheduler.remove(f"z{i}")  # compacts the heap
     scheduler.add("B", delay=0.2)
     gate.set()
-    while len(done) < 2:
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(done) >= 2, "two polls done", interval=0.02)
     await scheduler.close()
     assert [wid for wid in polled if not wid.startswith("z")] == ["slow", "B"]
     assert {w.id for w in done} == {"slow", "B"}
@@ -226,9 +224,7 @@ async def test_polls_that_cannot_succeed_fail_the_waiters() -> None:
     )
     scheduler.start()
     scheduler.add("w", delay=0)
-    async with asyncio.timeout(10):
-        while not errors:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: errors, "the waiter failed")
     await scheduler.close()
     assert errors[0][0] == "w" and isinstance(errors[0][1], wa.CredentialsError)
     assert len(scheduler) == 0
@@ -255,8 +251,7 @@ async def test_a_huge_retry_after_pauses_polling_for_max_interval_at_most() -> N
     scheduler._poll = poll
     scheduler.start()
     scheduler.add("w", delay=0)
-    while not finished:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: finished, "the waiter finished", interval=0.05)
     await scheduler.close()
     assert scheduler.recorder.snapshot().polls.rate_limited == 1
 
@@ -322,14 +317,11 @@ async def test_a_pause_that_begins_while_the_next_poll_waits_for_a_slot_holds_it
     scheduler.add("a", delay=0)
     scheduler.add("b", delay=0)
     scheduler.start()
-    while "a" not in started:
-        await asyncio.sleep(0)
+    await eventually(lambda: "a" in started, "the first poll", interval=0)
     for _ in range(20):  # the loop gets to wait for the slot with "b" due
         await asyncio.sleep(0)
     gate.set()
-    async with asyncio.timeout(10):
-        while len(finished) < 2:
-            await asyncio.sleep(0)
+    await eventually(lambda: len(finished) >= 2, "both polls done", interval=0)
     await scheduler.close()
     assert started["b"][0] >= limited_at[0] + 10
     assert scheduler.recorder.snapshot().polls.rate_limited == 1
@@ -367,9 +359,7 @@ async def test_polls_start_within_the_budget_on_a_virtual_clock() -> None:
     for i in range(60):
         scheduler.add(f"w{i}", delay=0)
     scheduler.start()
-    async with asyncio.timeout(10):
-        while len(finished) < 60:
-            await asyncio.sleep(0)
+    await eventually(lambda: len(finished) >= 60, "60 polls done", interval=0)
     await scheduler.close()
     assert most <= 3
     for i, start in enumerate(starts):

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from eventually import eventually
 
 import workflows_async as wa
 from workflows_async.testing import Faults, Simulator
@@ -38,8 +39,11 @@ async def test_full_flow_case_parameters_run_status_result() -> None:
         params = await session.create_parameters("kyc-basic", {"country": "GB", "level": 2})
         workflow = await session.run_workflow(case.id, "kyc-basic", parameters_id=params.id)
         assert workflow.case_id == case.id and not session.statuses.is_terminal(workflow.status)
-        while not session.statuses.is_terminal((await session.get_workflow(workflow.id)).status):
-            await asyncio.sleep(0.01)
+
+        async def ended() -> bool:
+            return session.statuses.is_terminal((await session.get_workflow(workflow.id)).status)
+
+        await eventually(ended, "the workflow to end")
         result = await session.get_result(workflow.id)
         assert result.case_id == case.id and result.party_id and result.created_date
         assert result["parameters"] == {"country": "GB", "level": 2}

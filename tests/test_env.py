@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_lazy_imports import HEAVY, modules_after
+from test_lazy import HEAVY, modules_after
 
 import workflows_async as wa
 from workflows_async import _env

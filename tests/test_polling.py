@@ -212,7 +212,7 @@ async def test_polls_that_cannot_succeed_fail_the_waiters() -> None:
     errors: list[tuple[str, BaseException]] = []
 
     async def poll(wid: str) -> wa.Workflow:
-        # Refused credentials (a plain 401 after a renewal is transient: see test_wait_faults).
+        # Refused credentials (a plain 401 after a renewal is transient: see test_engine_faults).
         raise wa.CredentialsError(401, method="POST", path="/auth/authorize")
 
     scheduler = PollScheduler(

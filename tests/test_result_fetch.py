@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from eventually import eventually
-from test_wait_faults import WF, FakeAPI, fake_api
+from test_engine_faults import WF, FakeAPI, fake_api
 
 import workflows_async as wa
 from workflows_async._result_fetch import MAX_DELAY, fetch_with_retries, result_retry_delay

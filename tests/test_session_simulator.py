@@ -120,7 +120,7 @@ async def test_a_post_that_took_effect_is_never_resent() -> None:
 
 
 async def test_429_is_retried_even_for_posts() -> None:
-    status = 429  # not 503: a gateway may answer 503 after forwarding (tests/test_request_path.py)
+    status = 429  # not 503: a gateway may answer 503 after forwarding (tests/test_http.py)
     async with Simulator(seed=3) as sim, client(sim) as session:
         sim.faults.error_statuses, sim.faults.retry_after = (status,), 0.0
         sim.faults.error_rate = 0.5

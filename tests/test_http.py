@@ -405,9 +405,10 @@ async def test_a_streamed_body_above_the_cap_is_refused_while_reading() -> None:
         return response
 
     async with serve([web.get("/workflows/{id}/result", result)]) as url:
-        session = wa.Session(url, wa.TokenAuth("t"), allow_insecure_http=True, retry=FAST)
+        session = wa.Session(
+            url, wa.TokenAuth("t"), allow_insecure_http=True, retry=FAST, max_response_body=10_000
+        )
         async with session:
-            session._http.max_response_body = 10_000
             with pytest.raises(errors.ResponseTooLargeError):
                 await session.get_result(WF_ID)
 

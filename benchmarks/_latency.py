@@ -12,18 +12,19 @@ caller awaiting a bare future set directly, and a bare aiohttp handler that sets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from _memory import library_tasks
-from _proc import free_port
 from _rawhttp import RawConnection
 from aiohttp import web
 
 import workflows_async as wa
 from workflows_async.events import WebhookEvent, parse_event
+from workflows_async.testing import serve
 
 __all__ = ["Scenario", "measure"]
 
@@ -65,14 +66,6 @@ async def _pace(count: int, rate: float, senders: list[Send]) -> None:
     await asyncio.gather(*workers)
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port
-
-
 async def measure(
     scenario: Scenario,
     rate: float,
@@ -89,7 +82,7 @@ async def measure(
         "http://127.0.0.1:9", wa.TokenAuth("unused"), allow_insecure_http=True, **session_options
     )
     waiting = session._waiting
-    runner: web.AppRunner | None = None
+    serving = contextlib.AsyncExitStack()  # the http path's server, port 0
     connections: list[RawConnection] = []
     port = 0
 
@@ -114,7 +107,7 @@ async def measure(
             app.add_subapp("/hook", session.webhook_app())
         else:
             app.router.add_post("/hook/", bare_hook)
-        runner, port = await _serve(app)
+        port = (await serving.enter_async_context(serve(app))).port
     try:
         if sc.kind == "library":
             await session.start()
@@ -167,6 +160,5 @@ async def measure(
         for connection in connections:
             await connection.close()
         await session.close()
-        if runner is not None:
-            await runner.cleanup()
+        await serving.aclose()
     return [sc.woke[workflow_id] - sc.sent[workflow_id] for workflow_id in ids]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from eventually import eventually
 from fake_pubsub import FakeRedis
 from redis.exceptions import RedisError
 from redis_server import RedisServer
@@ -20,15 +21,6 @@ from workflows_async.redis_bus import RedisBus
 
 CHANNEL = "ns:events"
 ERRORS = (RedisError, OSError)
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.005)
 
 
 class Reader:

@@ -2,8 +2,9 @@
 
 ``pending`` caller tasks wait (``session._waiting.completion(id, first_poll=3600)``, so no
 poll is ever due); ``events`` of them are then resolved at ``rate`` per second, either by
-handing the event to ``session._waiting.publish`` or by POSTing the signed webhook to the
-Session's sub-app over a real localhost socket. Latency runs from just before the hand-over
+handing the event to ``session._waiting.publish`` (or to ``publish``, another worker's, which
+reaches this Session only through the bus) or by POSTing the signed webhook to the Session's
+sub-app over a real localhost socket. Latency runs from just before the hand-over
 (or the write to the socket) to the moment the waiting caller runs again. Baselines: the same
 caller awaiting a bare future set directly, and a bare aiohttp handler that sets that future.
 """
@@ -22,7 +23,7 @@ from _rawhttp import RawConnection
 from aiohttp import web
 
 import workflows_async as wa
-from workflows_async.events import parse_event
+from workflows_async.events import WebhookEvent, parse_event
 from workflows_async.testing import serve
 
 __all__ = ["Scenario", "measure"]
@@ -66,10 +67,15 @@ async def _pace(count: int, rate: float, senders: list[Send]) -> None:
 
 
 async def measure(
-    scenario: Scenario, rate: float, session_options: dict[str, Any], requests: list[bytes]
+    scenario: Scenario,
+    rate: float,
+    session_options: dict[str, Any],
+    requests: list[bytes],
+    publish: Callable[[WebhookEvent], Awaitable[object]] | None = None,
 ) -> list[float]:
     """Run ``scenario``; the latencies in seconds. ``requests`` are the raw HTTP requests for
-    the ``http`` path, in the order of ``scenario.events``, addressed to ``/hook/``."""
+    the ``http`` path, in the order of ``scenario.events``, addressed to ``/hook/``. ``publish``
+    replaces this Session's own ``publish`` on the ``direct`` path."""
     sc = scenario
     futures: dict[str, asyncio.Future[None]] = {}
     session = wa.Session(
@@ -129,10 +135,11 @@ async def measure(
 
                 senders.append(send_http)
         elif sc.kind == "library":
+            hand_over = waiting.publish if publish is None else publish
 
             async def send_publish(index: int) -> None:
                 sc.sent[ids[index]] = time.perf_counter()
-                await waiting.publish(events[index])
+                await hand_over(events[index])
 
             senders.append(send_publish)
         else:

@@ -172,6 +172,36 @@ async def test_a_failing_network_lookup_leaves_the_waits_to_polling() -> None:
         await waiting.close()
 
 
+async def test_every_bus_gets_the_engine_catch_up_unless_it_has_one() -> None:
+    """``on_reconnect`` is part of the Bus protocol: after a gap the engine looks up what its
+    waiters missed; a hook the user gave the bus stays."""
+
+    async def never(wid: str) -> wa.Workflow:
+        raise AssertionError("no poll expected")
+
+    bus = NetworkBus()
+    assert bus.on_reconnect is None
+    waiting = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
+    try:
+        assert bus.on_reconnect == waiting.recheck
+        future = waiting.enter("wf-1", first_poll=3600)
+        await bus.publish(event("wf-1", "COMPLETED"), terminal=True)  # missed: nobody attached
+        assert not future.done()
+        await bus.on_reconnect()  # what a bus does once delivery is back
+        assert (await asyncio.wait_for(future, 30)).channel is wa.Channel.WEBHOOK
+        waiting.leave("wf-1", future)
+    finally:
+        await waiting.close()
+
+    async def own() -> None:
+        pass
+
+    mine = InMemoryBus()
+    mine.on_reconnect = own
+    Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=mine, poll=never)
+    assert mine.on_reconnect is own
+
+
 async def test_deadlines_fire_in_order_and_skip_finished_waits() -> None:
     fired: list[str] = []
 

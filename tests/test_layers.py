@@ -45,6 +45,7 @@ EDGE = {
     "_metrics",
     "_options",
     "_otel",
+    "_redis_reader",
     "_result_fetch",
     "_serve",
     "_v2_calls",

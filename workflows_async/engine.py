@@ -75,8 +75,8 @@ class Waiting:
             stretch_allowed=lambda: bus.healthy,
             recorder=self.recorder,
         )
-        if hasattr(bus, "on_reconnect") and getattr(bus, "on_reconnect", None) is None:
-            bus.on_reconnect = self.recheck  # e.g. RedisBus: catch up after an outage
+        if bus.on_reconnect is None:  # catch up after a gap in delivery (e.g. a Redis outage)
+            bus.on_reconnect = self.recheck
         self._lookups: list[tuple[str, float | None, str | None]] = []
         self._lookup_task: asyncio.Task[None] | None = None
         self._started = False

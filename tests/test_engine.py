@@ -202,6 +202,22 @@ async def test_every_bus_gets_the_engine_catch_up_unless_it_has_one() -> None:
     assert mine.on_reconnect is own
 
 
+async def test_a_bus_without_on_reconnect_is_a_configuration_error() -> None:
+    """A bus written for the older protocol (no ``on_reconnect``) is refused with our typed
+    error, naming what to add, when the Session is made; never a bare AttributeError."""
+
+    class OldBus:
+        healthy = True
+
+        def __getattr__(self, name: str) -> object:
+            if name == "on_reconnect":
+                raise AttributeError(name)
+            return getattr(InMemoryBus(), name)
+
+    with pytest.raises(wa.ConfigurationError, match="on_reconnect"):
+        wa.Session("https://api.example.test", bus=OldBus())  # type: ignore[arg-type]
+
+
 async def test_deadlines_fire_in_order_and_skip_finished_waits() -> None:
     fired: list[str] = []
 

@@ -30,7 +30,7 @@ def delivery(workflow_id: str) -> tuple[bytes, dict[str, str]]:
 
 def test_the_simple_call_still_works() -> None:
     session = wa.Session(REMOTE, wa.OrganizationTokenAuth("tot_x"))
-    assert session._webhooks == wa.WebhookSettings()
+    assert session.webhooks == wa.WebhookSettings()
 
 
 async def test_settings_pin_keys_and_bound_the_body() -> None:
@@ -61,7 +61,7 @@ async def test_settings_pin_keys_and_bound_the_body() -> None:
 def test_each_older_keyword_maps_onto_its_field(keyword: str, value: Any, field: str) -> None:
     options: dict[str, Any] = {keyword: value}
     session = wa.Session(LOCAL, allow_insecure_http=True, **options)
-    assert session._webhooks == wa.WebhookSettings(**{field: value})
+    assert session.webhooks == wa.WebhookSettings(**{field: value})
 
 
 def test_settings_and_an_older_keyword_together_are_refused() -> None:
@@ -126,7 +126,7 @@ def test_settings_must_be_a_webhook_settings() -> None:
 async def test_the_session_marker_passes_settings_and_still_serves_webhooks(
     workflows_session: wa.Session, workflows_simulator: Simulator
 ) -> None:
-    assert workflows_session._webhooks.max_body == 4096
+    assert workflows_session.webhooks.max_body == 4096
     assert len(workflows_simulator.webhook_urls) == 1
     outcome = await workflows_session.run_and_wait(workflow_definition_id="kyc-basic", timeout=10)
     assert outcome.workflow.status == "COMPLETED"

@@ -244,6 +244,11 @@ class Session(V2Calls):
     def __repr__(self) -> str:
         return f"Session(base_url={self.base_url!r}, auth={self.auth!r})"
 
+    @property
+    def webhooks(self) -> WebhookSettings:
+        """The webhook settings in use (frozen; other settings need another Session)."""
+        return self._webhooks
+
     def stats(self) -> Stats:
         """A snapshot of what this Session has done so far: calls by endpoint template and
         status class, retries, token requests, key fetches, webhooks, waits and polls."""

@@ -168,15 +168,27 @@ class Waiting:
 
     def _deliver(self, event: WebhookEvent) -> None:
         """The bus calls this for every event published by any process."""
-        if not self.registry.accept(event):
-            return
         terminal = self.statuses.is_terminal(event.status)
-        self.recorder.event_delivered(event.workflow_id, terminal)
+        registry = self.registry
+        if not registry.accept(event, terminal):
+            return
+        workflow_id = event.workflow_id
+        self.recorder.event_delivered(workflow_id, terminal)
         self.scheduler.note_webhook()
-        if self.registry.deliver(event):
-            self.scheduler.remove(event.workflow_id)
+        if terminal:
+            # Nobody waits here yet: keep the event for a later waiter, unless the bus holds it
+            # already where enter() looks without I/O (the in-process bus remembers it).
+            keep = workflow_id in registry or not self._remembered(workflow_id)
+            registry.deliver(event, True, keep=keep)
+            self.scheduler.remove(workflow_id)
         if self.hooks:
             self.hooks.dispatch(event)
+
+    def _remembered(self, workflow_id: str) -> bool:
+        """Does the bus remember a terminal event of ``workflow_id`` that :meth:`enter` finds
+        without I/O?"""
+        lookup = self._lookup_now
+        return lookup is not None and bool(lookup([workflow_id]))
 
     def _polled_terminal(self, workflow_id: str, workflow: Workflow) -> None:
         self.registry.resolve(Completion(workflow, Channel.POLL), workflow_id=workflow_id)

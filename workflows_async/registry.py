@@ -94,26 +94,41 @@ class Registry:
         del self._waiters[workflow_id]
         return True
 
-    def accept(self, event: WebhookEvent) -> bool:
+    def accept(self, event: WebhookEvent, terminal: bool | None = None) -> bool:
         """Filter duplicates: True the first time an event is seen here, and never for an event
-        about a workflow already known terminal here (its first terminal status is final)."""
+        about a workflow already known terminal here (its first terminal status is final).
+        ``terminal``: whether the event's status is terminal, when the caller knows already."""
         if self._final.get(event.workflow_id) is not None or not self._seen.add(
             event.dedup_key, True
         ):
             self.duplicates += 1
             return False
-        if self.statuses.is_terminal(event.status):
+        if terminal is None:
+            terminal = self.statuses.is_terminal(event.status)
+        if terminal:
             self._final.put(event.workflow_id, event.status, size=len(event.status))
         self.dispatched += 1
         return True
 
-    def deliver(self, event: WebhookEvent) -> bool:
-        """Resolve waiters with a terminal event (or keep it for a later waiter).
+    def deliver(
+        self, event: WebhookEvent, terminal: bool | None = None, *, keep: bool = True
+    ) -> bool:
+        """Resolve waiters with a terminal event, or keep it for a later waiter (unless not
+        ``keep``: the caller knows that a later waiter finds it elsewhere, e.g. in the bus's
+        memory). The completion is built only when someone waits.
 
         Returns True when the event was terminal."""
-        if not self.statuses.is_terminal(event.status):
+        if terminal is None:
+            terminal = self.statuses.is_terminal(event.status)
+        if not terminal:
             return False
-        if not self.resolve(Completion(workflow_from_event(event), Channel.WEBHOOK, event)):
+        futures = self._waiters.pop(event.workflow_id, None)
+        if futures:
+            completion = Completion(workflow_from_event(event), Channel.WEBHOOK, event)
+            for future in futures:
+                if not future.done():
+                    future.set_result(completion)
+        elif keep:
             self._early.put(event.workflow_id, event, size=event_size(event))
         return True
 

@@ -74,7 +74,7 @@ class TTLMap(Generic[V]):
     def put(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> None:
         """Store ``value`` for ``ttl`` seconds (default: the map's); ``size`` is what the value
         costs in memory beyond the fixed overhead (e.g. the length of a raw body)."""
-        data = self._data
+        data, queue = self._data, self._queue
         old = data.pop(key, None)
         if old is not None:
             self._bytes -= len(key) + old[2] + ENTRY_OVERHEAD
@@ -84,13 +84,25 @@ class TTLMap(Generic[V]):
         item: _Item[V]
         if ttl is None or ttl == self.ttl:
             item = (now + self.ttl, key, size, value)
-            self._queue.append(item)
+            queue.append(item)
         else:
             item = (now + ttl, key, size, value)
             heapq.heappush(self._heap, (item[0], next(self._seq), item))
         data[key] = item
         self._bytes += len(key) + size + ENTRY_OVERHEAD
-        self._evict(now)
+        # Expired entries first, wherever they sit: the queue's front, the heap's top.
+        while queue and queue[0][0] <= now:
+            self._discard(queue.popleft())
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            self._discard(heapq.heappop(heap)[2])
+        # Then the oldest live entries, while over a bound.
+        if len(data) > self.max_size or (
+            self.max_bytes is not None and self._bytes > self.max_bytes
+        ):
+            self._evict_oldest()
+        if len(queue) + len(heap) > 2 * len(data) + 64:
+            self._rebuild()
 
     def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
         """Put only when absent (or expired); True when put."""
@@ -106,23 +118,13 @@ class TTLMap(Generic[V]):
         self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
         return None if item[0] <= self._clock() else item[3]
 
-    def _evict(self, now: float) -> None:
-        data, queue = self._data, self._queue
-        # Expired entries first, wherever they sit: each queue's front, the heap's top.
-        while queue and queue[0][0] <= now:
-            self._discard(queue.popleft())
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            self._discard(heapq.heappop(heap)[2])
-        # Then the oldest live entries, while over a bound.
-        max_bytes = self.max_bytes
+    def _evict_oldest(self) -> None:
+        data, max_bytes = self._data, self.max_bytes
         while data and (
             len(data) > self.max_size or (max_bytes is not None and self._bytes > max_bytes)
         ):
             key, item = data.popitem(last=False)
             self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
-        if len(queue) + len(heap) > 2 * len(data) + 64:
-            self._rebuild()
 
     def _discard(self, item: _Item[V]) -> None:
         """Drop the entry of a queue or heap item that has expired, unless it is stale."""

@@ -8,7 +8,7 @@ Invariants: ``publish`` returns True only when the event went somewhere (never a
 event that went nowhere); ``deliver`` is called synchronously on the event loop and must not
 block; ``healthy`` is False while events may be missed (then waiters poll at the normal pace).
 
-Two optional methods make a bus cheaper to use; the engine falls back when a bus lacks them:
+Optional methods make a bus cheaper to use; the engine falls back when a bus lacks them:
 
 - ``publish_once(event, *, terminal, mark, mark_ttl)``: check the *published mark* ``mark``,
   publish and set the mark, as one atomic step (:class:`InMemoryBus` at once; ``RedisBus``
@@ -18,6 +18,10 @@ Two optional methods make a bus cheaper to use; the engine falls back when a bus
   await in the middle says so); ``"unsent"``: it went nowhere, no mark was set. Without it,
   the engine runs the same protocol with ``claim``/``is_claimed``/``release`` (several steps,
   a short *pending* claim guarding them).
+- ``publish_once_now(event, *, terminal, mark, mark_ttl)``: ``publish_once`` answered
+  synchronously, for a bus whose publish never awaits (:class:`InMemoryBus`); None when it
+  cannot answer so (then ``publish_once`` is awaited). What it delivers, it delivers before it
+  returns, and only when the mark was absent.
 - ``last_terminal_now(workflow_ids)``: ``last_terminal`` answered synchronously, for a bus whose
   memory is local; None when it cannot answer without I/O (then ``last_terminal`` is awaited).
 """
@@ -100,6 +104,8 @@ class InMemoryBus:
         )
         self._claims: TTLMap[bool] = TTLMap(terminal_ttl, max_entries, clock, max_bytes=max_bytes)
         self._publishing: set[str] = set()  # marks whose publish is awaiting right now
+        # A subclass's publish may await (or fail): then publish_once_now cannot answer.
+        self._publishes_now = type(self).publish is InMemoryBus.publish
 
     @property
     def healthy(self) -> bool:
@@ -109,6 +115,9 @@ class InMemoryBus:
         self._deliver = deliver
 
     async def publish(self, event: WebhookEvent, *, terminal: bool) -> bool:
+        return self._publish_now(event, terminal)
+
+    def _publish_now(self, event: WebhookEvent, terminal: bool) -> bool:
         if terminal and self._terminal.get(event.workflow_id) is None:  # the first one stays
             self._terminal.put(event.workflow_id, event, size=event_size(event))
         if self._deliver is None:
@@ -121,6 +130,9 @@ class InMemoryBus:
     ) -> PublishOnce:
         """Atomic: nothing awaits between the look at ``mark`` and setting it, unless a
         subclass's ``publish`` awaits; then concurrent copies get ``"in_progress"``."""
+        outcome = self.publish_once_now(event, terminal=terminal, mark=mark, mark_ttl=mark_ttl)
+        if outcome is not None:
+            return outcome
         if self._claims.get(mark) is not None:
             return "duplicate"
         if mark in self._publishing:
@@ -131,6 +143,20 @@ class InMemoryBus:
         finally:
             self._publishing.discard(mark)
         if not sent:
+            return "unsent"
+        self._claims.put(mark, True, mark_ttl)
+        return "published"
+
+    def publish_once_now(
+        self, event: WebhookEvent, *, terminal: bool, mark: str, mark_ttl: float
+    ) -> PublishOnce | None:
+        """:meth:`publish_once` without awaiting; None when it cannot answer so (a subclass's
+        ``publish`` may await: then await :meth:`publish_once`)."""
+        if not self._publishes_now:
+            return None
+        if self._claims.get(mark) is not None:
+            return "duplicate"
+        if not self._publish_now(event, terminal):
             return "unsent"
         self._claims.put(mark, True, mark_ttl)
         return "published"

@@ -60,9 +60,14 @@ class Waiting:
         self._publish_once: Callable[..., Awaitable[PublishOnce]] | None = getattr(
             bus, "publish_once", None
         )
+        self._publish_once_now: Callable[..., PublishOnce | None] | None = getattr(
+            bus, "publish_once_now", None
+        )
         self._lookup_now: Callable[[list[str]], list[WebhookEvent] | None] | None = getattr(
             bus, "last_terminal_now", None
         )
+        # The event publish_once_now is delivering right now: its published mark was absent.
+        self._vouched: WebhookEvent | None = None
         self.registry = Registry(statuses, clock=clock)
         self.hooks = EventHooks(bus.claim)
         self.scheduler = PollScheduler(
@@ -118,8 +123,19 @@ class Waiting:
         if self._closed or not self._started:
             await self.start()  # raises when closed
         terminal = self.statuses.is_terminal(event.status)
-        mark = f"published:{event.dedup_key}"
-        if self._publish_once is not None:
+        mark = "published:" + event.dedup_key
+        outcome: PublishOnce | None = None
+        if self._publish_once_now is not None:  # the in-process bus: no await, no copy here
+            self._vouched = event
+            try:
+                outcome = self._publish_once_now(
+                    event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
+                )
+            finally:
+                self._vouched = None
+        if outcome is not None:
+            pass
+        elif self._publish_once is not None:
             outcome = await self._publish_once(
                 event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
             )
@@ -170,7 +186,10 @@ class Waiting:
         """The bus calls this for every event published by any process."""
         terminal = self.statuses.is_terminal(event.status)
         registry = self.registry
-        if not registry.accept(event, terminal):
+        # Delivered by publish_once_now: its mark was absent (no copy came here before, and
+        # the mark turns every later one away), and the bus remembers it if it is terminal.
+        vouched = event is self._vouched
+        if not registry.accept(event, terminal, new=vouched):
             return
         workflow_id = event.workflow_id
         self.recorder.event_delivered(workflow_id, terminal)
@@ -178,7 +197,7 @@ class Waiting:
         if terminal:
             # Nobody waits here yet: keep the event for a later waiter, unless the bus holds it
             # already where enter() looks without I/O (the in-process bus remembers it).
-            keep = workflow_id in registry or not self._remembered(workflow_id)
+            keep = workflow_id in registry or not (vouched or self._remembered(workflow_id))
             registry.deliver(event, True, keep=keep)
             self.scheduler.remove(workflow_id)
         if self.hooks:

@@ -94,12 +94,18 @@ class Registry:
         del self._waiters[workflow_id]
         return True
 
-    def accept(self, event: WebhookEvent, terminal: bool | None = None) -> bool:
+    def accept(
+        self, event: WebhookEvent, terminal: bool | None = None, *, new: bool = False
+    ) -> bool:
         """Filter duplicates: True the first time an event is seen here, and never for an event
         about a workflow already known terminal here (its first terminal status is final).
-        ``terminal``: whether the event's status is terminal, when the caller knows already."""
-        if self._final.get(event.workflow_id) is not None or not self._seen.add(
-            event.dedup_key, True
+
+        ``terminal``: whether the event's status is terminal, when the caller knows already.
+        ``new``: the caller vouches that no copy of this event reached this registry before
+        and none can later (a bus's *published mark*, as long-lived as this filter, guards
+        every way in): the duplicate filter then neither looks nor records."""
+        if self._final.get(event.workflow_id) is not None or not (
+            new or self._seen.add(event.dedup_key, True)
         ):
             self.duplicates += 1
             return False

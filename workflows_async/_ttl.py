@@ -38,6 +38,18 @@ _Item = tuple[float, str, int, V]
 class TTLMap(Generic[V]):
     """A bounded mapping whose entries expire; oldest entries are evicted first."""
 
+    __slots__ = (
+        "_bytes",
+        "_clock",
+        "_data",
+        "_heap",
+        "_queue",
+        "_seq",
+        "max_bytes",
+        "max_size",
+        "ttl",
+    )
+
     def __init__(
         self,
         ttl: float,
@@ -106,7 +118,8 @@ class TTLMap(Generic[V]):
 
     def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
         """Put only when absent (or expired); True when put."""
-        if self.get(key) is not None:
+        item = self._data.get(key)
+        if item is not None and item[0] > self._clock():
             return False
         self.put(key, value, ttl, size=size)
         return True

@@ -118,8 +118,8 @@ class InMemoryBus:
         return self._publish_now(event, terminal)
 
     def _publish_now(self, event: WebhookEvent, terminal: bool) -> bool:
-        if terminal and self._terminal.get(event.workflow_id) is None:  # the first one stays
-            self._terminal.put(event.workflow_id, event, size=event_size(event))
+        if terminal:  # the first one stays
+            self._terminal.add(event.workflow_id, event, size=event_size(event))
         if self._deliver is None:
             return terminal  # nobody attached: only a remembered terminal event went somewhere
         self._deliver(event)
@@ -154,11 +154,17 @@ class InMemoryBus:
         ``publish`` may await: then await :meth:`publish_once`)."""
         if not self._publishes_now:
             return None
-        if self._claims.get(mark) is not None:
+        claims = self._claims
+        if not claims.add(mark, True, mark_ttl):
             return "duplicate"
-        if not self._publish_now(event, terminal):
+        try:  # nothing awaits in between: the mark set first is as atomic as set after
+            sent = self._publish_now(event, terminal)
+        except BaseException:
+            claims.pop(mark)  # not published: a retry must find no mark
+            raise
+        if not sent:
+            claims.pop(mark)
             return "unsent"
-        self._claims.put(mark, True, mark_ttl)
         return "published"
 
     async def claim(self, key: str, ttl: float) -> bool:

@@ -35,6 +35,9 @@ class LostWebhooks:
         self._max_tracked = max_tracked
         self._clock = clock
         self._seen: TTLMap[bool] = TTLMap(max(grace, 1.0) * 4, max_tracked, clock)
+        self.ended_by_webhook: Callable[[str], bool] | None = None
+        """Set by the engine, which knows which workflows a terminal webhook ended (for the
+        replay window): then no entry of its own is kept per webhook."""
         self._awaited: OrderedDict[str, float] = OrderedDict()  # workflow id -> deadline
         self._interval_start = clock()
         self.interval_polled = 0
@@ -49,14 +52,19 @@ class LostWebhooks:
         """A terminal webhook for ``workflow_id`` came; returns how long after the poll that
         found its end, when one had (else None)."""
         now = self._clock()
-        self._seen.put(workflow_id, True)
+        if self.ended_by_webhook is None:
+            self._seen.put(workflow_id, True)
         self._roll(now)
         self.interval_webhooks += 1
+        if not self._awaited:
+            return None
         deadline = self._awaited.pop(workflow_id, None)
         return None if deadline is None else now - (deadline - self.grace)
 
     def seen(self, workflow_id: str) -> bool:
         """Has a terminal webhook for ``workflow_id`` come lately?"""
+        if self.ended_by_webhook is not None:
+            return self.ended_by_webhook(workflow_id)
         return self._seen.get(workflow_id) is not None
 
     def polled(self, workflow_id: str, *, alarm: bool = True) -> bool:

@@ -68,7 +68,10 @@ class Waiting:
         )
         # The event publish_once_now is delivering right now: its published mark was absent.
         self._vouched: WebhookEvent | None = None
-        self.registry = Registry(statuses, clock=clock)
+        self.registry = Registry(statuses, clock=clock, remembered=self._lookup_now)
+        # A terminal webhook is known to the registry (or the bus's memory): the lost-webhook
+        # bookkeeping asks there instead of keeping an entry of its own per webhook.
+        self.recorder.lost.ended_by_webhook = self.registry.ended
         self.hooks = EventHooks(bus.claim)
         self.scheduler = PollScheduler(
             policy,
@@ -195,11 +198,11 @@ class Waiting:
         self.recorder.event_delivered(workflow_id, terminal)
         self.scheduler.note_webhook()
         if terminal:
-            # Nobody waits here yet: keep the event for a later waiter, unless the bus holds it
-            # already where enter() looks without I/O (the in-process bus remembers it).
-            keep = workflow_id in registry or not (vouched or self._remembered(workflow_id))
-            registry.deliver(event, True, keep=keep)
-            self.scheduler.remove(workflow_id)
+            if workflow_id in registry:  # only a waited workflow is polled
+                registry.deliver(event, True)
+                self.scheduler.remove(workflow_id)
+            else:  # kept for a later waiter, unless the bus holds it where enter() looks
+                registry.deliver(event, True, keep=not (vouched or self._remembered(workflow_id)))
         if self.hooks:
             self.hooks.dispatch(event)
 

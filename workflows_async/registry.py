@@ -51,8 +51,11 @@ class Registry:
         dedup_max: int = 1_000_000,
         dedup_max_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
+        remembered: Callable[[list[str]], list[WebhookEvent] | None] | None = None,
     ) -> None:
         self.statuses = statuses
+        # The bus's synchronous memory of first terminal events (``last_terminal_now``), if any.
+        self._remembered = remembered
         self._waiters: dict[str, list[asyncio.Future[Completion]]] = {}
         self._early: TTLMap[WebhookEvent] = TTLMap(
             early_ttl, early_max, clock, max_bytes=early_max_bytes
@@ -101,20 +104,38 @@ class Registry:
         about a workflow already known terminal here (its first terminal status is final).
 
         ``terminal``: whether the event's status is terminal, when the caller knows already.
-        ``new``: the caller vouches that no copy of this event reached this registry before
-        and none can later (a bus's *published mark*, as long-lived as this filter, guards
-        every way in): the duplicate filter then neither looks nor records."""
-        if self._final.get(event.workflow_id) is not None or not (
-            new or self._seen.add(event.dedup_key, True)
-        ):
+        ``new``: a bus vouches for the event (``publish_once_now``): no copy of it reached this
+        registry before and none can later (its *published mark*, as long-lived as this
+        filter, guards every way in), and the bus remembers a workflow's first terminal event
+        before delivering anything. Then nothing is looked up or recorded here: the workflow
+        ended before iff the bus remembers another terminal event of it."""
+        workflow_id = event.workflow_id
+        if self._final.get(workflow_id) is not None:
+            self.duplicates += 1
+            return False
+        if new and self._remembered is not None:
+            first = self._remembered([workflow_id])
+            if first is not None:  # the bus answered
+                if first and first[0] is not event:
+                    self.duplicates += 1
+                    return False
+                self.dispatched += 1
+                return True
+        if not (new or self._seen.add(event.dedup_key, True)):
             self.duplicates += 1
             return False
         if terminal is None:
             terminal = self.statuses.is_terminal(event.status)
         if terminal:
-            self._final.put(event.workflow_id, event.status, size=len(event.status))
+            self._final.put(workflow_id, event.status, size=len(event.status))
         self.dispatched += 1
         return True
+
+    def ended(self, workflow_id: str) -> bool:
+        """Has a terminal event of ``workflow_id`` been accepted (within the replay window)?"""
+        if self._final.get(workflow_id) is not None:
+            return True
+        return bool(self._remembered([workflow_id])) if self._remembered is not None else False
 
     def deliver(
         self, event: WebhookEvent, terminal: bool | None = None, *, keep: bool = True

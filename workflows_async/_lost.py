@@ -54,7 +54,8 @@ class LostWebhooks:
         now = self._clock()
         if self.ended_by_webhook is None:
             self._seen.put(workflow_id, True)
-        self._roll(now)
+        if now - self._interval_start >= self.interval:
+            self._roll(now)
         self.interval_webhooks += 1
         if not self._awaited:
             return None

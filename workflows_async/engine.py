@@ -66,8 +66,10 @@ class Waiting:
         self._lookup_now: Callable[[list[str]], list[WebhookEvent] | None] | None = getattr(
             bus, "last_terminal_now", None
         )
-        # The event publish_once_now is delivering right now: its published mark was absent.
+        # The event publish_once_now is delivering right now (its published mark was absent),
+        # and whether its status is terminal.
         self._vouched: WebhookEvent | None = None
+        self._vouched_terminal = False
         self.registry = Registry(statuses, clock=clock, remembered=self._lookup_now)
         # A terminal webhook is known to the registry (or the bus's memory): the lost-webhook
         # bookkeeping asks there instead of keeping an entry of its own per webhook.
@@ -129,7 +131,7 @@ class Waiting:
         mark = "published:" + event.dedup_key
         outcome: PublishOnce | None = None
         if self._publish_once_now is not None:  # the in-process bus: no await, no copy here
-            self._vouched = event
+            self._vouched, self._vouched_terminal = event, terminal
             try:
                 outcome = self._publish_once_now(
                     event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
@@ -187,22 +189,21 @@ class Waiting:
 
     def _deliver(self, event: WebhookEvent) -> None:
         """The bus calls this for every event published by any process."""
-        terminal = self.statuses.is_terminal(event.status)
-        registry = self.registry
         # Delivered by publish_once_now: its mark was absent (no copy came here before, and
         # the mark turns every later one away), and the bus remembers it if it is terminal.
         vouched = event is self._vouched
-        if not registry.accept(event, terminal, new=vouched):
+        terminal = self._vouched_terminal if vouched else self.statuses.is_terminal(event.status)
+        if not self.registry.accept(event, terminal, new=vouched):
             return
         workflow_id = event.workflow_id
         self.recorder.event_delivered(workflow_id, terminal)
         self.scheduler.note_webhook()
-        if terminal:
-            if workflow_id in registry:  # only a waited workflow is polled
-                registry.deliver(event, True)
-                self.scheduler.remove(workflow_id)
-            else:  # kept for a later waiter, unless the bus holds it where enter() looks
-                registry.deliver(event, True, keep=not (vouched or self._remembered(workflow_id)))
+        # Resolve its waiters; with none, keep it for a later one unless the bus holds it
+        # where enter() looks without I/O. Only a waited workflow has a poll entry.
+        if terminal and self.registry.ended_event(
+            event, keep=not (vouched or self._remembered(workflow_id))
+        ):
+            self.scheduler.remove(workflow_id)
         if self.hooks:
             self.hooks.dispatch(event)
 

@@ -142,21 +142,28 @@ class Registry:
     ) -> bool:
         """Resolve waiters with a terminal event, or keep it for a later waiter (unless not
         ``keep``: the caller knows that a later waiter finds it elsewhere, e.g. in the bus's
-        memory). The completion is built only when someone waits.
+        memory).
 
         Returns True when the event was terminal."""
         if terminal is None:
             terminal = self.statuses.is_terminal(event.status)
-        if not terminal:
-            return False
+        if terminal:
+            self.ended_event(event, keep=keep)
+        return terminal
+
+    def ended_event(self, event: WebhookEvent, *, keep: bool) -> bool:
+        """``event`` (terminal) ends its workflow: resolve its waiters, or keep it for a later
+        one when ``keep``. The completion is built only when someone waits. True when someone
+        waited."""
         futures = self._waiters.pop(event.workflow_id, None)
-        if futures:
-            completion = Completion(workflow_from_event(event), Channel.WEBHOOK, event)
-            for future in futures:
-                if not future.done():
-                    future.set_result(completion)
-        elif keep:
-            self._early.put(event.workflow_id, event, size=event_size(event))
+        if not futures:
+            if keep:
+                self._early.put(event.workflow_id, event, size=event_size(event))
+            return False
+        completion = Completion(workflow_from_event(event), Channel.WEBHOOK, event)
+        for future in futures:
+            if not future.done():
+                future.set_result(completion)
         return True
 
     def resolve(self, completion: Completion, *, workflow_id: str | None = None) -> bool:

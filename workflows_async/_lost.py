@@ -4,7 +4,9 @@ Invariants: a workflow whose end a poll found is awaited for ``grace`` seconds, 
 lost exactly once unless a terminal webhook for it came first (or had come just before); at
 most ``max_tracked`` workflows are awaited and remembered (oldest forgotten first); the
 "webhooks are not arriving" alarm fires at most once per ``interval``, when at least
-``warn_min`` completions of the interval were found by polling and they outnumber the webhooks.
+``warn_min`` completions of the interval were found by polling and they outnumber the webhooks;
+"a terminal webhook came" is asked of ``ended_by_webhook`` when the engine sets it (it knows,
+for the replay window), else remembered here for four graces.
 """
 
 from __future__ import annotations

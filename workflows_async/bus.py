@@ -20,8 +20,10 @@ Optional methods make a bus cheaper to use; the engine falls back when a bus lac
   a short *pending* claim guarding them).
 - ``publish_once_now(event, *, terminal, mark, mark_ttl)``: ``publish_once`` answered
   synchronously, for a bus whose publish never awaits (:class:`InMemoryBus`); None when it
-  cannot answer so (then ``publish_once`` is awaited). What it delivers, it delivers before it
-  returns, and only when the mark was absent.
+  cannot answer so (then ``publish_once`` is awaited). It delivers before it returns, only
+  when the mark was absent (a publish that raises or goes nowhere leaves no mark), and a
+  terminal event is remembered, where ``last_terminal_now`` finds it, before it is delivered;
+  the engine relies on this to keep no copies of its own (see ``Registry.accept(new=True)``).
 - ``last_terminal_now(workflow_ids)``: ``last_terminal`` answered synchronously, for a bus whose
   memory is local; None when it cannot answer without I/O (then ``last_terminal`` is awaited).
 """

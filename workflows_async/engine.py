@@ -3,7 +3,11 @@
 Invariants: a workflow is polled only while a local waiter waits for it and the bus has not
 already told us its end; every exit from a wait (result, failure, timeout, cancellation) removes
 the waiter and, when it was the last one, the poll entry; closing fails every pending wait; an
-error a waiter gets names its workflow (``workflow_id``).
+error a waiter gets names its workflow (``workflow_id``); an event is acknowledged only once it
+was published (or handled here); an event the in-process bus publishes synchronously
+(``publish_once_now``) is recorded once, by the bus (its published mark, and its memory of the
+workflow's first terminal event): the registry and the lost-webhook bookkeeping ask the bus
+instead of keeping copies.
 """
 
 from __future__ import annotations

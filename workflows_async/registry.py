@@ -2,11 +2,13 @@
 
 Invariants: the first terminal status for a workflow wins and resolves every local waiter of it
 exactly once; a terminal event that arrives before anyone waits is kept (bounded, with a
-time-to-live) and resolves the waiter at registration; a duplicate event (same event id, or same
-workflow and status) is dispatched once; a terminal status is final: once a workflow is known
-terminal here, no later event for it (a replay, another status) is dispatched; every buffer is
-bounded by count and by counted bytes (raw bodies included); a waiter that leaves removes every
-trace of itself.
+time-to-live) and resolves the waiter at registration, unless the bus remembers it where the
+engine looks without I/O (the in-process bus): then the bus's memory is the only copy; a
+duplicate event (same event id, or same workflow and status) is dispatched once; a terminal
+status is final: once a workflow is known terminal here (or, for an event a bus vouches for,
+in that bus's memory), no later event for it (a replay, another status) is dispatched; every
+buffer is bounded by count and by counted bytes (raw bodies included); a waiter that leaves
+removes every trace of itself; a completion is built only when someone waits for it.
 """
 
 from __future__ import annotations

@@ -194,3 +194,16 @@ def test_statuses_of_any_case_are_terminal_and_upper_case_needs_no_folding() -> 
     assert statuses.terminal == {"COMPLETED", *statuses.failure}
     assert statuses.is_terminal("COMPLETED") and statuses.is_terminal("completed")
     assert statuses.is_terminal("Failed") and not statuses.is_terminal("RUNNING")
+
+
+async def test_an_event_the_bus_cannot_hold_is_kept_for_a_later_wait() -> None:
+    bus = InMemoryBus(max_bytes=1000)  # the event alone is over the bus's byte budget
+    w = waiting(bus)
+    try:
+        big = wa.WebhookEvent(workflow_id="wf-1", status="COMPLETED", raw=b"x" * 5000)
+        assert await w.publish(big) is True
+        assert bus.last_terminal_now(["wf-1"]) == []
+        done = await asyncio.wait_for(w.completion("wf-1", first_poll=3600), 5)
+        assert done.channel is wa.Channel.WEBHOOK and done.event is big
+    finally:
+        await w.close()

@@ -202,20 +202,12 @@ class Waiting:
         workflow_id = event.workflow_id
         self.recorder.event_delivered(workflow_id, terminal)
         self.scheduler.note_webhook()
-        # Resolve its waiters; with none, keep it for a later one unless the bus holds it
-        # where enter() looks without I/O. Only a waited workflow has a poll entry.
-        if terminal and self.registry.ended_event(
-            event, keep=not (vouched or self._remembered(workflow_id))
-        ):
+        # Resolve its waiters (or keep it for a later one, unless the bus holds it where
+        # enter() looks without I/O). Only a waited workflow has a poll entry.
+        if terminal and self.registry.ended_event(event):
             self.scheduler.remove(workflow_id)
         if self.hooks:
             self.hooks.dispatch(event)
-
-    def _remembered(self, workflow_id: str) -> bool:
-        """Does the bus remember a terminal event of ``workflow_id`` that :meth:`enter` finds
-        without I/O?"""
-        lookup = self._lookup_now
-        return lookup is not None and bool(lookup([workflow_id]))
 
     def _polled_terminal(self, workflow_id: str, workflow: Workflow) -> None:
         self.registry.resolve(Completion(workflow, Channel.POLL), workflow_id=workflow_id)

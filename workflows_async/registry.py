@@ -139,28 +139,26 @@ class Registry:
             return True
         return bool(self._remembered([workflow_id])) if self._remembered is not None else False
 
-    def deliver(
-        self, event: WebhookEvent, terminal: bool | None = None, *, keep: bool = True
-    ) -> bool:
-        """Resolve waiters with a terminal event, or keep it for a later waiter (unless not
-        ``keep``: the caller knows that a later waiter finds it elsewhere, e.g. in the bus's
-        memory).
-
-        Returns True when the event was terminal."""
+    def deliver(self, event: WebhookEvent, terminal: bool | None = None) -> bool:
+        """Resolve waiters with a terminal event, or keep it for a later waiter (see
+        :meth:`ended_event`). Returns True when the event was terminal."""
         if terminal is None:
             terminal = self.statuses.is_terminal(event.status)
         if terminal:
-            self.ended_event(event, keep=keep)
+            self.ended_event(event)
         return terminal
 
-    def ended_event(self, event: WebhookEvent, *, keep: bool) -> bool:
-        """``event`` (terminal) ends its workflow: resolve its waiters, or keep it for a later
-        one when ``keep``. The completion is built only when someone waits. True when someone
-        waited."""
-        futures = self._waiters.pop(event.workflow_id, None)
+    def ended_event(self, event: WebhookEvent) -> bool:
+        """``event`` (terminal) ends its workflow: resolve its waiters (the completion is built
+        only then), or keep it for a later one, unless the bus remembers a terminal event of
+        the workflow where a later waiter finds it without I/O (the in-process bus). True
+        when someone waited."""
+        workflow_id = event.workflow_id
+        futures = self._waiters.pop(workflow_id, None)
         if not futures:
-            if keep:
-                self._early.put(event.workflow_id, event, size=event_size(event))
+            remembered = self._remembered
+            if remembered is None or not remembered([workflow_id]):
+                self._early.put(workflow_id, event, size=event_size(event))
             return False
         completion = Completion(workflow_from_event(event), Channel.WEBHOOK, event)
         for future in futures:

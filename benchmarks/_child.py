@@ -8,28 +8,14 @@ commands that are not ``cpu``. Roles live next to the benchmark that uses them.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from _proc import Ready
+from _proc import Role, find_role
 from _profile import profiled
-
-Role = Callable[[dict[str, Any]], AbstractAsyncContextManager[Ready]]
-
-# role -> (module, function); imported on demand so a child loads only what it needs.
-ROLES = {
-    "fixed": ("_rawhttp", "fixed_server"),
-    "webhooks": ("_ingest", "webhook_server"),
-    "asgi-webhooks": ("_ingest", "asgi_webhook_server"),
-    "sims": ("_simhost", "simulators"),
-    "memory": ("_memory", "memory_probe"),
-}
 
 
 def _emit(data: dict[str, Any]) -> None:
@@ -38,8 +24,7 @@ def _emit(data: dict[str, Any]) -> None:
 
 
 async def main(role_name: str, config: dict[str, Any]) -> None:
-    module, function = ROLES[role_name]
-    role: Role = getattr(importlib.import_module(module), function)
+    role: Role = find_role(role_name)
     async with role(config) as (info, handle):
         _emit(info)
         while line := await asyncio.to_thread(sys.stdin.readline):

@@ -12,13 +12,14 @@ import asyncio
 import time
 from collections import Counter
 
-from _economy import scaled_policy, serve
+from _economy import scaled_policy
 from _memory import library_tasks
-from _proc import Child, free_port
+from _proc import Child
 from _report import Mode, Row, Section, percentile
 from aiohttp import web
 
 import workflows_async as wa
+from workflows_async.testing import serve
 
 __all__ = ["run"]
 
@@ -34,11 +35,9 @@ async def _one(session: wa.Session, case: str, duration: int) -> wa.WorkflowOutc
 async def run(mode: Mode) -> Section:
     n, scale = mode.e2e_runs, mode.e2e_scale
     section = Section(5, f"end to end: {n:,} run_and_wait at once, {DROP:.0%} of webhooks dropped")
-    port = free_port()
     spec = {
         "time_scale": scale,
         "definitions": {f"e2e-{d}": float(d) for d in DURATIONS},
-        "webhook_urls": [f"http://127.0.0.1:{port}/webhooks/"],
         "drop_webhooks": DROP,
     }
     async with await Child.start("sims", {"sims": {"e2e": spec}}) as host:
@@ -51,41 +50,41 @@ async def run(mode: Mode) -> Section:
         )
         app = web.Application()
         app.add_subapp("/webhooks", session.webhook_app())
-        runner = await serve(app, port)
-        try:
-            slots = asyncio.Semaphore(50)
+        async with serve(app) as served:  # port 0; then the Simulator learns the URL
+            await host.ask("webhooks", urls={"e2e": f"{served.url}/webhooks/"})
+            try:
+                slots = asyncio.Semaphore(50)
 
-            async def new_case() -> str:
-                async with slots:
-                    return (await session.create_case()).id
+                async def new_case() -> str:
+                    async with slots:
+                        return (await session.create_case()).id
 
-            cases = await asyncio.gather(*(new_case() for _ in range(n)))
-            await session.start()  # the scheduler, as the first wait would start it
-            tasks_idle, peak = library_tasks(), [0]
+                cases = await asyncio.gather(*(new_case() for _ in range(n)))
+                await session.start()  # the scheduler, as the first wait would start it
+                tasks_idle, peak = library_tasks(), [0]
 
-            async def sample() -> None:
-                while True:
-                    peak[0] = max(peak[0], library_tasks())
-                    await asyncio.sleep(0.02)
+                async def sample() -> None:
+                    while True:
+                        peak[0] = max(peak[0], library_tasks())
+                        await asyncio.sleep(0.02)
 
-            sampler = asyncio.create_task(sample())
-            sim_cpu = await host.cpu()
-            cpu, wall = time.process_time(), time.perf_counter()
-            outcomes = await asyncio.gather(
-                *(
-                    _one(session, case, DURATIONS[i % len(DURATIONS)])
-                    for i, case in enumerate(cases)
-                ),
-                return_exceptions=True,
-            )
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            sampler.cancel()
-            sim_cpu = await host.cpu() - sim_cpu
-            stats = (await host.ask("stats"))["e2e"]
-            left_pending, tasks_after = len(session.pending()), library_tasks()
-        finally:
-            await session.close()
-            await runner.cleanup()
+                sampler = asyncio.create_task(sample())
+                sim_cpu = await host.cpu()
+                cpu, wall = time.process_time(), time.perf_counter()
+                outcomes = await asyncio.gather(
+                    *(
+                        _one(session, case, DURATIONS[i % len(DURATIONS)])
+                        for i, case in enumerate(cases)
+                    ),
+                    return_exceptions=True,
+                )
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                sampler.cancel()
+                sim_cpu = await host.cpu() - sim_cpu
+                stats = (await host.ask("stats"))["e2e"]
+                left_pending, tasks_after = len(session.pending()), library_tasks()
+            finally:
+                await session.close()
 
     finished = [o for o in outcomes if isinstance(o, wa.WorkflowOutcome)]
     completed = [o for o in finished if o.workflow.status == "COMPLETED" and o.result is not None]

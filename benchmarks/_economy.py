@@ -30,13 +30,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from _proc import Child, free_port
+from _proc import Child
 from _report import Mode, Row, Section, fmt, judge, median
 from aiohttp import web
 
 import workflows_async as wa
+from workflows_async.testing import serve
 
-__all__ = ["run", "scaled_policy", "serve"]
+__all__ = ["run", "scaled_policy"]
 
 DURATIONS = (5, 60, 600)
 TICK = 2.0  # simulated seconds of a background workflow in the warm sessions
@@ -58,13 +59,6 @@ def scaled_policy(scale: float) -> wa.PollPolicy:
         webhook_quiet_period=d.webhook_quiet_period * scale,
         rate_limit_pause=d.rate_limit_pause * scale,
     )
-
-
-async def serve(app: web.Application, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
 
 
 Flow = Callable[[wa.Session, str, str], Awaitable[str]]  # (session, case, definition) -> id
@@ -171,14 +165,12 @@ def _spread(values: list[float]) -> str:
 async def run(mode: Mode) -> Section:
     section = Section(4, "API economy: calls per completed workflow")
     scale = mode.economy_scale
-    port = free_port()
     definitions = {f"eco-{d}": float(d) for d in DURATIONS} | {"tick": TICK}
     names = [f"{kind}-{d}" for kind in ("cold", "warm") for d in DURATIONS] + ["lost"]
     spec = {
         name: {
             "time_scale": scale,
             "definitions": definitions,
-            "webhook_urls": [] if name == "lost" else [f"http://127.0.0.1:{port}/{name}/"],
             "drop_webhooks": 1.0 if name == "lost" else 0.0,
         }
         for name in names
@@ -198,41 +190,44 @@ async def run(mode: Mode) -> Section:
         app = web.Application()
         for name in names[:-1]:
             app.add_subapp(f"/{name}", sessions[name].webhook_app())
-        runner = await serve(app, port)
-        trickles: list[asyncio.Task[None]] = []
-        try:
-            warmed = []
-            for d in DURATIONS:
-                first = asyncio.Event()
-                trickles.append(asyncio.create_task(_trickle(sessions[f"warm-{d}"], scale, first)))
-                warmed.append(first.wait())
-            async with asyncio.timeout(60):
-                await asyncio.gather(*warmed)  # each warm session has had a webhook
-            naive = _fixed_interval(1.0 * scale, poll_first=False)
-            helper = _fixed_interval(1.0 * scale, poll_first=True)
-            jobs: dict[tuple[str, int], Any] = {}
-            for d in DURATIONS:
-                definition = f"eco-{d}"
-                for kind in LIBRARY:
-                    session = sessions[_sim_of(kind, d)]
-                    jobs[kind, d] = _two_batches(session, definition, mode.economy_workflows)
-                jobs["naive", d] = _batch(plain, naive, definition, mode.economy_naive)
-                jobs["helper", d] = _batch(plain, helper, definition, mode.economy_naive)
-            answers = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
-            done: Done = {}
-            for (kind, d), answer in answers.items():
-                if kind in LIBRARY:
-                    done[kind, d, "new"], done[kind, d, "seen"] = answer
-                else:
-                    done[kind, d, ""] = answer
-            stats = await host.ask("stats")
-        finally:
-            for task in trickles:
-                task.cancel()
-            await asyncio.gather(*trickles, return_exceptions=True)
-            for session in [*sessions.values(), plain]:
-                await session.close()
-            await runner.cleanup()
+        async with serve(app) as served:  # port 0; then the Simulators learn the URLs
+            urls = {name: f"{served.url}/{name}/" for name in names if name != "lost"}
+            await host.ask("webhooks", urls=urls)
+            trickles: list[asyncio.Task[None]] = []
+            try:
+                warmed = []
+                for d in DURATIONS:
+                    first = asyncio.Event()
+                    trickles.append(
+                        asyncio.create_task(_trickle(sessions[f"warm-{d}"], scale, first))
+                    )
+                    warmed.append(first.wait())
+                async with asyncio.timeout(60):
+                    await asyncio.gather(*warmed)  # each warm session has had a webhook
+                naive = _fixed_interval(1.0 * scale, poll_first=False)
+                helper = _fixed_interval(1.0 * scale, poll_first=True)
+                jobs: dict[tuple[str, int], Any] = {}
+                for d in DURATIONS:
+                    definition = f"eco-{d}"
+                    for kind in LIBRARY:
+                        session = sessions[_sim_of(kind, d)]
+                        jobs[kind, d] = _two_batches(session, definition, mode.economy_workflows)
+                    jobs["naive", d] = _batch(plain, naive, definition, mode.economy_naive)
+                    jobs["helper", d] = _batch(plain, helper, definition, mode.economy_naive)
+                answers = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
+                done: Done = {}
+                for (kind, d), answer in answers.items():
+                    if kind in LIBRARY:
+                        done[kind, d, "new"], done[kind, d, "seen"] = answer
+                    else:
+                        done[kind, d, ""] = answer
+                stats = await host.ask("stats")
+            finally:
+                for task in trickles:
+                    task.cancel()
+                await asyncio.gather(*trickles, return_exceptions=True)
+                for session in [*sessions.values(), plain]:
+                    await session.close()
 
     for d in DURATIONS:
         naive_calls = median(_calls(stats, done, ("naive", d, "")))
@@ -261,7 +256,7 @@ async def run(mode: Mode) -> Section:
                     verdict=verdict)
             )  # fmt: skip
     section.notes.append(
-        f"time_scale {scale}: {max(DURATIONS)} simulated s run in {max(DURATIONS) * scale:.0f} s;"
+        f"time_scale {scale}: {max(DURATIONS)} simulated s run in {max(DURATIONS) * scale:.2g} s;"
         f" {mode.economy_workflows} workflows per library row, {mode.economy_naive} per loop row;"
         " default PollPolicy, every duration scaled. Seconds are simulated: real milliseconds of"
         f" HTTP round trips count {1 / scale:.0f} times over in them, so the loops sleep until"

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 import workflows_async as wa
-from workflows_async.testing import generate_signing_key, public_key_pem, sign_webhook
+from workflows_async.testing import generate_signing_key, public_key_pem, serve, sign_webhook
 
 __all__ = ["asgi_webhook_server", "run", "signed_events", "webhook_request", "webhook_server"]
 
@@ -101,19 +101,14 @@ async def webhook_server(config: dict[str, Any]) -> AsyncIterator[Ready]:
     app.add_subapp("/webhooks", session.webhook_app())
     app.add_subapp("/plain", plain)
     app.add_subapp("/floor", floor)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
 
     async def handle(command: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown command {command!r}")
 
     try:
-        yield {"port": port}, handle
+        async with serve(app) as served:
+            yield {"port": served.port}, handle
     finally:
-        await runner.cleanup()
         await session.close()
 
 

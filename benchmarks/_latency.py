@@ -2,8 +2,9 @@
 
 ``pending`` caller tasks wait (``session._waiting.completion(id, first_poll=3600)``, so no
 poll is ever due); ``events`` of them are then resolved at ``rate`` per second, either by
-handing the event to ``session._waiting.publish`` or by POSTing the signed webhook to the
-Session's sub-app over a real localhost socket. Latency runs from just before the hand-over
+handing the event to ``session._waiting.publish`` (or to ``publish``, another worker's, which
+reaches this Session only through the bus) or by POSTing the signed webhook to the Session's
+sub-app over a real localhost socket. Latency runs from just before the hand-over
 (or the write to the socket) to the moment the waiting caller runs again. Baselines: the same
 caller awaiting a bare future set directly, and a bare aiohttp handler that sets that future.
 """
@@ -11,18 +12,19 @@ caller awaiting a bare future set directly, and a bare aiohttp handler that sets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from _memory import library_tasks
-from _proc import free_port
 from _rawhttp import RawConnection
 from aiohttp import web
 
 import workflows_async as wa
-from workflows_async.events import parse_event
+from workflows_async.events import WebhookEvent, parse_event
+from workflows_async.testing import serve
 
 __all__ = ["Scenario", "measure"]
 
@@ -64,26 +66,23 @@ async def _pace(count: int, rate: float, senders: list[Send]) -> None:
     await asyncio.gather(*workers)
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port
-
-
 async def measure(
-    scenario: Scenario, rate: float, session_options: dict[str, Any], requests: list[bytes]
+    scenario: Scenario,
+    rate: float,
+    session_options: dict[str, Any],
+    requests: list[bytes],
+    publish: Callable[[WebhookEvent], Awaitable[object]] | None = None,
 ) -> list[float]:
     """Run ``scenario``; the latencies in seconds. ``requests`` are the raw HTTP requests for
-    the ``http`` path, in the order of ``scenario.events``, addressed to ``/hook/``."""
+    the ``http`` path, in the order of ``scenario.events``, addressed to ``/hook/``. ``publish``
+    replaces this Session's own ``publish`` on the ``direct`` path."""
     sc = scenario
     futures: dict[str, asyncio.Future[None]] = {}
     session = wa.Session(
         "http://127.0.0.1:9", wa.TokenAuth("unused"), allow_insecure_http=True, **session_options
     )
     waiting = session._waiting
-    runner: web.AppRunner | None = None
+    serving = contextlib.AsyncExitStack()  # the http path's server, port 0
     connections: list[RawConnection] = []
     port = 0
 
@@ -108,7 +107,7 @@ async def measure(
             app.add_subapp("/hook", session.webhook_app())
         else:
             app.router.add_post("/hook/", bare_hook)
-        runner, port = await _serve(app)
+        port = (await serving.enter_async_context(serve(app))).port
     try:
         if sc.kind == "library":
             await session.start()
@@ -136,10 +135,11 @@ async def measure(
 
                 senders.append(send_http)
         elif sc.kind == "library":
+            hand_over = waiting.publish if publish is None else publish
 
             async def send_publish(index: int) -> None:
                 sc.sent[ids[index]] = time.perf_counter()
-                await waiting.publish(events[index])
+                await hand_over(events[index])
 
             senders.append(send_publish)
         else:
@@ -160,6 +160,5 @@ async def measure(
         for connection in connections:
             await connection.close()
         await session.close()
-        if runner is not None:
-            await runner.cleanup()
+        await serving.aclose()
     return [sc.woke[workflow_id] - sc.sent[workflow_id] for workflow_id in ids]

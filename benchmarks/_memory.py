@@ -101,7 +101,7 @@ async def memory_probe(config: dict[str, Any]) -> AsyncIterator[Ready]:
             return len(waiting.scheduler) == len(waiting.registry) == n
 
         if kind == "wait":
-            waiting.scheduler._paused_until = float("inf")  # no poll is ever due
+            waiting.scheduler.schedule.paused_until = float("inf")  # no poll is ever due
     else:
 
         def spawn(workflow_id: str) -> Coroutine[Any, Any, Any]:

@@ -41,7 +41,8 @@ __all__ = [
 @dataclasses.dataclass(frozen=True, slots=True)
 class Mode:
     """How big each benchmark runs. ``full`` gives the README figures (about 4 minutes on 2
-    cores), ``quick`` about 2 minutes, ``smoke`` seconds (it only proves they run)."""
+    cores), ``quick`` about 2 minutes, ``smoke`` a few seconds (it only proves they run: its
+    helper roles run in this process, see ``_proc.py``)."""
 
     name: str
     overhead_calls: int  # get_workflow calls per repetition and client
@@ -58,6 +59,7 @@ class Mode:
     e2e_scale: float
     sim_workflows: int  # workflows one Simulator holds while it is loaded
     sim_seconds: float  # seconds of load at 2,000 requests/s (per target)
+    inline: bool = False  # helper roles run in this process (smoke: the code runs, no figures)
 
 
 MODES = {
@@ -65,8 +67,10 @@ MODES = {
                  10_000, 10.0),
     "quick": Mode("quick", 800, 7, 1200, 3, (10_000,), 10_000, 1000, 0.01, 5, 2, 300, 0.03,
                   10_000, 5.0),
-    "smoke": Mode("smoke", 50, 3, 40, 2, (300,), 300, 30, 0.002, 1, 1, 10, 0.01,
-                  100, 0.3),
+    # smoke: one repetition, tiny sizes, sped-up clocks, no helper processes; the seconds of
+    # tests/test_benchmarks_smoke.py, and only proves that every section runs and reports.
+    "smoke": Mode("smoke", 50, 1, 40, 1, (300,), 300, 30, 0.0005, 1, 1, 10, 0.002,
+                  100, 0.1, inline=True),
 }  # fmt: skip
 LATENCY_RATE = 1000.0  # webhooks per second while latency is measured
 CONCURRENCY = 20  # concurrent get_workflow calls in the per-call overhead benchmark

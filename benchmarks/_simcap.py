@@ -15,8 +15,8 @@ signed and delivered during the load. The bare app gets the very same requests f
 The load generator's own garbage collector is off while a load is measured (its full
 collections delayed sends by ~25 ms at p99); the servers' collectors run as usual.
 
-These helpers are started from this file (same protocol as ``_child.py``, whose role table
-this module extends when run as a script), so the roles stay next to the benchmark.
+The two helpers are roles of ``_child.py`` (``simcap`` and ``bare``, in ``_proc.ROLES``) that
+live here, next to the benchmark.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import asyncio
 import dataclasses
 import gc
 import json
-import os
 import random
-import sys
 import time
 import uuid
 from collections import Counter
@@ -38,12 +36,11 @@ from typing import Any
 import aiohttp
 from _memory import rss_bytes
 from _proc import Child, Ready
-from _profile import profiled
 from _report import Mode, Row, Section, percentile
 from aiohttp import web
 from yarl import URL
 
-from workflows_async.testing import Simulator, WorkflowDefinition, generate_signing_key
+from workflows_async.testing import Simulator, WorkflowDefinition, generate_signing_key, serve
 
 __all__ = ["bare_api", "capacity_host", "run"]
 
@@ -60,33 +57,9 @@ LAG_LIMIT = 0.005  # a send later than this at p99 means the load generator lagg
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 _JSON = {"Content-Type": "application/json"}
-_ROLES = {"simcap": ("_simcap", "capacity_host"), "bare": ("_simcap", "bare_api")}
 
 
 # -- the helper processes ----------------------------------------------------------------------
-async def _start(role: str, config: dict[str, Any], timeout: float = 120.0) -> Child:
-    """Run one of this module's roles in a helper process (the `_proc.Child` protocol)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        role,
-        json.dumps(config),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    child = Child(role, process, {})
-    try:
-        assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), timeout)
-        if not line:
-            raise RuntimeError(f"benchmark helper {role!r} exited with code {await process.wait()}")
-        child.info = json.loads(line)
-    except BaseException:
-        await child.close()
-        raise
-    return child
-
-
 _collecting = [False]  # True while _settled_rss collects: that pause is ours, not the server's
 
 
@@ -201,20 +174,14 @@ async def bare_api(config: dict[str, Any]) -> AsyncIterator[Ready]:
     app.router.add_get("/workflows/{id}/result", get_result)
     app.router.add_post("/workflows/run", post_run)
     app.router.add_post("/webhooks/", webhook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
 
     async def handle(command: dict[str, Any]) -> dict[str, Any]:
         if command["cmd"] != "stats":
             raise ValueError(f"unknown command {command!r}")
         return {"webhooks": received[0], "rss": _settled_rss()}
 
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "floor": floor}, handle
-    finally:
-        await runner.cleanup()
+    async with serve(app) as served:
+        yield {"url": served.url, "floor": floor}, handle
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -376,9 +343,9 @@ def _errors(load: Load) -> str:
 async def run(mode: Mode) -> Section:
     n, seconds = mode.sim_workflows, mode.sim_seconds
     section = Section(6, f"Simulator capacity: {n:,} workflows held, {RATE:,.0f} requests/s")
-    async with await _start("bare", {"floor": n}) as bare:
+    async with await Child.start("bare", {"floor": n}) as bare:
         webhook_url = f"{bare.info['url']}/webhooks/"
-        async with await _start("simcap", {"webhook_url": webhook_url}) as host:
+        async with await Child.start("simcap", {"webhook_url": webhook_url}) as host:
             sim, base = host.info, host.info["base_url"]
             async with aiohttp.ClientSession(timeout=TIMEOUT) as anonymous:
                 credentials = {"key": sim["key"], "secret": sim["secret"]}
@@ -464,11 +431,3 @@ async def run(mode: Mode) -> Section:
     if load.send_rate < 0.99 * RATE or percentile(load.lags, 0.99) > LAG_LIMIT:
         section.notes.append("the load generator lagged behind its schedule: see its row")
     return section
-
-
-if __name__ == "__main__":
-    import _child
-
-    _child.ROLES.update(_ROLES)
-    with profiled(f"child-{sys.argv[1]}-{os.getpid()}"):
-        asyncio.run(_child.main(sys.argv[1], json.loads(sys.argv[2])))

@@ -3,9 +3,11 @@
 Config: ``{"sims": {name: {"time_scale", "seed", "drop_webhooks", "webhook_urls",
 "definitions": {definition id: duration in simulated seconds}}}}``. Every definition runs
 ``IN_PROGRESS`` then ``COMPLETED`` (one webhook, at the end). Info: each simulator's
-``base_url``, ``key`` and ``secret``. Command ``stats``: per simulator, the calls by route and,
-per workflow id, its status polls and result fetches and the wall seconds from when it was due
-to complete to its first result fetch (``delays``), plus the webhook counters.
+``base_url``, ``key`` and ``secret``. Command ``webhooks`` with ``urls`` ``{name: url}``: each
+named simulator sends its webhooks to that URL too (a receiver that was served on port 0 after
+the simulators started). Command ``stats``: per simulator, the calls by route and, per workflow
+id, its status polls and result fetches and the wall seconds from when it was due to complete
+to its first result fetch (``delays``), plus the webhook counters.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ async def simulators(config: dict[str, Any]) -> AsyncIterator[Ready]:
             sims[name] = await stack.enter_async_context(sim)
 
         async def handle(command: dict[str, Any]) -> dict[str, Any]:
+            if command["cmd"] == "webhooks":
+                for name, url in command["urls"].items():
+                    sims[name].add_webhook_url(url)
+                return {}
             if command["cmd"] != "stats":
                 raise ValueError(f"unknown command {command!r}")
             return {name: _stats(sim) for name, sim in sims.items()}

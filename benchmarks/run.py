@@ -3,7 +3,7 @@ in the same run, with the ratio, so the numbers mean something on a noisy machin
 
     .venv/bin/python benchmarks/run.py            # full: the README figures (~4 min, 2 cores)
     .venv/bin/python benchmarks/run.py --quick    # ~2 min on 2 cores (measured: 114-122 s)
-    .venv/bin/python benchmarks/run.py --smoke    # ~20 s: proves the scripts still run
+    .venv/bin/python benchmarks/run.py --smoke    # seconds: proves the scripts still run
     .venv/bin/python benchmarks/run.py --only overhead ingest
     .venv/bin/python benchmarks/run.py --quick --profile /tmp/profiles   # needs pyinstrument
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _proc import Child
 from _profile import ENV, profiled
 from _report import MODES, Mode, Section, machine, markdown, print_section
 
@@ -47,7 +49,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="smaller runs: about 2 minutes on 2 cores"
     )
     size.add_argument(
-        "--smoke", action="store_true", help="tiny runs (~20 s): only proves they work"
+        "--smoke", action="store_true", help="tiny runs, in one process: only proves they work"
     )
     parser.add_argument(
         "--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME", help="run only these"
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         os.environ[ENV] = str(Path(args.profile).resolve())  # helper processes inherit it
     logging.basicConfig(level=logging.ERROR)  # the library's warnings are expected noise here
+    Child.inline = mode.inline
     print(f"workflows_async benchmarks, {mode.name} mode: {machine()}")
     started = time.perf_counter()
     sections: list[Section] = []
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         module = importlib.import_module(BENCHMARKS[name])
         bench: Callable[[Mode], Coroutine[Any, Any, Section]] = module.run
+        if mode.inline:  # the sections' gc.collect() calls need not walk everything loaded so far
+            gc.freeze()
         begun = time.perf_counter()
         with profiled(name):
             section = asyncio.run(bench(mode))

@@ -42,6 +42,7 @@ from aiohttp import web
 import workflows_async as wa
 from workflows_async.redis_bus import mask_url
 from workflows_async.testing import RedisServer, RedisServerError, Simulator
+from workflows_async.testing import serve as serve_locally  # the demo's sites: 127.0.0.1, port 0
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 log = logging.getLogger("many_workers")
@@ -145,14 +146,6 @@ class RoundRobin:
             return web.Response(status=reply.status, body=await reply.read())
 
 
-async def start_site(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 async def demo(redis_url: str, *, workers: int = 3, runs: int = 6) -> int:
     """Start ``runs`` workflows, waiter on worker 1, 2, 3, 1, ... in turn; the balancer's turn
     is one step ahead, so each webhook lands on a worker that does not wait for it."""
@@ -169,16 +162,14 @@ async def demo(redis_url: str, *, workers: int = 3, runs: int = 6) -> int:
             )
             await stack.enter_async_context(session)
             name = f"worker-{index + 1}"
-            runner, url = await start_site(worker_app(session, name))
-            stack.push_async_callback(runner.cleanup)
-            crew.append(DemoWorker(name, session, url))
+            served = await stack.enter_async_context(serve_locally(worker_app(session, name)))
+            crew.append(DemoWorker(name, session, served.url))
 
         http = await stack.enter_async_context(aiohttp.ClientSession())
         balancer = RoundRobin(crew, http)
         front = web.Application()
         front.router.add_post("/webhooks/", balancer.handle)
-        runner, front_url = await start_site(front)
-        stack.push_async_callback(runner.cleanup)
+        front_url = (await stack.enter_async_context(serve_locally(front))).url
         sim.add_webhook_url(f"{front_url}/webhooks/")
         print(f"{workers} workers behind {front_url}/webhooks/, Redis at {mask_url(redis_url)}")
 

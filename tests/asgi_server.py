@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import uvicorn
+from eventually import eventually
 
 
 class _Server(uvicorn.Server):
@@ -29,13 +30,17 @@ async def uvicorn_server(
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if server.started:
+            return True
+        if task.done():
+            await task  # raises what stopped it
+            raise RuntimeError("uvicorn stopped before it started")
+        return False
+
     try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                if task.done():
-                    await task  # raises what stopped it
-                    raise RuntimeError("uvicorn stopped before it started")
-                await asyncio.sleep(0.01)
+        await eventually(started, "uvicorn to start", timeout=20)
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -11,7 +11,10 @@ against a real server, so redirects, disconnects and read timeouts are the real 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import dataclasses
+import functools
 import json
 import socket
 import struct
@@ -22,6 +25,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDictProxy
+
+from workflows_async.testing import serve
 
 __all__ = ["Call", "FakeAPI", "FirstConnectRefused", "first_connect_refused_session"]
 
@@ -58,7 +63,7 @@ class FakeAPI:
         self._replies: dict[tuple[str, str], list[_Reply]] = {}
         self.requests: list[Call] = []
         self._release = asyncio.Event()
-        self._runner: web.AppRunner | None = None
+        self._serving = contextlib.AsyncExitStack()
         self.port = 0
 
     @property
@@ -126,24 +131,27 @@ class FakeAPI:
     async def __aenter__(self) -> FakeAPI:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self.port = (await self._serving.enter_async_context(serve(app))).port
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._serving.aclose()
+
+
+@functools.cache
+def _never_listening() -> socket.socket:
+    sock = socket.socket()  # no SO_REUSEADDR: no other socket can bind this port
+    sock.bind(("127.0.0.1", 0))
+    atexit.register(sock.close)
+    return sock
 
 
 def closed_port() -> int:
-    """A localhost port that nothing listens on (it was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A localhost port that refuses connections: a socket of this process holds it, bound and
+    never listening, for the whole run, so no other process can take it (a port that was free
+    a moment ago could be taken by then)."""
+    port: int = _never_listening().getsockname()[1]
     return port
 
 

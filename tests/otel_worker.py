@@ -1,8 +1,9 @@
 """A webhook-receiving worker with its own OpenTelemetry SDK, run as a process by
 ``tests/test_otel_processes.py``.
 
-It serves the Session's webhook sub-app at ``http://127.0.0.1:PORT/webhooks/`` on a RedisBus,
-records spans in memory, and on SIGTERM writes them as JSON lines to ``--spans`` and exits.
+It serves the Session's webhook sub-app at ``http://127.0.0.1:PORT/webhooks/`` on a RedisBus
+(PORT: one the system picks, printed once it listens as the line ``ready PORT``), records spans
+in memory, and on SIGTERM writes them as JSON lines to ``--spans`` and exits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import workflows_async as wa
+from workflows_async.testing import serve
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -35,18 +37,13 @@ async def main(args: argparse.Namespace) -> None:
     async with session:
         app = web.Application()
         app.add_subapp("/webhooks", session.webhook_app())
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", args.port).start()
-        print("ready", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        try:
+        async with serve(app) as served:
+            print(f"ready {served.port}", flush=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
             await stop.wait()
-        finally:
-            await runner.cleanup()
     lines = []
     for span in exporter.get_finished_spans():
         lines.append(
@@ -66,7 +63,6 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis", required=True)
     parser.add_argument("--api", required=True)
-    parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--secret", required=True)
     parser.add_argument("--namespace", required=True)

@@ -1,10 +1,14 @@
 """A test stack: a Simulator, a Session pointed at it, and the Session's webhook sub-app served
-on a real localhost socket and registered with the Simulator."""
+on a real localhost socket and registered with the Simulator.
+
+Every server a test starts listens on port 0 (``workflows_async.testing.serve``) and is found by
+the port read back from its socket: no test picks a "free" port and binds it later (another
+process may take it in between).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,16 +16,9 @@ from typing import Any
 from aiohttp import web
 
 import workflows_async as wa
-from workflows_async.testing import Faults, Simulator
+from workflows_async.testing import Faults, Simulator, serve
 
 FAST_POLL = wa.PollPolicy(initial_delay=0.2, max_interval=0.5, rate=200, max_in_flight=50)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclasses.dataclass
@@ -34,24 +31,13 @@ class Stack:
         return self.sim.calls_by_route["GET /workflows/{id}"]
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()  # port 0: no window for another process
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
-
-
 @asynccontextmanager
 async def receiver(session: wa.Session) -> AsyncIterator[str]:
     """The session's webhook sub-app mounted at /webhooks and served; yields its URL."""
     app = web.Application()
     app.add_subapp("/webhooks", session.webhook_app())
-    runner, root = await serve(app)
-    try:
-        yield f"{root}/webhooks/"
-    finally:
-        await runner.cleanup()
+    async with serve(app) as served:
+        yield f"{served.url}/webhooks/"
 
 
 @asynccontextmanager

@@ -9,9 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 from redis_server import RedisServer
-from stack import free_port
 
 import workflows_async as wa
 from workflows_async.testing import Simulator
@@ -20,31 +18,21 @@ HERE = Path(__file__).resolve().parent
 NO_POLLS = wa.PollPolicy(initial_delay=600.0)  # only a webhook can end the wait in time
 
 
-async def until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(30), aiohttp.ClientSession() as client:
-        while True:
-            assert process.poll() is None, "the FastAPI process exited"
-            try:
-                async with client.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-
-
 async def test_a_webhook_on_the_fastapi_tier_resolves_a_wait_in_the_worker(
     redis_server: RedisServer,
 ) -> None:
     async with Simulator(time_scale=0.05) as sim:
-        port = free_port()
         web_tier = subprocess.Popen(  # noqa: S603, ASYNC220 - started once, before the test
-            [sys.executable, str(HERE / "fastapi_worker.py"), "--port", str(port),
+            [sys.executable, str(HERE / "fastapi_worker.py"),
              "--redis", redis_server.url, "--base-url", sim.base_url],
+            stdout=subprocess.PIPE,
         )  # fmt: skip
         try:
-            await until_healthy(f"http://127.0.0.1:{port}/health", web_tier)
-            sim.add_webhook_url(f"http://127.0.0.1:{port}/webhooks/")
+            assert web_tier.stdout is not None
+            ready = await asyncio.wait_for(asyncio.to_thread(web_tier.stdout.readline), 30)
+            word, _, url = ready.decode().strip().partition(" ")
+            assert word == "ready", f"the FastAPI process did not start: {ready!r}"
+            sim.add_webhook_url(f"{url}/webhooks/")
             # The worker: its Session opened at start-up on the same RedisBus; a job waits.
             worker = wa.Session(
                 sim.base_url,
@@ -60,6 +48,8 @@ async def test_a_webhook_on_the_fastapi_tier_resolves_a_wait_in_the_worker(
         finally:
             web_tier.terminate()
             web_tier.wait(timeout=20)
+            if web_tier.stdout is not None:
+                web_tier.stdout.close()
     assert outcome.workflow.status == "COMPLETED"
     assert outcome.channel is wa.Channel.WEBHOOK
     assert sim.calls_by_route["GET /workflows/{id}"] <= 1  # wait(id) looks once, then listens

@@ -237,3 +237,39 @@ async def test_a_failed_renewal_is_shared_not_repeated_by_every_waiting_call(
         with pytest.raises(errors.BadRequestError):
             await session.get_workflow(WF)  # a later call tries again
     assert count(mocked, "POST", "/auth/authorize") == 2
+
+
+class ExchangedTokenAuth:
+    """A user's own auth, written with public names only: it trades a code for a token through
+    the client's token request, and sends it raw."""
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    async def authorization(self, send: wa.TokenRequest) -> str:
+        if self.value is None:
+            await self._exchange(send)
+        assert self.value is not None
+        return self.value
+
+    async def renew(self, send: wa.TokenRequest, rejected: str) -> str | None:
+        if self.value == rejected:
+            await self._exchange(send)
+        return self.value
+
+    async def _exchange(self, send: wa.TokenRequest) -> None:
+        body = await send("/auth/authorize", json.dumps({"key": "code"}).encode())
+        self.value = json.loads(body)["accessToken"]
+
+
+async def test_a_custom_auth_needs_only_public_names(mocked: FakeAPI) -> None:
+    mocked.post("/auth/authorize", status=503)  # the token request is retried like a GET
+    mocked.post("/auth/authorize", payload=token_body("c1"))
+    mocked.post("/auth/authorize", payload=token_body("c2"))
+    mocked.get(f"/workflows/{WF}", status=401)
+    workflow_ok(mocked)
+    auth: wa.Auth = ExchangedTokenAuth()
+    async with local(mocked, auth) as session:
+        await session.get_workflow(WF)
+    assert [bearer(mocked, f"/workflows/{WF}", i) for i in range(2)] == ["c1", "c2"]
+    assert "Authorization" not in mocked.calls("POST", "/auth/authorize")[0].headers

@@ -1,14 +1,18 @@
 """The benchmarks still run: ``benchmarks/run.py --smoke`` exits 0 and prints every section.
 
 Only that they work is checked, never how fast: the figures mean something only on a quiet
-machine and next to their own baselines (see benchmarks/README.md).
+machine and next to their own baselines (see benchmarks/README.md). The smoke mode runs its
+helper roles in its own process (a few seconds in all), so one helper is also started here as
+the full runs start them: a process speaking the ``_proc.py`` protocol.
 """
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 SECTIONS = (
@@ -38,13 +42,29 @@ def test_every_benchmark_runs_and_reports() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_only_selects_the_named_benchmarks() -> None:
-    """``--only`` parsed in-process (a second subprocess run would double the test's time)."""
+def bench_module(name: str) -> Any:
+    """A module of benchmarks/ (not a package: imported with its folder on the path)."""
     sys.path.insert(0, str(RUN.parent))
     try:
-        import run as bench_run  # the benchmarks are not a package
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(RUN.parent))
+
+
+def test_only_selects_the_named_benchmarks() -> None:
+    """``--only`` parsed in-process (a second subprocess run would double the test's time)."""
+    bench_run = bench_module("run")
     args = bench_run._parse(["--smoke", "--only", "overhead", "economy"])
     assert args.smoke and args.only == ["overhead", "economy"]
     assert set(args.only) <= set(bench_run.BENCHMARKS)
+
+
+async def test_a_helper_process_starts_answers_and_stops() -> None:
+    child_type = bench_module("_proc").Child
+    assert not child_type.inline  # only run.py --smoke sets it
+    config = {"sims": {"a": {"time_scale": 0.01, "definitions": {"d": 1.0}}}}
+    async with await child_type.start("sims", config, timeout=60) as host:
+        assert set(host.info["sims"]) == {"a"}
+        assert await host.ask("webhooks", urls={"a": "http://127.0.0.1:9/hooks/"}) == {}
+        assert (await host.ask("stats"))["a"]["routes"] == {}
+        assert await host.cpu() > 0

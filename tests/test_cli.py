@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import pytest
+from fake_api import closed_port
 
 from workflows_async.cli import main
 from workflows_async.testing import Simulator, WorkflowDefinition
@@ -102,12 +102,6 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith(ERROR), err
     return lines[0]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- help and bad input ----------------------------------------------------------------------
@@ -590,15 +584,6 @@ def test_listen_no_verify_only_for_a_local_api(capsys: pytest.CaptureFixture[str
     )
     assert code == 2
     assert "--no-verify" in one_error_line(err)
-
-
-def test_listen_redis_without_the_bus_module(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, sim: SimThread
-) -> None:
-    monkeypatch.setitem(sys.modules, "workflows_async.redis_bus", None)
-    code, _, err = cli(capsys, "listen", *api(sim), "--redis", "redis://127.0.0.1:1")
-    assert code == 2
-    assert "--redis" in one_error_line(err)
 
 
 def demo_command() -> list[str]:

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from stack import free_port
+from fake_api import closed_port
 from test_cli import FAST, Child, SimThread, api, cli, no_workflows_env  # noqa: F401
 
-from workflows_async._cli.forward import VERIFIED_HEADER, Forwarder
+from workflows_async.cli.forward import VERIFIED_HEADER, Forwarder
 from workflows_async.events import parse_event
 
 
@@ -95,7 +95,7 @@ def test_forwarding_elsewhere_needs_an_explicit_flag(capsys: pytest.CaptureFixtu
 
 async def test_a_failed_relay_is_reported_never_raised(capsys: pytest.CaptureFixture[str]) -> None:
     event = parse_event(b'{"workflowId": "wf-9", "status": "COMPLETED"}')
-    closed = f"http://127.0.0.1:{free_port()}/nothing-listens-here"
+    closed = f"http://127.0.0.1:{closed_port()}/nothing-listens-here"
     async with Forwarder(closed, verified=True, timeout=5) as forwarder:
         await forwarder.forward(event)
     assert (forwarder.sent, forwarder.failed) == (0, 1)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import FAST, ROOT, Child, SimThread, closed_port, read_jsonl
+from fake_api import closed_port
+from test_cli import FAST, ROOT, Child, SimThread, read_jsonl
 
-from workflows_async._cli.progress import Counts, duration, progress_line
 from workflows_async.cli import build_parser
+from workflows_async.cli.progress import Counts, duration, progress_line
 
 SCRIPT = Path(sys.executable).with_name("workflows-async")
 ENTRY = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "workflows_async"]
@@ -382,6 +383,45 @@ def test_every_faults_knob_is_a_simulate_flag() -> None:
     for field in dataclasses.fields(Faults):
         assert "--" + field.name.replace("_", "-") in flags, field.name
     assert not extra and args.func.__name__ == "simulate_command"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--definition", "d"],
+        ["execute", "--definition", "d", "--locale", "en"],
+        ["wait", "some-id"],
+        ["batch", "rows.csv"],
+    ],
+)
+def test_timeout_defaults_to_the_librarys(argv: list[str]) -> None:
+    """The command's --timeout and Session.run_and_wait/wait share one default."""
+    import inspect
+
+    from workflows_async import Session
+
+    default = inspect.signature(Session.run_and_wait).parameters["timeout"].default
+    assert inspect.signature(Session.wait).parameters["timeout"].default == default
+    assert build_parser().parse_args(argv).timeout == default
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
+     ("0.0.0.0", False),  # noqa: S104 - a value under test, nothing binds it
+     ("::", False), ("192.168.1.5", False), ("localhost.example", False)],
+)  # fmt: skip
+def test_a_server_bound_beyond_this_machine_warns(
+    capsys: pytest.CaptureFixture[str], host: str, local: bool
+) -> None:
+    from workflows_async._urls import is_local_url
+    from workflows_async.cli.servers import _check_host
+
+    _check_host(host)
+    warned = "reachable from other machines" in capsys.readouterr().err
+    assert warned is not local
+    bracketed = f"[{host}]" if ":" in host else host
+    assert is_local_url(f"http://{bracketed}:8080/") is local  # one rule for hosts and URLs
 
 
 def control(url: str, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -6,8 +6,10 @@ events, terminal is final, workflow_id on every error."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+from eventually import eventually
 
 import workflows_async as wa
 from workflows_async._deadlines import Deadlines
@@ -17,21 +19,33 @@ from workflows_async.statuses import StatusSet
 
 
 def session() -> wa.Session:
-    return wa.Session("http://127.0.0.1:9", wa.TokenAuth("unused"), allow_insecure_http=True)
+    return wa.Session(
+        "http://127.0.0.1:9",
+        wa.TokenAuth("unused"),
+        allow_insecure_http=True,
+        verify_webhooks=False,  # local only: deliver() posts unsigned events
+    )
 
 
 def quiet(s: wa.Session) -> None:
     """No poll is ever due (as during a long 429 pause): no HTTP happens."""
-    s._waiting.scheduler._paused_until = float("inf")
+    s._waiting.scheduler.schedule.paused_until = float("inf")
 
 
 def event(wid: str, status: str = "COMPLETED", event_id: str = "e-1") -> wa.WebhookEvent:
     return wa.WebhookEvent(workflow_id=wid, status=status, event_id=event_id)
 
 
+async def deliver(s: wa.Session, wid: str, status: str) -> bool:
+    """The event arrives as a webhook at the Session's receiver; True once it was taken."""
+    body = json.dumps({"workflowId": wid, "status": status, "eventId": "e-1"}).encode()
+    answer = await s.webhook_core().receive("POST", {"Content-Type": "application/json"}, body)
+    return answer.status == 200
+
+
 def left_behind(s: wa.Session) -> tuple[int, int, int, list[str]]:
-    waiting = s._waiting
-    return (len(waiting.registry), len(waiting.scheduler), len(s._deadlines), s.pending())
+    stats = s.stats()
+    return (stats.waits.pending, stats.polls.scheduled, len(s._deadlines), s.pending())
 
 
 async def test_the_deadline_raises_workflow_timeout_with_the_id() -> None:
@@ -54,7 +68,7 @@ async def test_each_wait_has_its_own_deadline() -> None:
         with pytest.raises(wa.WorkflowTimeout):
             await asyncio.wait_for(short, 30)
         assert not long.done()
-        assert await s._waiting.publish(event("wf-1", "FAILED")) is True
+        assert await deliver(s, "wf-1", "FAILED")
         with pytest.raises(wa.WorkflowFailed) as caught:
             await asyncio.wait_for(long, 30)
         assert caught.value.workflow_id == "wf-1"
@@ -65,9 +79,7 @@ async def test_cancelled_waits_leave_nothing_behind() -> None:
     async with session() as s:
         quiet(s)
         tasks = [asyncio.create_task(s.wait(f"wf-{i}", timeout=3600)) for i in range(300)]
-        async with asyncio.timeout(30):
-            while len(s._waiting.registry) < 300:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(s.pending()) >= 300, "300 waits registered", timeout=30)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -80,7 +92,7 @@ async def test_an_event_before_the_wait_and_a_remembered_one_resolve_at_once() -
     async with session() as s:
         quiet(s)
         await s.start()
-        assert await s._waiting.publish(event("wf-1", "FAILED")) is True  # nobody waits yet
+        assert await deliver(s, "wf-1", "FAILED")  # nobody waits yet
         with pytest.raises(wa.WorkflowFailed) as caught:
             await asyncio.wait_for(s.wait("wf-1"), 30)  # from the early-event buffer
         assert caught.value.workflow_id == "wf-1"
@@ -93,9 +105,7 @@ async def test_closing_fails_pending_waits_with_their_id() -> None:
     s = session()
     quiet(s)
     task = asyncio.create_task(s.wait("wf-1", timeout=3600))
-    async with asyncio.timeout(30):
-        while "wf-1" not in s._waiting.registry:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: "wf-1" in s.pending(), "the wait registered", timeout=30)
     await s.close()
     with pytest.raises(wa.SessionClosedError) as caught:
         await asyncio.wait_for(task, 30)
@@ -160,6 +170,52 @@ async def test_a_failing_network_lookup_leaves_the_waits_to_polling() -> None:
         assert completion.channel is wa.Channel.POLL
     finally:
         await waiting.close()
+
+
+async def test_every_bus_gets_the_engine_catch_up_unless_it_has_one() -> None:
+    """``on_reconnect`` is part of the Bus protocol: after a gap the engine looks up what its
+    waiters missed; a hook the user gave the bus stays."""
+
+    async def never(wid: str) -> wa.Workflow:
+        raise AssertionError("no poll expected")
+
+    bus = NetworkBus()
+    assert bus.on_reconnect is None
+    waiting = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
+    try:
+        assert bus.on_reconnect == waiting.recheck
+        future = waiting.enter("wf-1", first_poll=3600)
+        await bus.publish(event("wf-1", "COMPLETED"), terminal=True)  # missed: nobody attached
+        assert not future.done()
+        await bus.on_reconnect()  # what a bus does once delivery is back
+        assert (await asyncio.wait_for(future, 30)).channel is wa.Channel.WEBHOOK
+        waiting.leave("wf-1", future)
+    finally:
+        await waiting.close()
+
+    async def own() -> None:
+        pass
+
+    mine = InMemoryBus()
+    mine.on_reconnect = own
+    Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=mine, poll=never)
+    assert mine.on_reconnect is own
+
+
+async def test_a_bus_without_on_reconnect_is_a_configuration_error() -> None:
+    """A bus written for the older protocol (no ``on_reconnect``) is refused with our typed
+    error, naming what to add, when the Session is made; never a bare AttributeError."""
+
+    class OldBus:
+        healthy = True
+
+        def __getattr__(self, name: str) -> object:
+            if name == "on_reconnect":
+                raise AttributeError(name)
+            return getattr(InMemoryBus(), name)
+
+    with pytest.raises(wa.ConfigurationError, match="on_reconnect"):
+        wa.Session("https://api.example.test", bus=OldBus())  # type: ignore[arg-type]
 
 
 async def test_deadlines_fire_in_order_and_skip_finished_waits() -> None:

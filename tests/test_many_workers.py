@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -25,10 +26,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from eventually import eventually
 from redis_server import RedisServer
-from stack import free_port, serve
 
-from workflows_async.testing import Simulator, WorkflowDefinition
+from workflows_async.testing import Simulator, WorkflowDefinition, serve
 from workflows_async.webhooks import SIGNATURE_HEADER
 
 HERE = Path(__file__).resolve().parent
@@ -39,6 +40,7 @@ TIME_SCALE = 0.02  # kyc-basic ends 10 ms after its run; webhook retries come 0.
 # (webhook_timeout=250 below: the Simulator waits 5 s for an answer before it retries)
 MANUAL = "manual"  # never ends by itself: the test ends it with sim.complete()
 POLL_ROUTE = "GET /workflows/{id}"
+READY = re.compile(rb"^\S+ ready on (\d+);", re.MULTILINE)  # a worker serves, on port 0
 
 State = dict[str, Any]
 
@@ -130,16 +132,32 @@ class Balancer:
 @dataclasses.dataclass
 class WorkerProcess:
     name: str
-    port: int
     argv: list[str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    port: int = 0  # the one its current process reported (it listens on port 0)
+    launched_at: int = dataclasses.field(default=0, init=False)  # log length at the launch
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def reported_port(self) -> bool:
+        """Whether the current process printed its ready line (and so ``port``); fails at once
+        if it exited."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.name} exited early\n{self.tail()}")
+        with self.log.open("rb") as log:
+            log.seek(self.launched_at)
+            found = READY.search(log.read())
+        if found is not None:
+            self.port = int(found.group(1))
+        return found is not None
+
     def launch(self) -> None:
+        self.port = 0
+        self.launched_at = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own program, fixed argv
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -198,48 +216,41 @@ class Cluster:
         self, check: Callable[[list[State]], bool], what: str, timeout: float = 30.0
     ) -> list[State]:
         """Poll every worker's state until ``check`` holds; fail with the logs at the deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         last: list[State] = []
         error: BaseException | None = None
-        while True:
+
+        async def holds() -> bool:
+            nonlocal last, error
             try:
                 last = await self.states()
-                if check(last):
-                    return last
             except (aiohttp.ClientError, OSError) as exc:
                 error = exc  # a worker that is (re)starting
-            if loop.time() > deadline:
-                summary = [
-                    {k: w[k] for k in ("name", "pending", "dispatched", "duplicates", "bus")}
-                    | {"results": len(w["results"])}
-                    for w in last
-                ]
-                logs = "\n".join(w.tail() for w in self.workers)
-                raise AssertionError(
-                    f"timed out after {timeout}s waiting for: {what}\n"
-                    f"states: {summary}\nlast error: {error!r}\n{logs}"
-                )
-            await asyncio.sleep(0.05)
+                return False
+            return check(last)
+
+        try:
+            await eventually(holds, what, timeout=timeout, interval=0.05)
+        except AssertionError as exc:
+            summary = [
+                {k: w[k] for k in ("name", "pending", "dispatched", "duplicates", "bus")}
+                | {"results": len(w["results"])}
+                for w in last
+            ]
+            logs = "\n".join(w.tail() for w in self.workers)
+            raise AssertionError(
+                f"{exc}\nstates: {summary}\nlast error: {error!r}\n{logs}"
+            ) from None
+        return last
 
     async def ready(self, index: int) -> None:
-        """Wait until the worker's current process answers (not a predecessor's ghost)."""
+        """Wait until the worker's current process serves and said on which port; the balancer
+        sends to that port from then on."""
         worker = self.workers[index]
-        assert worker.process is not None
-        pid = worker.process.pid
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while True:
-            if worker.process.poll() is not None:
-                raise AssertionError(f"{worker.name} exited early\n{worker.tail()}")
-            try:
-                if (await self.state(index))["pid"] == pid:
-                    return
-            except (aiohttp.ClientError, OSError):
-                pass
-            if loop.time() > deadline:
-                raise AssertionError(f"{worker.name} did not answer\n{worker.tail()}")
-            await asyncio.sleep(0.05)
+        try:
+            await eventually(worker.reported_port, f"{worker.name} ready", timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{worker.tail()}") from None
+        self.balancer.targets[index] = f"{worker.url}/webhooks/"
 
     def polls(self, workflow_id: str | None = None, *, since: int = 0) -> int:
         """Polls the Simulator saw (of one workflow, when given), from request ``since`` on."""
@@ -282,32 +293,27 @@ async def cluster(
 ) -> AsyncIterator[Cluster]:
     async with Simulator(time_scale=TIME_SCALE, seed=5, webhook_timeout=250) as sim:
         sim.define(MANUAL, WorkflowDefinition(("IN_PROGRESS", "COMPLETED"), duration=1e9))
-        ports: list[int] = []
-        while len(ports) < size:
-            if (port := free_port()) not in ports:
-                ports.append(port)
-        balancer = Balancer([f"http://127.0.0.1:{p}/webhooks/" for p in ports], seed=5)
-        runner, root = await serve(balancer.app())
-        sim.add_webhook_url(f"{root}/")
+        balancer = Balancer([""] * size, seed=5)  # each target set once its worker is ready
         workers = []
-        for index, port in enumerate(ports):
+        for index in range(size):
             name = f"worker-{index}"
             argv = [sys.executable, str(WORKER), "--redis", redis.url, "--api", sim.base_url]
-            argv += ["--port", str(port), "--name", name, "--key", sim.key, "--secret", sim.secret]
+            argv += ["--name", name, "--key", sim.key, "--secret", sim.secret]
             argv += ["--journal", str(tmp_path / f"{name}.journal")]
             for option, value in options.items():
                 argv += [f"--{option.replace('_', '-')}", str(value)]
-            workers.append(WorkerProcess(name, port, argv, tmp_path / f"{name}.log"))
-        try:
-            for worker in workers:
-                worker.launch()
-            async with aiohttp.ClientSession() as http:
-                c = Cluster(sim, balancer, workers, http)
-                await asyncio.gather(*(c.ready(i) for i in range(size)))
-                yield c
-        finally:
-            await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
-            await runner.cleanup()
+            workers.append(WorkerProcess(name, argv, tmp_path / f"{name}.log"))
+        async with serve(balancer.app()) as front:
+            sim.add_webhook_url(f"{front.url}/")
+            try:
+                for worker in workers:
+                    worker.launch()
+                async with aiohttp.ClientSession() as http:
+                    c = Cluster(sim, balancer, workers, http)
+                    await asyncio.gather(*(c.ready(i) for i in range(size)))
+                    yield c
+            finally:
+                await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
 
 
 def results(states: list[State], batch: str | None = None) -> dict[str, State]:

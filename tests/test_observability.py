@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from eventually import eventually
 from stack import FAST_POLL, receiver, stack
 
 import workflows_async as wa
@@ -290,9 +291,7 @@ async def test_key_fetch_failures_are_logged_and_refusals_counted_by_reason(
         case = await s.session.create_case(first_name="Ada")
         with caplog.at_level(logging.INFO, logger="workflows_async"):
             outcome = await s.session.run_and_wait(case.id, "kyc-basic", timeout=20)
-            async with asyncio.timeout(10):
-                while not s.session.stats().webhooks.refused:
-                    await asyncio.sleep(0.02)
+            await eventually(lambda: s.session.stats().webhooks.refused, "a refused webhook")
         stats = s.session.stats()
     assert outcome.channel is wa.Channel.POLL and not outcome.webhook_seen
     assert stats.key_fetches >= 1 and stats.webhooks.accepted == 0

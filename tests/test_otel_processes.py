@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from redis_server import RedisServer
-from stack import free_port, receiver
+from stack import receiver
 
 import workflows_async as wa
 from workflows_async.testing import Simulator
@@ -86,14 +86,13 @@ async def test_the_wait_links_to_a_webhook_received_in_another_process(
 ) -> None:
     provider, exporter = spans
     namespace = "otel-test"
-    port = free_port()
     spans_file = tmp_path / "worker-spans.jsonl"
     async with Simulator(time_scale=0.02, seed=5) as sim:
         worker = subprocess.Popen(  # noqa: S603, ASYNC220 - our own script; started once
             [
                 sys.executable,
                 str(HERE / "otel_worker.py"),
-                *("--redis", redis_server.url, "--api", sim.base_url, "--port", str(port)),
+                *("--redis", redis_server.url, "--api", sim.base_url),
                 *("--key", sim.key, "--secret", sim.secret, "--namespace", namespace),
                 *("--spans", str(spans_file)),
             ],
@@ -103,8 +102,9 @@ async def test_the_wait_links_to_a_webhook_received_in_another_process(
         try:
             assert worker.stdout is not None
             ready = await asyncio.wait_for(asyncio.to_thread(worker.stdout.readline), 30)
-            assert ready.strip() == b"ready", ready
-            sim.add_webhook_url(f"http://127.0.0.1:{port}/webhooks/")
+            word, _, port = ready.decode().partition(" ")
+            assert word == "ready" and port.strip().isdigit(), ready  # it listens on port 0
+            sim.add_webhook_url(f"http://127.0.0.1:{port.strip()}/webhooks/")
             session = wa.Session(  # this process waits, and receives no webhook itself
                 sim.base_url,
                 wa.KeySecretAuth(sim.key, sim.secret),

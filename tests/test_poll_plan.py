@@ -1,5 +1,5 @@
-"""The learned poll plan: pure (no event loop), and how the scheduler follows it (a fake
-clock, no task: each decision is asked for directly)."""
+"""The learned poll plan: pure (no event loop), and how the poll schedule follows it (told
+the time, no task: each decision is asked for directly)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ import itertools
 import pytest
 
 import workflows_async as wa
-from workflows_async._metrics import Recorder
 from workflows_async._poll_plan import DurationSketch, PollPlan
-from workflows_async.models import Workflow
-from workflows_async.polling import PollScheduler
-from workflows_async.statuses import StatusSet
+from workflows_async._poll_schedule import PollSchedule
 
 
 def _polls(
@@ -120,81 +117,61 @@ def test_sketch_points_merge_near_duplicates() -> None:
     assert len(sketch.points()) == 2
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+NOW = 1000.0
 
 
-async def _never(workflow_id: str) -> Workflow:  # pragma: no cover - never polled here
-    raise AssertionError("no poll expected")
-
-
-def _scheduler(clock: _Clock, policy: wa.PollPolicy, healthy: list[bool]) -> PollScheduler:
-    return PollScheduler(
+def _schedule(policy: wa.PollPolicy, healthy: list[bool], lost: list[int]) -> PollSchedule:
+    return PollSchedule(
         policy,
-        _never,
-        StatusSet().is_terminal,
-        lambda wid, workflow: None,
-        lambda wid, exc: None,
-        clock=clock,
         rand=lambda: 0.5,
         stretch_allowed=lambda: healthy[0],
-        recorder=Recorder(clock=clock),
+        webhooks_lost=lambda: lost[0],
     )
 
 
-async def test_scheduler_follows_the_plan_and_falls_back_without_it() -> None:
-    clock, healthy = _Clock(), [True]
-    scheduler = _scheduler(clock, wa.PollPolicy(jitter=0), healthy)
-    scheduler.learn("d", clock.now - 600.0, clock.now)
-    scheduler.note_webhook()
-    scheduler.add("known", definition="d")
-    scheduler.add("unknown", definition="never seen")
-    scheduler.add("by-id")  # wait(id): no definition
-    due = {wid: entry.due - clock.now for wid, entry in scheduler._entries.items()}
+def test_scheduler_follows_the_plan_and_falls_back_without_it() -> None:
+    schedule = _schedule(wa.PollPolicy(jitter=0), [True], [0])
+    schedule.learn("d", NOW - 600.0, NOW)
+    schedule.note_webhook(NOW)
+    schedule.add("known", NOW, definition="d")
+    schedule.add("unknown", NOW, definition="never seen")
+    schedule.add("by-id", NOW)  # wait(id): no definition
+    due = {wid: schedule.due(wid) - NOW for wid in schedule}
     assert due["known"] == pytest.approx(220.0)  # 660 / 3: the stretched cap is 240
     assert due["unknown"] == due["by-id"] == 20.0  # today's schedule: 5 s, stretched x4
-    await scheduler.close()
 
 
-async def test_a_lost_webhook_brings_planned_polls_forward() -> None:
-    clock, healthy = _Clock(), [True]
-    scheduler = _scheduler(clock, wa.PollPolicy(jitter=0), healthy)
-    scheduler.learn("d", clock.now - 600.0, clock.now)
-    scheduler.note_webhook()
-    scheduler.add("w", definition="d")
-    assert scheduler._entries["w"].due - clock.now == pytest.approx(220.0)
-    clock.now += 61.0  # past the quiet period: a trusted plan keeps its spacing
-    scheduler.expedite()
-    assert scheduler._entries["w"].due - clock.now == pytest.approx(159.0)
-    scheduler.recorder.webhooks_lost += 1  # the Recorder counted a lost webhook
-    scheduler.expedite()
-    gap = scheduler._entries["w"].due - clock.now
+def test_a_lost_webhook_brings_planned_polls_forward() -> None:
+    now, lost = NOW, [0]
+    schedule = _schedule(wa.PollPolicy(jitter=0), [True], lost)
+    schedule.learn("d", now - 600.0, now)
+    schedule.note_webhook(now)
+    schedule.add("w", now, definition="d")
+    assert schedule.due("w") - now == pytest.approx(220.0)
+    now += 61.0  # past the quiet period: a trusted plan keeps its spacing
+    schedule.expedite(now)
+    assert schedule.due("w") - now == pytest.approx(159.0)
+    lost[0] += 1  # the Recorder counted a lost webhook
+    schedule.expedite(now)
+    gap = schedule.due("w") - now
     assert gap <= 60.0  # not trusted any more: the unstretched cap, aimed at the quantiles
-    await scheduler.close()
 
 
-async def test_a_failed_bus_ends_the_trust() -> None:
-    clock, healthy = _Clock(), [True]
-    scheduler = _scheduler(clock, wa.PollPolicy(jitter=0), healthy)
-    scheduler.learn("d", clock.now - 600.0, clock.now)
-    scheduler.note_webhook()
-    assert scheduler._trusted()
+def test_a_failed_bus_ends_the_trust() -> None:
+    healthy = [True]
+    schedule = _schedule(wa.PollPolicy(jitter=0), healthy, [0])
+    schedule.learn("d", NOW - 600.0, NOW)
+    schedule.note_webhook(NOW)
+    assert schedule.trusted(NOW)
     healthy[0] = False
-    assert not scheduler._trusted()
-    scheduler.add("w", definition="d")
-    assert scheduler._entries["w"].due - clock.now <= 60.0
-    await scheduler.close()
+    assert not schedule.trusted(NOW)
+    schedule.add("w", NOW, definition="d")
+    assert schedule.due("w") - NOW <= 60.0
 
 
-async def test_learning_can_be_switched_off() -> None:
-    clock, healthy = _Clock(), [True]
-    scheduler = _scheduler(clock, wa.PollPolicy(jitter=0, learn_durations=False), healthy)
-    scheduler.learn("d", clock.now - 600.0, clock.now)
-    assert len(scheduler.plan) == 0
-    scheduler.add("w", definition="d")
-    assert scheduler._entries["w"].due - clock.now == 5.0
-    await scheduler.close()
+def test_learning_can_be_switched_off() -> None:
+    schedule = _schedule(wa.PollPolicy(jitter=0, learn_durations=False), [True], [0])
+    schedule.learn("d", NOW - 600.0, NOW)
+    assert len(schedule.plan) == 0
+    schedule.add("w", NOW, definition="d")
+    assert schedule.due("w") - NOW == 5.0

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from eventually import eventually
 
 import workflows_async as wa
+from workflows_async._poll_schedule import PollSchedule
 from workflows_async.polling import PollScheduler
 from workflows_async.statuses import StatusSet
 
@@ -94,8 +96,7 @@ async def test_many_waiters_share_one_budget() -> None:
     scheduler.start()
     for i in range(200):
         scheduler.add(f"w{i}")
-    while len(finished) < 200:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(finished) >= 200, "200 waiters finished")
     await scheduler.close()
     assert api.max_in_flight <= 4
     assert all(count == 2 for count in api.calls.values())
@@ -121,24 +122,25 @@ async def test_429_slows_everyone_down() -> None:
     scheduler = make(api, policy, finished)
     scheduler.start()
     scheduler.add("a", delay=0)
-    while scheduler.recorder.snapshot().polls.rate_limited == 0:
-        await asyncio.sleep(0.005)
+    await eventually(
+        lambda: scheduler.recorder.snapshot().polls.rate_limited, "a 429", interval=0.005
+    )
     assert scheduler.current_rate == 50
     scheduler.add("b", delay=0)
     await asyncio.sleep(0.1)
     assert "b" not in api.calls  # paused by the Retry-After for everyone
-    while len(finished) < 2:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(finished) >= 2, "both waiters finished")
     await scheduler.close()
 
 
-async def test_webhooks_stretch_the_schedule() -> None:
+def test_webhooks_stretch_the_schedule() -> None:
     policy = wa.PollPolicy(initial_delay=1.0, webhook_stretch=4, jitter=0)
-    scheduler = make(FakeAPI(), policy, [])
-    assert scheduler._interval(0) == 1.0
-    scheduler.note_webhook()
-    assert scheduler._interval(0) == 4.0
-    await scheduler.close()
+    schedule = PollSchedule(policy)
+    schedule.add("before", 0.0)
+    assert schedule.due("before") == 1.0
+    schedule.note_webhook(0.0)
+    schedule.add("after", 0.0)
+    assert schedule.due("after") == 4.0
 
 
 async def test_stretched_entries_come_back_when_webhooks_stop() -> None:
@@ -159,8 +161,7 @@ async def test_stretched_entries_come_back_when_webhooks_stop() -> None:
     scheduler.add("w")  # due in 10 s while webhooks flow
     await asyncio.sleep(0.05)
     healthy = False  # the bus went down
-    while not finished:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: finished, "the waiter finished", interval=0.05)
     await scheduler.close()
     assert api.calls == {"w": 1}
 
@@ -201,8 +202,7 @@ async def test_heap_changes_while_waiting_for_a_slot_lose_no_workflow() -> None:
         scheduler.remove(f"z{i}")  # compacts the heap
     scheduler.add("B", delay=0.2)
     gate.set()
-    while len(done) < 2:
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(done) >= 2, "two polls done", interval=0.02)
     await scheduler.close()
     assert [wid for wid in polled if not wid.startswith("z")] == ["slow", "B"]
     assert {w.id for w in done} == {"slow", "B"}
@@ -212,7 +212,7 @@ async def test_polls_that_cannot_succeed_fail_the_waiters() -> None:
     errors: list[tuple[str, BaseException]] = []
 
     async def poll(wid: str) -> wa.Workflow:
-        # Refused credentials (a plain 401 after a renewal is transient: see test_wait_faults).
+        # Refused credentials (a plain 401 after a renewal is transient: see test_engine_faults).
         raise wa.CredentialsError(401, method="POST", path="/auth/authorize")
 
     scheduler = PollScheduler(
@@ -224,9 +224,7 @@ async def test_polls_that_cannot_succeed_fail_the_waiters() -> None:
     )
     scheduler.start()
     scheduler.add("w", delay=0)
-    async with asyncio.timeout(10):
-        while not errors:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: errors, "the waiter failed")
     await scheduler.close()
     assert errors[0][0] == "w" and isinstance(errors[0][1], wa.CredentialsError)
     assert len(scheduler) == 0
@@ -253,8 +251,7 @@ async def test_a_huge_retry_after_pauses_polling_for_max_interval_at_most() -> N
     scheduler._poll = poll
     scheduler.start()
     scheduler.add("w", delay=0)
-    while not finished:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: finished, "the waiter finished", interval=0.05)
     await scheduler.close()
     assert scheduler.recorder.snapshot().polls.rate_limited == 1
 
@@ -275,3 +272,95 @@ async def test_a_poll_answer_with_another_spelling_of_the_id_resolves_the_waiter
     completion = await asyncio.wait_for(waiting.completion("abc-def", first_poll=0), 5)
     assert completion.channel is wa.Channel.POLL
     await waiting.close()
+
+
+class VirtualTime:
+    """A clock that moves only when the scheduler sleeps: each of its sleeps jumps ahead."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_a_pause_that_begins_while_the_next_poll_waits_for_a_slot_holds_it() -> None:
+    """The only slot is held by a poll that ends in a 429: the poll waiting for that slot
+    must wait for the pause too (it used to start at once, inside the pause)."""
+    time_, gate = VirtualTime(), asyncio.Event()
+    started: dict[str, list[float]] = {}
+    limited_at: list[float] = []
+
+    async def poll(wid: str) -> wa.Workflow:
+        started.setdefault(wid, []).append(time_.now)
+        if wid == "a" and len(started["a"]) == 1:
+            await gate.wait()
+            limited_at.append(time_.now)
+            raise wa.RateLimitError(429, method="GET", path="/w", retry_after=10)
+        return wa.Workflow(id=wid, status="COMPLETED")
+
+    finished: list[wa.Workflow] = []
+    policy = wa.PollPolicy(initial_delay=0, rate=1000, max_in_flight=1, jitter=0)
+    scheduler = PollScheduler(
+        policy,
+        poll,
+        StatusSet().is_terminal,
+        lambda wid, workflow: finished.append(workflow),
+        lambda wid, exc: None,
+        clock=time_,
+        sleep=time_.sleep,
+    )
+    scheduler.add("a", delay=0)
+    scheduler.add("b", delay=0)
+    scheduler.start()
+    await eventually(lambda: "a" in started, "the first poll", interval=0)
+    for _ in range(20):  # the loop gets to wait for the slot with "b" due
+        await asyncio.sleep(0)
+    gate.set()
+    await eventually(lambda: len(finished) >= 2, "both polls done", interval=0)
+    await scheduler.close()
+    assert started["b"][0] >= limited_at[0] + 10
+    assert scheduler.recorder.snapshot().polls.rate_limited == 1
+
+
+async def test_polls_start_within_the_budget_on_a_virtual_clock() -> None:
+    time_ = VirtualTime()
+    starts: list[float] = []
+    running = 0
+    most = 0
+
+    async def poll(wid: str) -> wa.Workflow:
+        nonlocal running, most
+        starts.append(time_.now)
+        running += 1
+        most = max(most, running)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return wa.Workflow(id=wid, status="COMPLETED")
+        finally:
+            running -= 1
+
+    finished: list[wa.Workflow] = []
+    policy = wa.PollPolicy(initial_delay=0, rate=5, max_in_flight=3)
+    scheduler = PollScheduler(
+        policy,
+        poll,
+        StatusSet().is_terminal,
+        lambda wid, workflow: finished.append(workflow),
+        lambda wid, exc: None,
+        clock=time_,
+        sleep=time_.sleep,
+    )
+    for i in range(60):
+        scheduler.add(f"w{i}", delay=0)
+    scheduler.start()
+    await eventually(lambda: len(finished) >= 60, "60 polls done", interval=0)
+    await scheduler.close()
+    assert most <= 3
+    for i, start in enumerate(starts):
+        assert sum(1 for t in starts[i:] if t < start + 1.0) <= policy.rate + 1

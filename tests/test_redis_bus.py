@@ -8,11 +8,12 @@ import logging
 import subprocess
 import sys
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from eventually import eventually
 from redis_server import MakeBus, RedisServer, bus_maker
 
 from workflows_async.bus import Bus
@@ -27,15 +28,6 @@ RAW = b'{"workflowId": "wf-1",\r\n "status": "COMPLETED", "x": "\xff\xfe"}'
 
 def event(workflow_id: str = "wf-1", status: str = "COMPLETED", raw: bytes = RAW) -> WebhookEvent:
     return WebhookEvent(workflow_id=workflow_id, status=status, event_id="e-1", raw=raw)
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -75,11 +67,10 @@ async def test_late_waiter_finds_terminal_event_until_ttl(make_bus: MakeBus) -> 
     assert found[0].raw == RAW
     assert await late.last_terminal([]) == []
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 3.0
-    while await late.last_terminal(["wf-1"]):
-        assert loop.time() < deadline, "terminal event did not expire"
-        await asyncio.sleep(0.05)
+    async def expired() -> bool:
+        return not await late.last_terminal(["wf-1"])
+
+    await eventually(expired, "the terminal event to expire", timeout=3.0, interval=0.05)
 
 
 async def test_last_terminal_many_ids_in_chunks(make_bus: MakeBus) -> None:

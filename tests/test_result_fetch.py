@@ -7,7 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_wait_faults import WF, FakeAPI, fake_api
+from eventually import eventually
+from test_engine_faults import WF, FakeAPI, fake_api
 
 import workflows_async as wa
 from workflows_async._result_fetch import MAX_DELAY, fetch_with_retries, result_retry_delay
@@ -156,9 +157,8 @@ async def test_closing_the_session_while_waiting_names_the_workflow(method: str)
             task = asyncio.create_task(session.wait(WF, timeout=30))
         else:
             task = asyncio.create_task(session.run_and_wait("c", "kyc", timeout=30))
+        await eventually(session.pending, "the wait pending")
         async with asyncio.timeout(10):
-            while not session.pending():
-                await asyncio.sleep(0.01)
             await session.close()
             with pytest.raises(wa.SessionClosedError) as info:
                 await task

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from fake_api import Call, FakeAPI, first_connect_refused_session
+from fake_time import FakeTime
 
 import workflows_async as wa
 from workflows_async import errors
@@ -32,8 +33,15 @@ def local(api: FakeAPI, auth: wa.Auth | None = None, **kwargs: Any) -> wa.Sessio
 
 
 @pytest.fixture
-async def session(mocked: FakeAPI) -> AsyncIterator[wa.Session]:
-    async with local(mocked, wa.TokenAuth("tok-123"), api_version=1, retry=FAST) as s:
+def fake_time() -> FakeTime:
+    """The retry waits of the ``session`` fixture, recorded instead of slept."""
+    return FakeTime()
+
+
+@pytest.fixture
+async def session(mocked: FakeAPI, fake_time: FakeTime) -> AsyncIterator[wa.Session]:
+    s = fake_time.install(local(mocked, wa.TokenAuth("tok-123"), api_version=1, retry=FAST))
+    async with s:
         yield s
 
 
@@ -141,20 +149,28 @@ async def test_error_statuses_raise_typed_errors_without_retry(
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1
 
 
-async def test_get_retried_on_500_then_succeeds(session: wa.Session, mocked: FakeAPI) -> None:
+async def test_get_retried_on_500_then_succeeds(
+    session: wa.Session, mocked: FakeAPI, fake_time: FakeTime
+) -> None:
     url = f"/workflows/{WF_ID}"
     mocked.get(url, status=500)
     mocked.get(url, status=502)
     mocked.get(url, payload={"id": WF_ID, "status": "COMPLETED"})
     assert (await session.get_workflow(WF_ID)).status == "COMPLETED"
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 3
+    # Full jitter: the n-th wait is at most base_delay * 2**n.
+    first, second = fake_time.sleeps
+    assert 0 <= first <= FAST.base_delay and 0 <= second <= 2 * FAST.base_delay
 
 
-async def test_get_gives_up_after_max_attempts(session: wa.Session, mocked: FakeAPI) -> None:
+async def test_get_gives_up_after_max_attempts(
+    session: wa.Session, mocked: FakeAPI, fake_time: FakeTime
+) -> None:
     mocked.get(f"/workflows/{WF_ID}", status=503, repeat=True)
     with pytest.raises(errors.ServerError):
         await session.get_workflow(WF_ID)
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 3
+    assert len(fake_time.sleeps) == 2  # no wait after the last try
 
 
 async def test_post_not_retried_on_500(session: wa.Session, mocked: FakeAPI) -> None:
@@ -199,32 +215,35 @@ async def test_post_retried_when_never_connected(mocked: FakeAPI) -> None:
 
 
 async def test_post_retried_on_429_honouring_retry_after(
-    session: wa.Session, mocked: FakeAPI
+    session: wa.Session, mocked: FakeAPI, fake_time: FakeTime
 ) -> None:
-    mocked.post("/workflows/run", status=429, headers={"Retry-After": "0"})
+    mocked.post("/workflows/run", status=429, headers={"Retry-After": "3"})
     mocked.post("/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
     assert (await session.run_workflow(CASE_ID, "kyc")).id == WF_ID
     assert len(calls(mocked, "POST", "/workflows/run")) == 2
+    assert fake_time.sleeps == [3.0]  # the server's wait, in full
 
 
 async def test_retry_after_http_date_in_the_past_retries_at_once(
-    session: wa.Session, mocked: FakeAPI
+    session: wa.Session, mocked: FakeAPI, fake_time: FakeTime
 ) -> None:
     url = f"/workflows/{WF_ID}"
     mocked.get(url, status=429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     mocked.get(url, payload={"id": WF_ID, "status": "IN_PROGRESS"})
     assert (await session.get_workflow(WF_ID)).id == WF_ID
+    assert fake_time.sleeps == [0.0]
 
 
 @pytest.mark.parametrize("retry_after", ["120", "Fri, 01 Jan 2100 00:00:00 GMT"])
 async def test_retry_after_above_cap_raises_rate_limit(
-    session: wa.Session, mocked: FakeAPI, retry_after: str
+    session: wa.Session, mocked: FakeAPI, fake_time: FakeTime, retry_after: str
 ) -> None:
     mocked.get(f"/workflows/{WF_ID}", status=429, headers={"Retry-After": retry_after}, repeat=True)
     with pytest.raises(errors.RateLimitError) as info:
         await session.get_workflow(WF_ID)
     assert info.value.retry_after is not None and info.value.retry_after > 30
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1
+    assert fake_time.sleeps == []
 
 
 async def test_undecodable_answer_is_decode_error(session: wa.Session, mocked: FakeAPI) -> None:
@@ -292,12 +311,15 @@ def test_request_id_surfaces_in_errors() -> None:
 
 
 async def test_retries_stop_at_max_time_even_with_attempts_left(mocked: FakeAPI) -> None:
-    policy = wa.RetryPolicy(max_attempts=50, base_delay=0.1, max_delay=0.1, max_time=0.25)
+    policy = wa.RetryPolicy(max_attempts=50, base_delay=2.0, max_delay=2.0, max_time=5.0)
     mocked.get(f"/workflows/{WF_ID}", status=503, repeat=True)
-    async with local(mocked, wa.TokenAuth("t"), retry=policy) as session:
+    fake_time = FakeTime()
+    async with fake_time.install(local(mocked, wa.TokenAuth("t"), retry=policy)) as session:
         with pytest.raises(errors.ServerError):
             await session.get_workflow(WF_ID)
-    assert 2 <= len(calls(mocked, "GET", f"/workflows/{WF_ID}")) < 50
+    tries = len(calls(mocked, "GET", f"/workflows/{WF_ID}"))
+    assert 2 <= tries < 50 and len(fake_time.sleeps) == tries - 1
+    assert sum(fake_time.sleeps) <= policy.max_time  # the last wait is cut to the deadline
 
 
 async def test_no_retry_when_asked(session: wa.Session, mocked: FakeAPI) -> None:
@@ -324,8 +346,22 @@ async def test_redirects_are_never_followed(
 async def test_retry_after_longer_than_the_time_left_is_not_cut_short(mocked: FakeAPI) -> None:
     policy = wa.RetryPolicy(max_attempts=5, max_time=0.5, max_retry_after=30)
     mocked.get(f"/workflows/{WF_ID}", status=429, headers={"Retry-After": "1"}, repeat=True)
-    async with local(mocked, wa.TokenAuth("t"), retry=policy) as session:
+    fake_time = FakeTime()
+    async with fake_time.install(local(mocked, wa.TokenAuth("t"), retry=policy)) as session:
         with pytest.raises(errors.RateLimitError) as info:
             await session.get_workflow(WF_ID)
     assert info.value.retry_after == 1
     assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 1  # no early try a second later
+    assert fake_time.sleeps == []
+
+
+async def test_a_retry_after_that_fits_the_time_left_is_waited_in_full(mocked: FakeAPI) -> None:
+    policy = wa.RetryPolicy(max_attempts=5, max_time=10, max_retry_after=30)
+    mocked.get(f"/workflows/{WF_ID}", status=429, headers={"Retry-After": "4"}, repeat=True)
+    fake_time = FakeTime()
+    async with fake_time.install(local(mocked, wa.TokenAuth("t"), retry=policy)) as session:
+        with pytest.raises(errors.RateLimitError):
+            await session.get_workflow(WF_ID)
+    # 4 s, 4 s, then 2 s left: a third wait of 4 s does not fit, and none is cut short.
+    assert fake_time.sleeps == [4.0, 4.0]
+    assert len(calls(mocked, "GET", f"/workflows/{WF_ID}")) == 3

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from eventually import eventually
 
 import workflows_async as wa
 from workflows_async.testing import Faults, Simulator
@@ -38,8 +39,11 @@ async def test_full_flow_case_parameters_run_status_result() -> None:
         params = await session.create_parameters("kyc-basic", {"country": "GB", "level": 2})
         workflow = await session.run_workflow(case.id, "kyc-basic", parameters_id=params.id)
         assert workflow.case_id == case.id and not session.statuses.is_terminal(workflow.status)
-        while not session.statuses.is_terminal((await session.get_workflow(workflow.id)).status):
-            await asyncio.sleep(0.01)
+
+        async def ended() -> bool:
+            return session.statuses.is_terminal((await session.get_workflow(workflow.id)).status)
+
+        await eventually(ended, "the workflow to end")
         result = await session.get_result(workflow.id)
         assert result.case_id == case.id and result.party_id and result.created_date
         assert result["parameters"] == {"country": "GB", "level": 2}
@@ -116,7 +120,7 @@ async def test_a_post_that_took_effect_is_never_resent() -> None:
 
 
 async def test_429_is_retried_even_for_posts() -> None:
-    status = 429  # not 503: a gateway may answer 503 after forwarding (tests/test_request_path.py)
+    status = 429  # not 503: a gateway may answer 503 after forwarding (tests/test_http.py)
     async with Simulator(seed=3) as sim, client(sim) as session:
         sim.faults.error_statuses, sim.faults.retry_after = (status,), 0.0
         sim.faults.error_rate = 0.5

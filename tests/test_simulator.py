@@ -29,6 +29,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from eventually import eventually
 
 import workflows_async.testing as testing
 from workflows_async.testing import (
@@ -671,8 +672,10 @@ async def test_out_of_order_delivers_newest_first_once_final(receiver: Receiver)
     options = {"webhook_urls": [receiver.url], "definitions": {"steps": steps}}
     async with serve(faults=Faults(out_of_order=True), **options) as (sim, api):
         workflow = await api.run("steps")  # AWAITING after 0.2 s, COMPLETED after 0.4 s
-        while sim.workflow_status(workflow["id"]) == "IN_PROGRESS":
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: sim.workflow_status(workflow["id"]) != "IN_PROGRESS",
+            "the workflow past IN_PROGRESS",
+        )
         assert not receiver.hooks  # AWAITING is held back
         await sim.wait_idle(timeout=5)
         assert [e["status"] for e in receiver.events] == ["COMPLETED", "AWAITING"]

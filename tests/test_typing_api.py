@@ -59,13 +59,27 @@ typo = wa.Session.from_env(timout=5.0)
 wrong = wa.Session.from_env(timeout="5")
 """
 
+WEBHOOK_KEYWORDS = """
+import workflows_async as wa
+
+new = wa.Session("https://x", webhooks=wa.WebhookSettings(verify=False, force_unverified=True))
+old = wa.Session("https://x", verify_webhooks=False, force_unverified=True, max_webhook_body=10)
+wrong = wa.Session("https://x", max_webhook_body="10")
+typo = wa.Session("https://x", verify_webhook=False)
+"""
+
 
 @pytest.fixture(scope="module")
 def errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     directory: Path = tmp_path_factory.mktemp("typing")
     return mypy_errors(
         directory,
-        {"outcomes": OUTCOMES, "optional_result": OPTIONAL_RESULT, "from_env": FROM_ENV},
+        {
+            "outcomes": OUTCOMES,
+            "optional_result": OPTIONAL_RESULT,
+            "from_env": FROM_ENV,
+            "webhook_keywords": WEBHOOK_KEYWORDS,
+        },
     )
 
 
@@ -86,6 +100,13 @@ def test_from_env_options_are_checked(errors: dict[str, list[str]]) -> None:
     assert ":6: error: Argument" in found[1] and '"timeout"' in found[1]
 
 
+def test_the_older_webhook_keywords_are_still_checked(errors: dict[str, list[str]]) -> None:
+    found = errors["webhook_keywords"]
+    assert len(found) == 2, found
+    assert ":6: error: Argument" in found[0] and '"max_webhook_body"' in found[0]
+    assert ':7: error: Unexpected keyword argument "verify_webhook"' in found[1]
+
+
 def test_from_env_refuses_an_unknown_option_at_run_time() -> None:
     env = {"WORKFLOWS_BASE_URL": "https://api.example.com", "WORKFLOWS_ORG_TOKEN": "tot_x"}
     with pytest.raises(wa.ConfigurationError, match=r"'timout' \(did you mean 'timeout'\?\)"):
@@ -93,10 +114,14 @@ def test_from_env_refuses_an_unknown_option_at_run_time() -> None:
 
 
 def test_session_options_are_the_constructor_keywords() -> None:
-    from workflows_async._options import SessionOptions
+    from workflows_async._options import SessionOptions, WebhookKeywords
 
     parameters = inspect.signature(wa.Session.__init__).parameters
-    assert set(SessionOptions.__optional_keys__) == set(parameters) - {"self"}
+    named = {name for name, p in parameters.items() if p.kind is not p.VAR_KEYWORD}
+    assert parameters["webhook_keywords"].kind is inspect.Parameter.VAR_KEYWORD
+    assert set(SessionOptions.__optional_keys__) == (
+        named - {"self"} | WebhookKeywords.__optional_keys__
+    )
 
 
 def test_outcomes_keep_their_runtime_shape() -> None:

@@ -1,7 +1,8 @@
 """One worker of a test cluster, run as its own process by ``tests/test_many_workers.py``.
 
-It serves, on ``127.0.0.1:--port``, the Session's webhook sub-app at ``/webhooks/`` plus a small
-control API for the test:
+It serves, on 127.0.0.1 and a port the system picks, the Session's webhook sub-app at
+``/webhooks/`` plus a small control API for the test, and prints ``NAME ready on PORT; resumed N``
+once it does:
 
 - ``POST /run?count=K&definition=D&batch=B``: K ``run_and_wait`` calls for one new case (its
   id is the answer), each recorded when done;
@@ -27,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 import workflows_async as wa
+from workflows_async.testing import serve
 
 
 class Journal:
@@ -155,7 +157,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis", required=True, help="redis:// URL of the shared bus")
     parser.add_argument("--api", required=True, help="base URL of the (simulated) API")
-    parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="worker")
     parser.add_argument("--key", default="test-key")
     parser.add_argument("--secret", default="test-secret")
@@ -187,19 +188,16 @@ async def main(args: argparse.Namespace) -> None:
     # reaches this process: the test counts dispatches per process.
     async with session:
         worker = Worker(args.name, session, bus, Journal(args.journal))
-        runner = web.AppRunner(worker.app(), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", args.port).start()
-        resumed = worker.resume()
-        print(f"{args.name} ready on {args.port}; resumed {len(resumed)}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
         try:
-            await stop.wait()
+            async with serve(worker.app()) as served:
+                resumed = worker.resume()
+                print(f"{args.name} ready on {served.port}; resumed {len(resumed)}", flush=True)
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, stop.set)
+                await stop.wait()
         finally:
-            await runner.cleanup()
             for task in list(worker.tasks):
                 task.cancel()
 

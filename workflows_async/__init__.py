@@ -13,9 +13,10 @@ from ._lazy import lazy_exports
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._options import WebhookSettings
     from ._retry import RetryPolicy
     from .asgi import WebhookASGIApp
-    from .auth import Auth, KeySecretAuth, OrganizationTokenAuth, TokenAuth
+    from .auth import Auth, KeySecretAuth, OrganizationTokenAuth, TokenAuth, TokenRequest
     from .blocking import BlockingWebhookReceiver
     from .bus import Bus, InMemoryBus
     from .errors import (
@@ -98,6 +99,7 @@ __all__ = [
     "StatusSet",
     "Token",
     "TokenAuth",
+    "TokenRequest",
     "TransportError",
     "UnsupportedMediaTypeError",
     "WaitError",
@@ -107,6 +109,7 @@ __all__ = [
     "WebhookCore",
     "WebhookError",
     "WebhookEvent",
+    "WebhookSettings",
     "WebhookStats",
     "WebhookVerifier",
     "Workflow",
@@ -161,6 +164,7 @@ _SOURCES: dict[str, str] = {
     "StatusSet": ".statuses",
     "Token": ".models",
     "TokenAuth": ".auth",
+    "TokenRequest": ".auth",
     "TransportError": ".errors",
     "UnsupportedMediaTypeError": ".errors",
     "WaitError": ".errors",
@@ -170,6 +174,7 @@ _SOURCES: dict[str, str] = {
     "WebhookCore": ".webhooks",
     "WebhookError": ".errors",
     "WebhookEvent": ".events",
+    "WebhookSettings": "._options",
     "WebhookStats": ".stats",
     "WebhookVerifier": ".keys",
     "Workflow": ".models",

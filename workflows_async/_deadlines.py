@@ -1,13 +1,16 @@
-"""Deadlines of pending waits: one heap and at most one timer for all of them.
+"""Deadlines of waits, and the one error a missed deadline raises.
 
-A pending wait awaits its own future; its deadline is one small tuple in a shared heap instead
-of an ``asyncio.timeout`` per wait (a Timeout, a TimerHandle and a loop-heap entry each).
+``Deadlines``: a pending ``wait()`` awaits its own future; its deadline is one small tuple in a
+shared heap instead of an ``asyncio.timeout`` per wait (a Timeout, a TimerHandle and a
+loop-heap entry each). ``WaitScope``: the deadline of a wait that runs code (a run request, a
+result fetch), as one ``asyncio.timeout``.
 
 Invariants: at most one loop timer is armed, for the earliest deadline; when a deadline passes
 and its future is still pending, the future gets the error ``expired(workflow_id, timeout)``
 made for it (one exception object per wait); a future already done is never touched; items of
 finished waits are dropped lazily and the heap is rebuilt before they outnumber the live ones,
-so memory follows the pending waits, not the finished ones.
+so memory follows the pending waits, not the finished ones. A deadline missed after the
+workflow id is known raises :func:`wait_timed_out`'s error, whichever of the two enforced it.
 """
 
 from __future__ import annotations
@@ -16,9 +19,17 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
-__all__ = ["Deadlines"]
+from .errors import WorkflowsError, WorkflowTimeout
+
+__all__ = ["DEFAULT_WAIT_TIMEOUT", "Deadlines", "WaitScope", "wait_timed_out"]
+
+DEFAULT_WAIT_TIMEOUT = 900.0
+"""Seconds a wait lasts unless told otherwise (``run_and_wait``, ``wait``, the CLI's
+``--timeout``). Here, in a module that loads neither aiohttp nor the Session, so the command
+can show it cheaply."""
 
 Expired = Callable[[str, float], BaseException]
 _Item = tuple[float, int, "asyncio.Future[Any]", str, float]
@@ -81,3 +92,59 @@ class Deadlines:
             heapq.heappop(heap)
         if heap:
             self._arm(loop, heap[0][0])
+
+
+class WaitScope:
+    """One wait's deadline and its errors: on expiry :class:`WorkflowTimeout`; once the
+    workflow id is known, every :class:`WorkflowsError` leaving the scope carries it.
+    ``at``: an absolute deadline (``loop.time()``) instead of ``timeout`` from now."""
+
+    def __init__(
+        self,
+        timeout: float,
+        workflow_id: str | None = None,
+        *,
+        before: str = "the run request",
+        at: float | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.workflow_id = workflow_id
+        self._before = before  # what the API had not answered when no id is known yet
+        self._deadline = asyncio.timeout(timeout) if at is None else asyncio.timeout_at(at)
+
+    async def __aenter__(self) -> Self:
+        await self._deadline.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._deadline.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            if not self._deadline.expired():
+                raise
+            raise self._timed_out() from None
+        if isinstance(exc, WorkflowsError) and exc.workflow_id is None and self.workflow_id:
+            exc.workflow_id = self.workflow_id  # then re-raised as it is
+
+    def _timed_out(self) -> WorkflowTimeout:
+        wid = self.workflow_id
+        if wid is None:
+            return WorkflowTimeout(
+                f"timed out before the API answered {self._before}", workflow_id=""
+            )
+        return wait_timed_out(wid, self.timeout)
+
+
+def wait_timed_out(workflow_id: str, timeout: float) -> WorkflowTimeout:
+    """The error of a wait for ``workflow_id`` whose ``timeout`` passed: it says how to
+    resume."""
+    return WorkflowTimeout(
+        f"workflow {workflow_id}: no result within {timeout:g} s; "
+        f"await session.wait({workflow_id!r}) to pick it up again",
+        workflow_id=workflow_id,
+    )

@@ -8,7 +8,8 @@ any other failure of it whose outcome is unknown raises :class:`OutcomeUnknownEr
 to at most two resends (with a newer value, then with a renewed one) and never a loop; no body
 larger than ``max_response_body`` is read into memory; at most as many requests are in flight
 as the connection pool has connections, and a request's Authorization value is taken only once
-it holds one of those slots (a value taken earlier could expire while the request queues).
+it holds one of those slots (a value taken earlier could expire while the request queues); the
+retry loop waits only through ``HttpClient.sleep`` and reads time only from ``HttpClient.clock``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
-import backoff
 from multidict import CIMultiDictProxy
 
 from ._api_errors import error_for_status, request_id
@@ -50,7 +49,6 @@ _FIXED_TOKEN_REFUSED = "a fixed token cannot be renewed; supply a new one"  # no
 _TOKEN_PATHS = frozenset({"/auth/authorize", "/auth/refresh"})
 _DEBUG = functools.partial(logging.getLogger("workflows_async.http").isEnabledFor, logging.DEBUG)
 _AIOHTTP_DEFAULT_LIMIT = 100  # aiohttp.TCPConnector's own default
-Authorization = Callable[[], Awaitable[str]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,42 +99,40 @@ def _reason(error: APIError | TransportError) -> str:
     return type(error).__name__
 
 
-def _next_delay(
-    policy: RetryPolicy,
-    retry: int,
-    failed: _Retry,
-    deadline: float,
-    call: CallHandle | None = None,
-    recorder: Recorder | None = None,
-) -> float:
-    """The wait before the next try; raises ``failed`` when none fits before ``deadline``.
-
-    A server's Retry-After is honoured in full or not at all: a try before it is over would
-    only be refused again. The retry is reported to ``recorder`` (counted and logged)."""
-    left = deadline - time.monotonic()
+def _next_delay(policy: RetryPolicy, retry: int, failed: _Retry, left: float) -> float | None:
+    """The wait before retry number ``retry`` with ``left`` seconds to the call's deadline;
+    None when none fits. A server's Retry-After is honoured in full or not at all: a try
+    before it is over would only be refused again."""
     wait = policy.delay(retry, failed.retry_after)
     if left <= 0 or (failed.retry_after is not None and wait > left):
-        raise failed
-    wait = min(wait, left)
-    if recorder is not None and call is not None:
-        recorder.retry(call, wait, _reason(failed.error))
-    return wait
+        return None
+    return min(wait, left)
 
 
-def _wait_gen(
-    policy: RetryPolicy, retry: int, deadline: float, call: CallHandle, recorder: Recorder
-) -> Generator[float, Any, None]:
-    """A ``backoff`` wait generator over :func:`_next_delay`; ``retry`` numbers the first wait."""
-    sent = yield 0.0  # backoff primes the generator with send(None)
-    while True:
-        if not isinstance(sent, _Retry):  # pragma: no cover - backoff sends what it caught
-            raise TypeError("unexpected value sent to the wait generator")
-        sent = yield _next_delay(policy, retry, sent, deadline, call, recorder)
-        retry += 1
+@dataclasses.dataclass(slots=True)
+class _Request:
+    """One call's fixed parts, shared by all its attempts. ``used`` is the Authorization
+    value the latest attempt carried (the one a 401 refused)."""
+
+    call: CallHandle
+    method: str
+    path: str
+    body: bytes | None
+    params: Mapping[str, str] | None
+    headers: dict[str, str]
+    retry: bool
+    replayable: bool
+    gated: bool
+    auth: Auth | None
+    used: str = ""
 
 
 class HttpClient:
-    """Sends requests to ``base_url`` with the given headers, timeout and retry policy."""
+    """Sends requests to ``base_url`` with the given headers, timeout and retry policy.
+
+    ``sleep`` and ``clock`` (monotonic seconds) are what the retry loop waits with and measures
+    ``RetryPolicy.max_time`` by: tests swap them to record the waits instead of sleeping.
+    """
 
     def __init__(
         self,
@@ -150,6 +146,8 @@ class HttpClient:
         max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
         connection_limit: int | None = None,
         recorder: Recorder | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.recorder = recorder if recorder is not None else Recorder()
@@ -158,6 +156,8 @@ class HttpClient:
         self.retry = retry
         self.auth = auth
         self.max_response_body = max_response_body
+        self.sleep = sleep
+        self.clock = clock
         self._connection_limit = connection_limit
         self._session = session
         self._owns_session = session is None
@@ -214,67 +214,46 @@ class HttpClient:
         is one span however many attempts it takes.
         """
         call = self.recorder.call_started(method, path)
+        headers = self._headers
+        if accept is not None or body is not None:
+            headers = dict(headers)
+            if accept is not None:
+                headers["Accept"] = accept
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+        if replayable is None:
+            replayable = method.upper() in IDEMPOTENT_METHODS
+        auth = self.auth if authorize else None
+        req = _Request(call, method, path, body, params, headers, retry, replayable, gated, auth)
         try:
-            response = await self._request(
-                call, method, path, body, params, accept, retry, authorize, replayable, gated
-            )
+            response = await self._authorized(req)
         except BaseException as exc:
             self.recorder.call_ended(call, getattr(exc, "status", None), type(exc).__name__)
             raise
         self.recorder.call_ended(call, response.status)
         return response
 
-    async def _request(
-        self,
-        call: CallHandle,
-        method: str,
-        path: str,
-        body: bytes | None,
-        params: Mapping[str, str] | None,
-        accept: str | None,
-        retry: bool,
-        authorize: bool,
-        replayable: bool | None,
-        gated: bool,
-    ) -> Response:
-        headers = dict(self._headers)
-        if accept is not None:
-            headers["Accept"] = accept
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        if replayable is None:
-            replayable = method.upper() in IDEMPOTENT_METHODS
-        send = functools.partial(
-            self._send, call, method, path, body, params, retry, replayable, gated, headers
-        )
-        auth = self.auth if authorize else None
+    async def _authorized(self, req: _Request) -> Response:
+        """:meth:`_send`, and the 401 flow: at most two resends, never a loop."""
+        auth = req.auth
         if auth is None:
-            return await send(None)
-        used = ""
-
-        async def current() -> str:
-            """The auth's value now, remembered as the one this call used."""
-            nonlocal used
-            assert auth is not None
-            used = await auth.authorization(self._token_request)
-            return used
-
+            return await self._send(req)
         try:
-            return await send(current)
+            return await self._send(req)
         except CredentialsError:
             raise  # the token request itself was refused: nothing to resend with
         except AuthenticationError as refused:
             first = refused
-        if await auth.authorization(self._token_request) != used:
+        if await auth.authorization(self._token_request) != req.used:
             try:  # another call renewed meanwhile: that value may do
-                return await send(current)
+                return await self._send(req)
             except CredentialsError:
                 raise
             except AuthenticationError:
                 pass
-        why = renewal_reason.set(f"401 from {call.template}")
+        why = renewal_reason.set(f"401 from {req.call.template}")
         try:
-            renewed = await auth.renew(self._token_request, used)
+            renewed = await auth.renew(self._token_request, req.used)
         finally:
             renewal_reason.reset(why)
         if renewed is None:
@@ -289,108 +268,60 @@ class HttpClient:
             ) from None
         # A 401 now, after a renewal, is a plain AuthenticationError: the token is new, so the
         # next call renews again (e.g. tokens revoked in the meantime), never in a loop here.
-        # (``current`` gives the renewed value, unless it expired by the clock while queued.)
-        return await send(current)
+        # (The attempt takes the renewed value, unless it expired by the clock while queued.)
+        return await self._send(req)
 
     async def _token_request(self, path: str, body: bytes) -> bytes:
-        """The auth's way to ask for a token: no Authorization header, retried like a GET."""
+        """The auth's :data:`~workflows_async.auth.TokenRequest`: no Authorization header,
+        retried like a GET."""
         self.recorder.token_request(path.rpartition("/")[2], renewal_reason.get())
         response = await self.request(
             "POST", path, body=body, authorize=False, replayable=True, gated=False
         )
         return response.body
 
-    async def _send(
-        self,
-        call: CallHandle,
-        method: str,
-        path: str,
-        body: bytes | None,
-        params: Mapping[str, str] | None,
-        retry: bool,
-        replayable: bool,
-        gated: bool,
-        headers: dict[str, str],
-        authorization: Authorization | None,
-    ) -> Response:
-        """One request with the retries the policy allows, under one deadline."""
+    async def _send(self, req: _Request) -> Response:
+        """One request with the retries the policy allows, under one deadline (``max_time``
+        covers the whole call, sleeps included). Why this loop is ours: see ``_retry.py``."""
         policy = self.retry
-        deadline = time.monotonic() + policy.max_time
-        args = (call, method, path, body, headers, params, replayable, gated, authorization)
-        try:
-            return await self._send_once(*args)
-        except _Retry as failed:
-            if not retry or policy.max_attempts == 1:
-                raise failed.error from None
+        attempts = policy.max_attempts if req.retry else 1
+        deadline = self.clock() + policy.max_time
+        retry = 0
+        while True:
             try:
-                first_wait = _next_delay(policy, 0, failed, deadline, call, self.recorder)
-            except _Retry:
-                raise failed.error from None
-        # Most calls succeed at once and never pay for backoff's bookkeeping (it was most of
-        # the per-call cost next to raw aiohttp). After a first failure, the remaining tries
-        # run under backoff, within the same deadline (``max_time`` covers the whole call).
-        await asyncio.sleep(first_wait)
-        send = backoff.on_exception(
-            _wait_gen,
-            _Retry,
-            max_tries=policy.max_attempts - 1,
-            max_time=max(0.0, deadline - time.monotonic()),
-            jitter=None,
-            logger=None,
-            policy=policy,
-            retry=1,
-            deadline=deadline,
-            call=call,
-            recorder=self.recorder,
-        )(self._send_once)
-        try:
-            response: Response = await send(*args)
-        except _Retry as exhausted:
-            raise exhausted.error from None
-        return response
+                return await self._send_once(req)
+            except _Retry as failed:
+                wait = None
+                if retry + 1 < attempts:
+                    wait = _next_delay(policy, retry, failed, deadline - self.clock())
+                if wait is None:
+                    raise failed.error from None
+                self.recorder.retry(req.call, wait, _reason(failed.error))
+            await self.sleep(wait)
+            retry += 1
 
-    async def _send_once(
-        self,
-        call: CallHandle,
-        method: str,
-        path: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        params: Mapping[str, str] | None,
-        replayable: bool,
-        gated: bool,
-        authorization: Authorization | None,
-    ) -> Response:
+    async def _send_once(self, req: _Request) -> Response:
         client = self._client()
-        args = (client, call, method, path, body, headers, params, replayable, authorization)
-        if gated and self._slots is not None:
+        if req.gated and self._slots is not None:
             async with self._slots:
-                return await self._attempt(*args)
-        return await self._attempt(*args)
+                return await self._attempt(client, req)
+        return await self._attempt(client, req)
 
-    async def _attempt(
-        self,
-        client: aiohttp.ClientSession,
-        call: CallHandle,
-        method: str,
-        path: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        params: Mapping[str, str] | None,
-        replayable: bool,
-        authorization: Authorization | None,
-    ) -> Response:
-        if authorization is not None:  # taken now, when the request is about to go out
-            headers = {**headers, "Authorization": await authorization()}
+    async def _attempt(self, client: aiohttp.ClientSession, req: _Request) -> Response:
+        method, path, replayable, call = req.method, req.path, req.replayable, req.call
+        headers = req.headers
+        if req.auth is not None:  # taken now, when the request is about to go out
+            req.used = await req.auth.authorization(self._token_request)
+            headers = {**headers, "Authorization": req.used}
         url = self.base_url + path
         started = time.perf_counter()
         try:
             async with client.request(
                 method,
                 url,
-                data=body,
+                data=req.body,
                 headers=headers,
-                params=params,
+                params=req.params,
                 timeout=self._timeout,
                 # Never follow: a redirect would resend credentials, bodies with personal data
                 # and key requests to wherever it points, https or not.

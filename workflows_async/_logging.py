@@ -14,9 +14,10 @@ import os
 import sys
 from collections.abc import Mapping
 
+from ._env import LOG as ENV
+
 __all__ = ["ENV", "LOGGER", "setup_from_env"]
 
-ENV = "WORKFLOWS_LOG"
 LOGGER = "workflows_async"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"

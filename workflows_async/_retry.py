@@ -3,6 +3,15 @@
 Invariants: a request that may have taken effect (a POST that reached the server and was not
 answered 429) is never retried; a Retry-After above the policy's cap is never slept on; a delay
 is never negative; parsing a header never raises.
+
+Why the retry loop is ours (``HttpClient._send``, a dozen lines) and not the ``backoff``
+package's: every delay is decided here (full jitter, or the server's Retry-After honoured in
+full or not at all against the call's deadline, where ``backoff`` would cut a wait short to
+fit ``max_time``), so ``backoff`` was left counting tries. It sleeps with ``asyncio.sleep`` and
+measures ``max_time`` on ``datetime.now()``, neither of which can be swapped, so retry tests
+slept for real, and a wall-clock jump could stretch or cut a call's time budget; and its
+per-call bookkeeping was most of the client's overhead next to raw aiohttp (benchmarks/README).
+The loop takes its ``sleep`` and monotonic ``clock`` from the HttpClient instead.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ _DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # ASCII digits only, unlike
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How failed requests are retried (exponential backoff with full jitter, via ``backoff``).
+    """How failed requests are retried: exponential backoff with full jitter.
 
     ``max_attempts`` counts the first try; ``max_time`` bounds the whole call including sleeps;
     a ``Retry-After`` longer than ``max_retry_after`` raises :class:`RateLimitError` at once.

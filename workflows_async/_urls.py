@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["check_base_url", "is_local_url"]
+__all__ = ["check_base_url", "is_local_host", "is_local_url"]
 
 
 def check_base_url(url: object, *, allow_insecure_http: bool) -> str:
@@ -34,7 +34,12 @@ def check_base_url(url: object, *, allow_insecure_http: bool) -> str:
 
 def is_local_url(url: str) -> bool:
     """True when the URL's host is localhost or a loopback address."""
-    host = urlsplit(url).hostname or ""
+    return is_local_host(urlsplit(url).hostname or "")
+
+
+def is_local_host(host: str) -> bool:
+    """True for ``localhost`` or a loopback address (``127.0.0.1``, ``::1``), as a bind address
+    or a URL's host (without brackets)."""
     if host == "localhost":
         return True
     try:

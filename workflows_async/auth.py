@@ -22,6 +22,12 @@ from typing import Protocol
 
 import msgspec
 
+from ._env import (
+    ORGANIZATION_TOKEN_PREFIX,
+    Credentials,
+    is_organization_token,
+    require_credentials,
+)
 from .errors import (
     APIError,
     AuthenticationError,
@@ -53,7 +59,9 @@ GET: a token request has no effect to duplicate) and returns the 2xx body, or ra
 
 
 class Auth(Protocol):
-    """What the HTTP client needs from an authentication method."""
+    """What the HTTP client needs from an authentication method: implement these two methods
+    to bring your own (both names, ``Auth`` and ``TokenRequest``, are exported by the package).
+    The client takes the value for every request as it goes out and handles the 401s."""
 
     async def authorization(self, send: TokenRequest) -> str:
         """The ``Authorization`` header value to send now, e.g. ``"Bearer <token>"``."""
@@ -94,9 +102,6 @@ class TokenAuth:
 
     def __repr__(self) -> str:
         return "TokenAuth(token=***)"
-
-
-ORGANIZATION_TOKEN_PREFIX = "tot_"  # noqa: S105 - a prefix, not a secret
 
 
 def _check_header_safe(token: str, what: str) -> None:
@@ -142,11 +147,6 @@ class OrganizationTokenAuth:
 
     def __repr__(self) -> str:
         return "OrganizationTokenAuth(token=***)"
-
-
-def is_organization_token(token: str) -> bool:
-    """True for a ``tot_...`` organization token (as found e.g. in ``WORKFLOWS_TOKEN``)."""
-    return token.strip().startswith(ORGANIZATION_TOKEN_PREFIX)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -278,24 +278,16 @@ class KeySecretAuth:
             self._renew_at = now + lifetime - min(self._margin, max(lifetime, 0.0) / 2)
 
 
+def auth_for(credentials: Credentials) -> Auth:
+    """The Auth that sends ``credentials`` (as the environment or a command line gave them)."""
+    if credentials.kind == "organization_token":
+        return OrganizationTokenAuth(credentials.token)
+    if credentials.kind == "key_secret":
+        return KeySecretAuth(credentials.key, credentials.secret)
+    return TokenAuth(credentials.token)
+
+
 def auth_from_env(source: Mapping[str, str]) -> Auth:
-    """The credentials ``Session.from_env`` picks (see there); ConfigurationError if none."""
-    key, secret = source.get("WORKFLOWS_API_KEY"), source.get("WORKFLOWS_API_SECRET")
-    token = (source.get("WORKFLOWS_TOKEN") or "").strip()
-    org_token = (source.get("WORKFLOWS_ORG_TOKEN") or "").strip()
-    if org_token and token and is_organization_token(token) and token != org_token:
-        raise ConfigurationError("WORKFLOWS_ORG_TOKEN and WORKFLOWS_TOKEN hold different tokens")
-    if org_token:
-        return OrganizationTokenAuth(org_token)
-    if token and is_organization_token(token):
-        return OrganizationTokenAuth(token)
-    if key and secret:
-        return KeySecretAuth(key, secret)
-    if token:
-        return TokenAuth(token)
-    if key or secret:
-        raise ConfigurationError("set both WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET")
-    raise ConfigurationError(
-        "no credentials: set WORKFLOWS_ORG_TOKEN (an organization token, tot_...), or "
-        "(legacy) WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET, or WORKFLOWS_TOKEN"
-    )
+    """The credentials ``Session.from_env`` picks (the rules are in ``_env``); ConfigurationError
+    if there are none."""
+    return auth_for(require_credentials(source))

@@ -6,7 +6,9 @@ for a while so a late waiter finds it, and offers an atomic once-per-cluster ``c
 
 Invariants: ``publish`` returns True only when the event went somewhere (never acknowledge an
 event that went nowhere); ``deliver`` is called synchronously on the event loop and must not
-block; ``healthy`` is False while events may be missed (then waiters poll at the normal pace).
+block; ``healthy`` is False while events may be missed (then waiters poll at the normal pace);
+after every gap in delivery, once delivery is back, the bus awaits ``on_reconnect`` (when set)
+so the events missed meanwhile can be looked up again (``last_terminal``).
 
 Optional methods make a bus cheaper to use; the engine falls back when a bus lacks them:
 
@@ -31,21 +33,29 @@ Optional methods make a bus cheaper to use; the engine falls back when a bus lac
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 from ._ttl import TTLMap
 from .events import REPLAY_WINDOW, WebhookEvent, event_size
 
-__all__ = ["Bus", "Deliver", "InMemoryBus", "PublishOnce"]
+__all__ = ["Bus", "Deliver", "InMemoryBus", "OnReconnect", "PublishOnce"]
 
 Deliver = Callable[[WebhookEvent], None]
+OnReconnect = Callable[[], Awaitable[None]]
+"""What a bus awaits after a gap in delivery (:attr:`Bus.on_reconnect`)."""
 PublishOnce = Literal["published", "duplicate", "in_progress", "unsent"]
 """What ``publish_once`` did (see the module docstring)."""
 
 
 class Bus(Protocol):
     """The interface a Session uses to share events between processes."""
+
+    on_reconnect: OnReconnect | None
+    """Awaited, in a task of its own, after every gap in delivery during which events may
+    have been missed, once delivery is back (RedisBus: a lost subscription). The engine sets it,
+    when it is None, to look up the remembered terminal events of its waiters. A bus that never
+    misses an event never calls it."""
 
     @property
     def healthy(self) -> bool:
@@ -100,6 +110,7 @@ class InMemoryBus:
         max_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.on_reconnect: OnReconnect | None = None  # never awaited: nothing is ever missed
         self._deliver: Deliver | None = None
         self._terminal: TTLMap[WebhookEvent] = TTLMap(
             terminal_ttl, max_entries, clock, max_bytes=max_bytes

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from ._metrics import Recorder, publish_outcome
 from .bus import Bus, PublishOnce
-from .errors import SessionClosedError, WorkflowsError
+from .errors import ConfigurationError, SessionClosedError, WorkflowsError
 from .events import REPLAY_WINDOW, WebhookEvent
 from .hooks import EventHooks
 from .models import Channel, Workflow
@@ -89,8 +89,15 @@ class Waiting:
             stretch_allowed=lambda: bus.healthy,
             recorder=self.recorder,
         )
-        if hasattr(bus, "on_reconnect") and getattr(bus, "on_reconnect", None) is None:
-            bus.on_reconnect = self.recheck  # e.g. RedisBus: catch up after an outage
+        try:
+            reconnect = bus.on_reconnect
+        except AttributeError:  # a bus written for an older Bus protocol
+            raise ConfigurationError(
+                f"{type(bus).__name__} lacks the Bus protocol's on_reconnect attribute: "
+                "set it to None (the Session then sets it to catch up after a gap in delivery)"
+            ) from None
+        if reconnect is None:  # catch up after a gap in delivery (e.g. a Redis outage)
+            bus.on_reconnect = self.recheck
         self._lookups: list[tuple[str, float | None, str | None]] = []
         self._lookup_task: asyncio.Task[None] | None = None
         self._started = False

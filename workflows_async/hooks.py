@@ -69,9 +69,6 @@ class EventHooks:
             )
         self._hooks.append(_Hook(callback, once, label))
 
-    def remove(self, callback: EventCallback) -> None:
-        self._hooks = [hook for hook in self._hooks if hook.callback is not callback]
-
     def __bool__(self) -> bool:
         return bool(self._hooks)
 

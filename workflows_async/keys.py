@@ -4,8 +4,11 @@ Invariants: a kid is validated as a UUID (case-insensitively) before it is looke
 fetched, and is then used exactly as sent (the key endpoint is case-sensitive); a kid has at most
 one fetch in flight; at most ``max_fetches`` fetches start in any ``per_seconds`` window, plus as
 many again for kids that were turned away by that budget and came back (so a flood of random
-kids cannot starve the platform's new kid); a loaded key is kept (re-checked after ``key_ttl``);
-every refusal cache is bounded.
+kids cannot starve the platform's new kid); a pinned key is kept for good; a fetched key is used
+until a re-check says otherwise: the first use after ``key_ttl`` re-fetches it in the background
+(that webhook does not wait), a 404 or unusable material then drops it, and while the re-check
+runs or fails in any other way (retried at later uses, within the fetch budget) the key held is
+used; every refusal cache is bounded.
 
 Answers, as the receiver maps them: a kid the API does not serve *yet* (404, never seen before)
 is :class:`KeyUnavailableError` (503, the platform retries) and is asked again after

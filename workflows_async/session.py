@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
@@ -24,12 +24,18 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from . import _logging, _otel
-from ._deadlines import Deadlines
+from . import _env, _logging, _otel
+from ._deadlines import DEFAULT_WAIT_TIMEOUT, Deadlines, WaitScope, wait_timed_out
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_path_id
 from ._metrics import Recorder, WaitHandle
-from ._options import SessionOptions, check_options
+from ._options import (
+    SessionOptions,
+    WebhookKeywords,
+    WebhookSettings,
+    check_options,
+    webhook_settings,
+)
 from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
 from ._urls import check_base_url, is_local_url
@@ -46,14 +52,12 @@ from .errors import (
     SessionClosedError,
     WorkflowFailed,
     WorkflowsError,
-    WorkflowTimeout,
     WrongEventLoopError,
 )
 from .events import WebhookEvent
 from .executions import Execution, ExecutionOutcome
 from .hooks import EventCallback
-from .jws import DEFAULT_ALGORITHMS
-from .keys import KeyMaterial, KeyStore, WebhookVerifier
+from .keys import KeyStore, WebhookVerifier
 from .models import (
     Case,
     CaseRequest,
@@ -78,8 +82,6 @@ __all__ = ["Session", "SessionOptions"]
 T = TypeVar("T")
 log = logging.getLogger("workflows_async")
 
-DEFAULT_WAIT_TIMEOUT = 900.0
-
 _CASE = msgspec.json.Decoder(Case)
 _PARAMETERS = msgspec.json.Decoder(Parameters)
 _WORKFLOW = msgspec.json.Decoder(Workflow)
@@ -90,63 +92,6 @@ _ANY = msgspec.json.Decoder()
 _KEY_CONNECTIONS = 4
 _KEY_BODY_LIMIT = 64 << 10
 _ENCODE = msgspec.json.Encoder().encode
-
-
-_RECEIVER = web.AppKey("workflows_async.receiver", WebhookReceiver)
-
-
-class _WaitScope:
-    """One wait's deadline and its errors: on expiry :class:`WorkflowTimeout`; once the
-    workflow id is known, every :class:`WorkflowsError` leaving the scope carries it.
-    ``at``: an absolute deadline (``loop.time()``) instead of ``timeout`` from now."""
-
-    def __init__(
-        self,
-        timeout: float,
-        workflow_id: str | None = None,
-        *,
-        before: str = "the run request",
-        at: float | None = None,
-    ) -> None:
-        self.timeout = timeout
-        self.workflow_id = workflow_id
-        self._before = before  # what the API had not answered when no id is known yet
-        self._deadline = asyncio.timeout(timeout) if at is None else asyncio.timeout_at(at)
-
-    async def __aenter__(self) -> Self:
-        await self._deadline.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await self._deadline.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            if not self._deadline.expired():
-                raise
-            raise self._timed_out() from None
-        if isinstance(exc, WorkflowsError) and exc.workflow_id is None and self.workflow_id:
-            exc.workflow_id = self.workflow_id  # then re-raised as it is
-
-    def _timed_out(self) -> WorkflowTimeout:
-        wid = self.workflow_id
-        if wid is None:
-            return WorkflowTimeout(
-                f"timed out before the API answered {self._before}", workflow_id=""
-            )
-        return _wait_timed_out(wid, self.timeout)
-
-
-def _wait_timed_out(workflow_id: str, timeout: float) -> WorkflowTimeout:
-    return WorkflowTimeout(
-        f"workflow {workflow_id}: no result within {timeout:g} s; "
-        f"await session.wait({workflow_id!r}) to pick it up again",
-        workflow_id=workflow_id,
-    )
 
 
 def _accept(api_version: int | None) -> str:
@@ -166,11 +111,11 @@ class Session(V2Calls):
 
     Waiting: ``poll`` is the :class:`PollPolicy`; ``bus`` shares webhook events between
     processes (default: in this process only; see :class:`workflows_async.RedisBus`);
-    ``statuses`` decides which statuses end a workflow. Webhooks are verified against the
-    API's signing keys, fetched by kid; ``webhook_keys={kid: PEM or JWK}`` pins keys up front and
-    then only those are trusted (``fetch_webhook_keys=True`` fetches others too);
-    ``verify_webhooks=False`` is for
-    local development only and is refused for a non-local API unless ``force_unverified``.
+    ``statuses`` decides which statuses end a workflow. ``webhooks`` is the
+    :class:`WebhookSettings` (signature verification, pinned keys, body limit); the older
+    keywords ``verify_webhooks``, ``force_unverified``, ``webhook_keys``, ``fetch_webhook_keys``,
+    ``webhook_algorithms``, ``max_webhook_body`` and ``lost_webhook_grace`` still work, each
+    one mapped onto its field, but not together with ``webhooks``.
 
     ``max_response_body`` (bytes, default 16 MiB) caps every answer's body: a larger one is not
     read and raises :class:`ResponseTooLargeError`. Signing keys are fetched through a small
@@ -180,8 +125,7 @@ class Session(V2Calls):
     ``workflows_async`` loggers (``WORKFLOWS_LOG=debug|info`` adds a stderr handler).
     ``opentelemetry``: spans and metrics through OpenTelemetry (None: when the ``otel`` extra
     is installed; False: never; True: required), on ``tracer_provider``/``meter_provider``
-    (default: the global ones). When a poll finds a workflow ended, its webhook has
-    ``lost_webhook_grace`` seconds to come before it counts in ``stats().webhooks.lost``.
+    (default: the global ones).
     """
 
     def __init__(
@@ -198,22 +142,18 @@ class Session(V2Calls):
         statuses: StatusSet | None = None,
         poll: PollPolicy | None = None,
         bus: Bus | None = None,
-        verify_webhooks: bool = True,
-        force_unverified: bool = False,
-        webhook_keys: Mapping[str, KeyMaterial] | None = None,
-        fetch_webhook_keys: bool | None = None,
-        webhook_algorithms: Collection[str] = DEFAULT_ALGORITHMS,
-        max_webhook_body: int = 1 << 20,
+        webhooks: WebhookSettings | None = None,
         max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
         opentelemetry: bool | None = None,
         tracer_provider: Any = None,
         meter_provider: Any = None,
-        lost_webhook_grace: float = 30.0,
+        **webhook_keywords: Unpack[WebhookKeywords],
     ) -> None:
+        self._webhooks = settings = webhook_settings(webhooks, webhook_keywords)
         self.base_url = check_base_url(base_url, allow_insecure_http=allow_insecure_http)
         _logging.setup_from_env()
         self._recorder = _recorder(
-            self.base_url, opentelemetry, tracer_provider, meter_provider, lost_webhook_grace
+            self.base_url, opentelemetry, tracer_provider, meter_provider, settings.lost_grace
         )
         if api_version is not None and (
             isinstance(api_version, bool) or not isinstance(api_version, int) or api_version < 1
@@ -252,18 +192,21 @@ class Session(V2Calls):
             connection_limit=_KEY_CONNECTIONS,
             recorder=self._recorder,
         )
-        if not verify_webhooks and not is_local_url(self.base_url) and not force_unverified:
+        if (
+            not settings.verify
+            and not is_local_url(self.base_url)
+            and not settings.force_unverified
+        ):
             raise ConfigurationError(
-                "verify_webhooks=False is for a local API only; pass force_unverified=True "
-                "to accept unsigned webhooks anyway"
+                "unverified webhooks (verify=False) are for a local API only; pass "
+                "force_unverified=True as well to accept unsigned webhooks anyway"
             )
         self._verifier: WebhookVerifier | None = None
-        if verify_webhooks:
+        if settings.verify:
             # Pinned keys mean "only these" unless fetching is asked for as well.
-            fetch = not webhook_keys if fetch_webhook_keys is None else fetch_webhook_keys
-            keys = KeyStore(self._fetch_key if fetch else None, pinned=webhook_keys)
-            self._verifier = WebhookVerifier(keys, algorithms=webhook_algorithms)
-        self._max_webhook_body = max_webhook_body
+            fetch = not settings.keys if settings.fetch_keys is None else settings.fetch_keys
+            keys = KeyStore(self._fetch_key if fetch else None, pinned=settings.keys)
+            self._verifier = WebhookVerifier(keys, algorithms=settings.algorithms)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first use
         self.poll_policy = poll or PollPolicy()
         self._waiting = Waiting(
@@ -273,14 +216,14 @@ class Session(V2Calls):
             poll=self._poll_workflow,
             recorder=self._recorder,
         )
-        self._deadlines = Deadlines(_wait_timed_out)  # of the waits in wait()
+        self._deadlines = Deadlines(wait_timed_out)  # of the waits in wait()
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, **options: Unpack[SessionOptions]
     ) -> Session:
         """A Session configured from ``WORKFLOWS_BASE_URL``, the credentials and
-        ``WORKFLOWS_API_VERSION``.
+        ``WORKFLOWS_API_VERSION`` (the rules are in ``_env``, shared with the CLI).
 
         Credentials, first found wins: an organization token in ``WORKFLOWS_ORG_TOKEN`` (or a
         ``tot_...`` value in ``WORKFLOWS_TOKEN``), then (legacy) ``WORKFLOWS_API_KEY`` +
@@ -290,15 +233,12 @@ class Session(V2Calls):
         """
         check_options(options)
         source = os.environ if env is None else env
-        base_url = options.get("base_url") or source.get("WORKFLOWS_BASE_URL", "")
+        base_url = options.get("base_url") or _env.base_url(source)
         settings: dict[str, Any] = {k: v for k, v in options.items() if k != "base_url"}
         if "auth" not in settings:
             settings["auth"] = auth_from_env(source)
-        version = source.get("WORKFLOWS_API_VERSION")
-        if version and "api_version" not in settings:
-            if not version.isdigit():
-                raise ConfigurationError("WORKFLOWS_API_VERSION must be a positive integer")
-            settings["api_version"] = int(version)
+        if "api_version" not in settings and (version := _env.api_version(source)) is not None:
+            settings["api_version"] = version
         return cls(base_url, **settings)
 
     def __repr__(self) -> str:
@@ -652,7 +592,7 @@ class Session(V2Calls):
         begin = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting(kind) as wait:
-            scope = _WaitScope(timeout, before=what)
+            scope = WaitScope(timeout, before=what)
             async with scope:
                 workflow = await start()
                 scope.workflow_id = check_path_id(workflow.id, "the workflow id the API returned")
@@ -725,7 +665,7 @@ class Session(V2Calls):
                 if exc.workflow_id is None:
                     exc.workflow_id = workflow_id
                 raise
-            async with _WaitScope(timeout, workflow_id, at=deadline):  # the same deadline
+            async with WaitScope(timeout, workflow_id, at=deadline):  # the same deadline
                 return await self._outcome(completion, start, raise_on_failure, wait)
 
     async def _outcome(
@@ -778,7 +718,7 @@ class Session(V2Calls):
         return WebhookCore(
             self._verifier,
             self._publish_event,
-            max_body=self._max_webhook_body,
+            max_body=self._webhooks.max_body,
             read_timeout=read_timeout,
             recorder=self._recorder,
         )
@@ -796,10 +736,7 @@ class Session(V2Calls):
         :class:`ConfigurationError` saying so.
         """
         core = self.webhook_core(read_timeout=read_timeout)
-        receiver = WebhookReceiver.from_core(core)
-        app = receiver.app()
-        app[_RECEIVER] = receiver
-        return app
+        return WebhookReceiver.from_core(core).app()
 
     def webhook_asgi(self, *, read_timeout: float = 10.0) -> WebhookASGIApp:
         """The webhook receiver as a plain ASGI 3 app, for FastAPI, Starlette, Quart, Litestar
@@ -888,11 +825,9 @@ def _recorder(
     opentelemetry: bool | None,
     tracer_provider: Any,
     meter_provider: Any,
-    lost_webhook_grace: float,
+    lost_grace: float,
 ) -> Recorder:
     """The Session's one Recorder, with OpenTelemetry when asked for and installed."""
-    if isinstance(lost_webhook_grace, bool) or not lost_webhook_grace >= 0:
-        raise ConfigurationError("lost_webhook_grace must be a number of seconds >= 0")
     otel = None
     if opentelemetry is not False:
         otel = _otel.load(tracer_provider, meter_provider)
@@ -905,7 +840,7 @@ def _recorder(
         otel=otel,
         server_address=where.hostname or "",
         server_port=where.port or (443 if where.scheme == "https" else 80),
-        lost_grace=lost_webhook_grace,
+        lost_grace=lost_grace,
     )
 
 

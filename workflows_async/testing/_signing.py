@@ -92,11 +92,6 @@ class KeyRing:
         """The key that signs now."""
         return self._keys[self._kid]
 
-    @property
-    def kids(self) -> tuple[str, ...]:
-        """Every kid ever issued, oldest first."""
-        return tuple(self._keys)
-
     def rotate(self, key: rsa.RSAPrivateKey | None = None, *, publish_delay: float = 0.0) -> str:
         """Make ``key`` (or a freshly generated one) the signer under a new kid; return the kid.
 

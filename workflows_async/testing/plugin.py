@@ -109,11 +109,14 @@ async def workflows_session(
     """A started Session on ``workflows_simulator``: an organization token (every permission,
     or the marker's ``scopes``), `FAST_POLL`, ``allow_insecure_http``; its webhook receiver is
     served on 127.0.0.1 and registered with the Simulator, unless the marker says
-    ``webhooks=False``. Other marker keywords go to ``Session(...)``. All closed after the test.
+    ``webhooks=False`` (``webhooks=WebhookSettings(...)`` is served, and given to the Session).
+    Other marker keywords go to ``Session(...)``. All closed after the test.
     """
     marker = request.node.get_closest_marker(SESSION_MARKER)
     options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     webhooks = options.pop("webhooks", True)
+    if not isinstance(webhooks, bool):  # WebhookSettings: the Session's own option
+        options["webhooks"], webhooks = webhooks, True
     scopes = options.pop("scopes", None)
     from aiohttp import web
     from aiohttp.test_utils import TestServer

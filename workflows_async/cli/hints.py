@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 
-from .. import errors
+from .. import _env, errors
 from .common import PROG
 
-CREDENTIALS = "check WORKFLOWS_ORG_TOKEN (or WORKFLOWS_API_KEY/SECRET)"
+CREDENTIALS = f"check {_env.ORG_TOKEN} (or {_env.API_KEY}/SECRET)"
 OUTCOME_UNKNOWN = "do not rerun blindly: see README Failure semantics"
 
 
 def _url_source(args: argparse.Namespace) -> str:
-    return "--base-url" if getattr(args, "base_url", None) else "WORKFLOWS_BASE_URL"
+    return "--base-url" if getattr(args, "base_url", None) else _env.BASE_URL
 
 
 def explain(exc: BaseException, args: argparse.Namespace) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from stack import serve
+from eventually import eventually
 from test_registry import event
 
 import workflows_async as wa
@@ -21,6 +22,7 @@ from workflows_async.bus import InMemoryBus
 from workflows_async.engine import Waiting
 from workflows_async.polling import PollScheduler, PollVerdict, poll_error_verdict
 from workflows_async.statuses import StatusSet
+from workflows_async.testing import serve
 
 QUICK = wa.PollPolicy(initial_delay=0, max_interval=0.02, jitter=0, rate=1000)
 WF = "9b2f7d4e-1c3a-4b5d-8e6f-7a8b9c0d1e2f"
@@ -168,9 +170,7 @@ async def test_404s_are_tolerated_for_the_grace_period_then_fail_the_wait() -> N
     poll = Script(api_error(wa.NotFoundError, 404))
     async with scheduler(poll, policy, clock=clock) as (sched, rec):
         sched.add(WF, delay=0)
-        async with asyncio.timeout(10):
-            while poll.calls < 3:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: poll.calls >= 3, "three polls")
         assert rec.errors == [] and len(sched) == 1  # inside the grace: polled on
         clock.skew = 31.0  # the grace has passed
         await rec.settled()
@@ -280,9 +280,7 @@ async def test_a_webhook_resolves_a_wait_whose_polls_keep_getting_401() -> None:
     poll = Script(api_error(wa.AuthenticationError, 401))
     async with engine(poll) as waiting:
         task = asyncio.create_task(waiting.completion(WF, first_poll=0))
-        async with asyncio.timeout(10):
-            while poll.calls < 3:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: poll.calls >= 3, "three polls")
         assert not task.done()
         assert await waiting.publish(event(WF, "COMPLETED"))
         async with asyncio.timeout(10):
@@ -302,9 +300,7 @@ async def test_closing_fails_each_wait_with_its_own_workflow_id() -> None:
     ids = [WF, "00000000-0000-4000-8000-000000000001"]
     async with engine(Script("IN_PROGRESS")) as waiting:
         tasks = [asyncio.create_task(waiting.completion(wid, first_poll=0)) for wid in ids]
-        async with asyncio.timeout(10):
-            while len(waiting.pending()) < 2:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(waiting.pending()) >= 2, "both waits pending")
         await waiting.close()
         results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, wa.SessionClosedError) for r in results)
@@ -376,19 +372,17 @@ class FakeAPI:
 
 @asynccontextmanager
 async def fake_api(api: FakeAPI) -> AsyncIterator[wa.Session]:
-    runner, url = await serve(api.app())
-    session = wa.Session(
-        url,
-        wa.KeySecretAuth("k", "s"),
-        allow_insecure_http=True,
-        poll=wa.PollPolicy(initial_delay=0.05, max_interval=0.1, jitter=0),
-        retry=wa.RetryPolicy.none(),
-    )
-    try:
+    async with serve(api.app()) as served:
+        session = wa.Session(
+            served.url,
+            wa.KeySecretAuth("k", "s"),
+            allow_insecure_http=True,
+            poll=wa.PollPolicy(initial_delay=0.05, max_interval=0.1, jitter=0),
+            retry=wa.RetryPolicy.none(),
+            verify_webhooks=False,  # local only: tests post unsigned webhooks
+        )
         async with session:
             yield session
-    finally:
-        await runner.cleanup()
 
 
 async def test_end_to_end_polls_answered_401_are_renewed_and_polled_on() -> None:
@@ -405,11 +399,15 @@ async def test_end_to_end_a_webhook_resolves_while_polls_get_401() -> None:
     api = FakeAPI(polls=[401], results=[200])
     async with fake_api(api) as session:
         task = asyncio.create_task(session.run_and_wait("c", "kyc", timeout=20))
-        async with asyncio.timeout(10):
-            while sum(1 for kind, _ in api.seen if kind == "poll") < 4:
-                await asyncio.sleep(0.02)
+        await eventually(
+            lambda: sum(1 for kind, _ in api.seen if kind == "poll") >= 4,
+            "four polls",
+            interval=0.02,
+        )
         assert not task.done()
-        assert await session._waiting.publish(event(WF, "COMPLETED"))
+        body = json.dumps({"workflowId": WF, "status": "COMPLETED", "eventId": "e-1"}).encode()
+        answer = await session.webhook_core().receive("POST", {}, body)  # the webhook arrives
+        assert answer.status == 200
         async with asyncio.timeout(10):
             outcome = await task
     assert outcome.channel is wa.Channel.WEBHOOK and outcome.result is not None

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from eventually import eventually
 from redis_server import MakeBus, RedisServer, bus_maker
 
 import workflows_async as wa
@@ -59,9 +60,7 @@ async def test_published_once_then_a_duplicate_with_the_mark_kept_a_week(
     mark_ms = await raw.pttl(f"{NS}:claim:published:{ev.dedup_key}")
     assert REPLAY_WINDOW * 1000 - 60_000 < mark_ms <= REPLAY_WINDOW * 1000
     assert [e.status for e in await bus.last_terminal(["wf-1"])] == ["COMPLETED"]
-    async with asyncio.timeout(10):
-        while not got:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: got, "the event delivered")
     assert bus.published == 1
 
 
@@ -144,10 +143,14 @@ async def test_a_redis_that_forgot_the_script_gets_it_again(
     assert await once(bus, event("wf-3", event_id="e-3")) == "published"
     assert bus.script_loads == 2
     redis_server.restart()  # an empty script cache, an empty store
-    async with asyncio.timeout(20):
-        while (outcome := await once(bus, event("wf-4", event_id="e-4"))) == "unsent":
-            await asyncio.sleep(0.05)  # the first call may meet the dropped connection
-    assert outcome == "published"
+    outcomes: list[str] = []
+
+    async def sent() -> bool:  # the first call may meet the dropped connection
+        outcomes.append(await once(bus, event("wf-4", event_id="e-4")))
+        return outcomes[-1] != "unsent"
+
+    await eventually(sent, "a publish that is not unsent", timeout=20, interval=0.05)
+    assert outcomes[-1] == "published"
     assert bus.script_loads == 3
 
 
@@ -159,9 +162,7 @@ async def test_redis_down_is_unsent_and_handled_here(
     try:
         await waiting.start()
         task = asyncio.create_task(waiting.completion("wf-1", first_poll=3600))
-        async with asyncio.timeout(10):
-            while "wf-1" not in waiting.registry:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: "wf-1" in waiting.pending(), "the wait registered")
         redis_server.stop()
         async with asyncio.timeout(30):
             assert await once(bus, event("wf-9", event_id="e-9")) == "unsent"
@@ -198,11 +199,8 @@ async def test_the_publisher_delivers_at_once_and_skips_its_own_echo(
     for i in range(5):
         assert await once(bus, event(f"wf-{i}", event_id=f"e-{i}")) == "published"
         assert len(mine) == i + 1  # delivered here before publish_once returned
-    async with asyncio.timeout(10):
-        while len(theirs) < 5:
-            await asyncio.sleep(0.01)
-        await raw.publish(f"{NS}:events", b"marker")  # after every echo, on the same channel
-        while bus.skipped == 0:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: len(theirs) >= 5, "the other bus got all five")
+    await raw.publish(f"{NS}:events", b"marker")  # after every echo, on the same channel
+    await eventually(lambda: bus.skipped > 0, "the marker skipped")
     assert [e.workflow_id for e in mine] == [f"wf-{i}" for i in range(5)]  # no echo delivered
     assert bus.delivered == 5 and not bus._echoes

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from eventually import eventually
 from stack import FAST_POLL, receiver
 
 import workflows_async as wa
@@ -277,9 +278,7 @@ async def test_webhooks_of_a_record_run_and_of_an_execution_carry_the_record_id(
         execution = await env.session.execute_and_wait(
             "kyc-basic", locale="en", parameters={}, record_id=record.id, timeout=30
         )
-        async with asyncio.timeout(10):
-            while len(seen) < 2:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(seen) >= 2, "both webhook events")
         by_id = {payload["workflowId"]: payload for payload in seen}
         for workflow_id in (run.workflow.id, execution.workflow.id):
             assert by_id[workflow_id]["recordId"] == record.id

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import pytest
+from eventually import eventually
 
 import workflows_async as wa
 from workflows_async.testing import Simulator, generate_signing_key, public_key_pem, sign_webhook
@@ -54,9 +55,7 @@ async def test_the_django_async_view_recipe() -> None:
         assert (await django_view(core, forged))[0] == 401
         status, _, answer_headers = await django_view(core, DjangoLikeRequest("GET", {}, b""))
         assert (status, answer_headers["Allow"]) == (405, "POST")
-        async with asyncio.timeout(10):
-            while not dispatched:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: dispatched, "the event dispatched")
     assert dispatched == ["wf-django"]
 
 

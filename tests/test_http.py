@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fake_api import Call, FakeAPI, FirstConnectRefused, first_connect_refused_session
+from fake_time import FakeTime
 
 import workflows_async as wa
 from workflows_async import errors
@@ -32,9 +33,13 @@ async def mocked() -> AsyncIterator[FakeAPI]:
         yield api
 
 
-def local(api: FakeAPI, auth: wa.Auth | None, **kwargs: Any) -> wa.Session:
-    """A Session on the scripted localhost API (tests/fake_api.py)."""
-    return wa.Session(api.base_url, auth, allow_insecure_http=True, **kwargs)
+def local(
+    api: FakeAPI, auth: wa.Auth | None, *, time: FakeTime | None = None, **kwargs: Any
+) -> wa.Session:
+    """A Session on the scripted localhost API (tests/fake_api.py); its retries wait on
+    ``time`` (a new FakeTime by default), never for real."""
+    session = wa.Session(api.base_url, auth, allow_insecure_http=True, **kwargs)
+    return (time or FakeTime()).install(session)
 
 
 def calls(mocked: FakeAPI, method: str, path: str) -> list[Call]:
@@ -211,23 +216,33 @@ async def test_token_requests_are_retried_like_gets(mocked: FakeAPI, fault: dict
     mocked.post("/auth/authorize", **fault)
     mocked.post("/auth/authorize", payload=token_body("a1"))
     mocked.get(f"/workflows/{WF_ID}", payload={"id": WF_ID, "status": "X"})
-    async with local(mocked, wa.KeySecretAuth("k", "s"), retry=FAST, timeout=0.5) as session:
+    time = FakeTime()
+    auth = wa.KeySecretAuth("k", "s")
+    async with local(mocked, auth, time=time, retry=FAST, timeout=0.5) as session:
         assert (await session.get_workflow(WF_ID)).id == WF_ID
     assert len(calls(mocked, "POST", "/auth/authorize")) == 2
+    (wait,) = time.sleeps  # one retry, after its wait
+    assert wait == 0.0 if "headers" in fault else 0 <= wait <= FAST.base_delay
 
 
 # -- item 4: a POST is resent only when it surely did not reach the server --------------------
 
 
 @pytest.fixture
-async def session(mocked: FakeAPI) -> AsyncIterator[wa.Session]:
-    async with local(mocked, wa.TokenAuth("tok"), retry=FAST, timeout=0.5) as s:
+def fake_time() -> FakeTime:
+    """The retry waits of the ``session`` fixture, recorded instead of slept."""
+    return FakeTime()
+
+
+@pytest.fixture
+async def session(mocked: FakeAPI, fake_time: FakeTime) -> AsyncIterator[wa.Session]:
+    async with local(mocked, wa.TokenAuth("tok"), time=fake_time, retry=FAST, timeout=0.5) as s:
         yield s
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
 async def test_a_run_answered_5xx_or_408_is_not_resent_and_its_outcome_is_unknown(
-    session: wa.Session, mocked: FakeAPI, status: int
+    session: wa.Session, mocked: FakeAPI, fake_time: FakeTime, status: int
 ) -> None:
     mocked.post("/workflows/run", status=status, headers={"Retry-After": "0"})
     mocked.post("/workflows/run", payload={"id": WF_ID, "status": "IN_PROGRESS"})
@@ -239,6 +254,7 @@ async def test_a_run_answered_5xx_or_408_is_not_resent_and_its_outcome_is_unknow
     assert error.workflow_id is None
     assert isinstance(error, errors.WorkflowsError)
     assert len(calls(mocked, "POST", "/workflows/run")) == 1
+    assert fake_time.sleeps == []  # not even a wait before giving up
 
 
 @pytest.mark.parametrize(
@@ -251,7 +267,7 @@ async def test_a_run_answered_5xx_or_408_is_not_resent_and_its_outcome_is_unknow
     ],
 )
 async def test_a_post_that_lost_its_connection_after_sending_is_not_resent(
-    session: wa.Session, mocked: FakeAPI, action: Any
+    session: wa.Session, mocked: FakeAPI, fake_time: FakeTime, action: Any
 ) -> None:
     mocked.post("/parameters", payload={"id": "p0"}, action=action)
     mocked.post("/parameters", payload={"id": "p1"})
@@ -259,6 +275,7 @@ async def test_a_post_that_lost_its_connection_after_sending_is_not_resent(
         await session.create_parameters("kyc", {"a": 1})
     assert info.value.status is None and info.value.workflow_definition_id == "kyc"
     assert len(calls(mocked, "POST", "/parameters")) == 1
+    assert fake_time.sleeps == []
 
 
 @pytest.mark.parametrize(
@@ -296,17 +313,19 @@ async def test_a_post_answered_401_is_resent_after_a_renewal(mocked: FakeAPI) ->
 async def test_a_post_that_never_connected_is_resent_then_fails_plainly(mocked: FakeAPI) -> None:
     mocked.post("/cases", payload={"id": CASE_ID}, repeat=True)
     refusing = FirstConnectRefused(mocked.port, refusals=100)  # every connection is refused
+    time = FakeTime()
     async with (
         first_connect_refused_session(mocked.port, refusing) as http,
-        wa.Session(
+        time.install(wa.Session(
             "http://api.test", wa.TokenAuth("t"), retry=FAST, http_session=http,
             allow_insecure_http=True,
-        ) as session,
+        )) as session,
     ):  # fmt: skip
         with pytest.raises(errors.TransportError) as info:
             await session.create_case()
     assert not isinstance(info.value, errors.OutcomeUnknownError)
     assert refusing.lookups == FAST.max_attempts  # one connection attempt each
+    assert len(time.sleeps) == FAST.max_attempts - 1
     assert not calls(mocked, "POST", "/cases")
 
 
@@ -386,9 +405,10 @@ async def test_a_streamed_body_above_the_cap_is_refused_while_reading() -> None:
         return response
 
     async with serve([web.get("/workflows/{id}/result", result)]) as url:
-        session = wa.Session(url, wa.TokenAuth("t"), allow_insecure_http=True, retry=FAST)
+        session = wa.Session(
+            url, wa.TokenAuth("t"), allow_insecure_http=True, retry=FAST, max_response_body=10_000
+        )
         async with session:
-            session._http.max_response_body = 10_000
             with pytest.raises(errors.ResponseTooLargeError):
                 await session.get_result(WF_ID)
 

@@ -10,27 +10,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
-import os
 import signal
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._urls import is_local_url
+from .. import _env
+from .._serve import serve
+from .._urls import is_local_host, is_local_url
 from .common import (
     EXIT_OK,
     CliParser,
     UsageError,
     add_api_arguments,
+    base_url,
     make_session,
     non_negative_float,
     port,
     positive_float,
-    serve,
     share,
-    url_host,
     warn,
 )
 from .forward import Forwarder, check_forward_url
@@ -40,6 +39,10 @@ if TYPE_CHECKING:  # imported where used, so that parsing the command line stays
     from ..events import WebhookEvent
     from ..session import Session
     from ..testing import Simulator
+
+
+SIMULATE_LOG_LIMIT = 10_000
+"""A standalone Simulator may run for days: keep only its newest request and webhook records."""
 
 
 def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -184,11 +187,7 @@ async def _until_stopped() -> None:
 
 
 def _check_host(host: str) -> None:
-    try:
-        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        local = False
-    if not local:
+    if not is_local_host(host):
         warn(f"warning: listening on {host}, reachable from other machines")
 
 
@@ -206,10 +205,6 @@ def simulate_command(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     _check_host(args.host)
     return asyncio.run(_simulate(sim, as_json=args.json))
-
-
-SIMULATE_LOG_LIMIT = 10_000
-"""A standalone Simulator may run for days: keep only its newest request and webhook records."""
 
 
 async def _simulate(sim: Simulator, *, as_json: bool) -> int:
@@ -236,8 +231,8 @@ async def _simulate(sim: Simulator, *, as_json: bool) -> int:
             f"webhooks to: {', '.join(sim.webhook_urls) or '(none)'}",
             "",
             "Try it:",
-            f"  export WORKFLOWS_BASE_URL={sim.base_url}",
-            f"  export WORKFLOWS_API_KEY={sim.key} WORKFLOWS_API_SECRET={sim.secret}",
+            f"  export {_env.BASE_URL}={sim.base_url}",
+            f"  export {_env.API_KEY}={sim.key} {_env.API_SECRET}={sim.secret}",
             "  workflows-async run --insecure-http --definition kyc-basic --company-name Acme",
             "  workflows-async sim-control complete WORKFLOW_ID --status FAILED",
             "  workflows-async sim-control faults error_rate=0.2",
@@ -253,12 +248,8 @@ async def _simulate(sim: Simulator, *, as_json: bool) -> int:
 def _bus(url: str | None) -> Bus | None:
     if url is None:
         return None
-    try:
-        from ..redis_bus import RedisBus
-    except ImportError:
-        raise UsageError(
-            "--redis needs workflows_async.redis_bus, which this installation does not have"
-        ) from None
+    from ..redis_bus import RedisBus  # without the redis package: ConfigurationError, exit 2
+
     return RedisBus(url)
 
 
@@ -280,9 +271,7 @@ def listen_command(args: argparse.Namespace) -> int:
     path = "/" + args.path.strip("/")
     if any(c in path for c in "?#{} "):
         raise UsageError("--path must be a plain URL path such as /webhooks")
-    if args.no_verify and not is_local_url(
-        args.base_url or os.environ.get("WORKFLOWS_BASE_URL", "")
-    ):
+    if args.no_verify and not is_local_url(base_url(args)):
         raise UsageError("--no-verify is only allowed with a local API (localhost --base-url)")
     forward_to = None
     if args.forward_to:
@@ -326,9 +315,9 @@ async def _listen(
         else:
             app = web.Application()
             app.add_subapp(path, receiver)
-        async with serve(app, host, port_number) as actual:
+        async with serve(app, host=host, port=port_number) as served:
             suffix = "/" if path == "/" else path
-            warn(f"listening on http://{url_host(host)}:{actual}{suffix} (Ctrl-C to stop)")
+            warn(f"listening on {served.url}{suffix} (Ctrl-C to stop)")
             started = time.monotonic()
             await _until_stopped()
     warn(f"receiver stopped after {time.monotonic() - started:.0f} s")

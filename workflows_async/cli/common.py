@@ -1,26 +1,25 @@
 """What every command shares: the one-line-error parser, API flags, Session construction, output.
 
 Invariants: a usage problem is a :class:`UsageError` (exit 2), reported in one line by ``main``;
-flags win over ``WORKFLOWS_*`` variables, which ``Session.from_env`` reads when flags are absent;
-a secret given as a flag is passed to the Session and never echoed.
+flags win over ``WORKFLOWS_*`` variables, which are read by the rules of ``_env`` (the ones
+``Session.from_env`` follows) when flags are absent; a secret given as a flag is passed to the
+Session and never echoed.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-if TYPE_CHECKING:  # imported where used: parsing the command line needs none of them
-    from aiohttp import web
+from .. import _env
 
-    from ..auth import Auth
+if TYPE_CHECKING:  # imported where used: parsing the command line needs none of them
     from ..models import Workflow, WorkflowOutcome
     from ..polling import PollPolicy
     from ..session import Session
@@ -106,16 +105,15 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
     """``--base-url`` and friends; each falls back to its ``WORKFLOWS_*`` variable."""
     group = parser.add_argument_group(
         "API connection",
-        "Flags win over the variables WORKFLOWS_BASE_URL, WORKFLOWS_ORG_TOKEN, "
-        "WORKFLOWS_TOKEN, WORKFLOWS_API_KEY, WORKFLOWS_API_SECRET and WORKFLOWS_API_VERSION. "
-        "An organization token (tot_...) is the recommended credential; key and secret are "
-        "legacy.",
+        f"Flags win over the variables {_env.BASE_URL}, {_env.ORG_TOKEN}, {_env.TOKEN}, "
+        f"{_env.API_KEY}, {_env.API_SECRET} and {_env.API_VERSION}. An organization token "
+        "(tot_...) is the recommended credential; key and secret are legacy.",
     )
     group.add_argument("--base-url", metavar="URL", help="the API's base URL (https://...)")
     group.add_argument(
         "--token", metavar="TOKEN",
         help="an organization token (tot_..., sent as it is) or a JWT access token "
-        "(sent as Bearer); prefer the variable WORKFLOWS_ORG_TOKEN",
+        f"(sent as Bearer); prefer the variable {_env.ORG_TOKEN}",
     )  # fmt: skip
     group.add_argument("--api-key", metavar="KEY", help="legacy: API key (with --api-secret)")
     group.add_argument("--api-secret", metavar="SECRET", help="legacy: API secret")
@@ -163,34 +161,33 @@ def poll_policy(args: argparse.Namespace) -> PollPolicy:
     )
 
 
-def _auth_from_flags(args: argparse.Namespace) -> Auth | None:
-    from ..auth import KeySecretAuth, OrganizationTokenAuth, TokenAuth, is_organization_token
-
+def _credentials_from_flags(args: argparse.Namespace) -> _env.Credentials | None:
     key, secret, token = args.api_key, args.api_secret, args.token
     if token and (key or secret):
         raise UsageError("pass --token or --api-key and --api-secret, not both")
     if key or secret:
         if not (key and secret):
             raise UsageError("pass both --api-key and --api-secret")
-        return KeySecretAuth(key, secret)
+        return _env.Credentials("key_secret", key=key, secret=secret)
     if token:
-        return OrganizationTokenAuth(token) if is_organization_token(token) else TokenAuth(token)
+        return _env.Credentials.for_token(token)
     return None
 
 
-def _env_has_credentials() -> bool:
-    env = os.environ
-    has_key = bool(env.get("WORKFLOWS_API_KEY") and env.get("WORKFLOWS_API_SECRET"))
-    return has_key or bool(env.get("WORKFLOWS_TOKEN") or env.get("WORKFLOWS_ORG_TOKEN"))
+def base_url(args: argparse.Namespace) -> str:
+    """``--base-url``, else ``WORKFLOWS_BASE_URL``, else ``""``."""
+    url: str = args.base_url or _env.base_url(os.environ)
+    return url
 
 
 def make_session(args: argparse.Namespace, *, require_auth: bool = True, **options: Any) -> Session:
     """A Session from the API flags, falling back to the environment via ``Session.from_env``."""
     from .._retry import RetryPolicy
+    from ..auth import auth_for
     from ..session import Session
 
-    if not (args.base_url or os.environ.get("WORKFLOWS_BASE_URL")):
-        raise UsageError("no API URL: pass --base-url or set WORKFLOWS_BASE_URL")
+    if not base_url(args):
+        raise UsageError(f"no API URL: pass --base-url or set {_env.BASE_URL}")
     options["allow_insecure_http"] = args.insecure_http
     options["timeout"] = args.request_timeout
     options["retry"] = RetryPolicy(max_attempts=args.retries + 1)
@@ -198,15 +195,15 @@ def make_session(args: argparse.Namespace, *, require_auth: bool = True, **optio
         if args.api_version < 1:
             raise UsageError("--api-version must be a positive integer")
         options["api_version"] = args.api_version
-    auth = _auth_from_flags(args)
-    if auth is not None:
-        options["auth"] = auth
-    elif not _env_has_credentials():
+    flags = _credentials_from_flags(args)
+    if flags is not None:
+        options["auth"] = auth_for(flags)
+    elif _env.credentials(os.environ) is None:
         if require_auth:
             raise UsageError(
-                "no credentials: pass --token (an organization token, tot_...) or set "
-                "WORKFLOWS_ORG_TOKEN; legacy: --api-key and --api-secret, or "
-                "WORKFLOWS_API_KEY and WORKFLOWS_API_SECRET (or WORKFLOWS_TOKEN)"
+                f"no credentials: pass --token (an organization token, tot_...) or set "
+                f"{_env.ORG_TOKEN}; legacy: --api-key and --api-secret, or "
+                f"{_env.API_KEY} and {_env.API_SECRET} (or {_env.TOKEN})"
             )
         options["auth"] = None
     if args.base_url:
@@ -259,21 +256,3 @@ def outcome_json(outcome: WorkflowOutcome) -> dict[str, Any]:
         "elapsed": round(outcome.elapsed, 3),
         "result": outcome.result.data if outcome.result is not None else None,
     }
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
-    """Serve ``app`` on ``host:port`` (0: a free port) while the block runs; yields the port."""
-    from aiohttp import web
-
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .._deadlines import DEFAULT_WAIT_TIMEOUT
 from ..errors import (
     AuthenticationError,
     OutcomeUnknownError,
@@ -88,7 +89,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="append records here as JSON lines (enables resume); default: stdout",
     )  # fmt: skip
     parser.add_argument(
-        "--timeout", type=positive_float, default=900.0, metavar="S",
+        "--timeout", type=positive_float, default=DEFAULT_WAIT_TIMEOUT, metavar="S",
         help="seconds to wait for each workflow (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from .. import _env
 from .._urls import is_local_url
 from .common import EXIT_ERROR, EXIT_OK, CliParser, UsageError, print_json, warn
 
@@ -35,7 +36,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--url", metavar="URL",
-        help="the Simulator's base URL (default: WORKFLOWS_BASE_URL)",
+        help=f"the Simulator's base URL (default: {_env.BASE_URL})",
     )  # fmt: skip
     parser.set_defaults(func=command)
 
@@ -55,9 +56,9 @@ def parse_patch(items: list[str]) -> dict[str, Any]:
 
 
 def command(args: argparse.Namespace) -> int:
-    url = (args.url or os.environ.get("WORKFLOWS_BASE_URL") or "").rstrip("/")
+    url = (args.url or _env.base_url(os.environ)).rstrip("/")
     if not url:
-        raise UsageError("no Simulator URL: pass --url or set WORKFLOWS_BASE_URL")
+        raise UsageError(f"no Simulator URL: pass --url or set {_env.BASE_URL}")
     if not is_local_url(url):
         raise UsageError("--url must be a local Simulator (http://127.0.0.1:PORT)")
     if args.action == "complete":

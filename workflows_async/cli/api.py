@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._deadlines import DEFAULT_WAIT_TIMEOUT
 from ..errors import WorkflowTimeout
 from .common import (
     EXIT_FAILED,
@@ -97,7 +98,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 def _timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--timeout", type=positive_float, default=900.0, metavar="S",
+        "--timeout", type=positive_float, default=DEFAULT_WAIT_TIMEOUT, metavar="S",
         help="seconds to wait for the workflow (default: %(default)s)",
     )  # fmt: skip
 

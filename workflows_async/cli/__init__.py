@@ -1,9 +1,13 @@
 """The ``workflows-async`` command: ``demo``, ``run``, ``execute``, ``status``, ``result``,
-``wait``, ``batch``, ``simulate`` and ``listen``.
+``wait``, ``batch``, ``simulate``, ``listen`` and ``sim-control``. ``main`` lives here; each
+module of this package holds one command (or what the commands share, in ``common``).
 
 Invariants: ``main`` returns an exit code and never lets a traceback out: every error becomes
 one line ``workflows-async: error: ...`` on stderr (2 usage, 3 failure status, 4 timeout,
-1 anything else, 130 Ctrl-C); ``-v`` adds log lines, never secrets.
+1 anything else, 130 Ctrl-C); ``-v`` adds log lines, never secrets. No command calls
+``sys.exit`` (each returns its exit code), so ``main`` stays the only place that maps errors,
+and nothing in this package prints a secret or personal data. Importing the package loads no
+aiohttp, cryptography or Session: ``--version``, ``--help`` and usage errors stay cheap.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from ._cli import api, batch, demo, execute, servers, simcontrol
-from ._cli.common import (
+from .._version import __version__
+from ..errors import ConfigurationError, WorkflowFailed, WorkflowsError, WorkflowTimeout
+from . import api, batch, demo, execute, servers, simcontrol
+from .common import (
     EXIT_ERROR,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -27,8 +33,6 @@ from ._cli.common import (
     UsageError,
     warn,
 )
-from ._version import __version__
-from .errors import ConfigurationError, WorkflowFailed, WorkflowsError, WorkflowTimeout
 
 __all__ = ["build_parser", "main"]
 
@@ -112,7 +116,7 @@ def _run(args: argparse.Namespace, verbosity: int) -> int:
     # Imported here, not at the top: ``--help``, ``--version`` and usage errors never load it.
     import aiohttp
 
-    from ._cli.hints import explain
+    from .hints import explain
 
     try:
         return int(args.func(args))

@@ -24,7 +24,7 @@ from workflows_async.errors import SignatureError
 from workflows_async.events import WebhookEvent
 from workflows_async.jws import b64url_decode, parse_signature
 from workflows_async.keys import KeyStore, WebhookVerifier
-from workflows_async.testing import generate_signing_key, public_key_pem, sign_webhook
+from workflows_async.testing import generate_signing_key, public_key_pem, serve, sign_webhook
 from workflows_async.webhooks import SIGNATURE_HEADER, WebhookCore, WebhookReceiver
 
 KID = "6f1c2b8e-4a10-4c1e-9d55-0b6f9c1e7a42"
@@ -95,14 +95,8 @@ async def test_a_header_parsed_under_other_rules_is_refused() -> None:
 async def _serve(core: WebhookCore) -> AsyncIterator[str]:
     app = web.Application()
     app.add_subapp("/webhooks", WebhookReceiver.from_core(core).app())
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/webhooks/"
-    finally:
-        await runner.cleanup()
+    async with serve(app) as served:
+        yield f"{served.url}/webhooks/"
 
 
 async def test_a_body_that_has_arrived_is_taken_whole(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from collections import Counter
 
 import aiohttp
 import pytest
+from eventually import eventually
 from stack import FAST_POLL, stack
 
 import workflows_async as wa
@@ -171,9 +172,8 @@ async def test_cancellation_leaves_no_residue() -> None:
             asyncio.create_task(s.session.run_and_wait(case_id, "slow", timeout=60))
             for _ in range(20)
         ]
-        while len(s.session.pending()) < 20:
-            await asyncio.sleep(0.01)
-        assert len(s.session._waiting.scheduler) == 20
+        await eventually(lambda: len(s.session.pending()) >= 20, "20 waits pending")
+        assert s.session.stats().polls.scheduled == 20
         # One scheduler task for 20 waiters (plus the 20 callers' own tasks), none per waiter.
         assert len(library_tasks()) <= 1 + 20
         for task in waits:
@@ -181,7 +181,7 @@ async def test_cancellation_leaves_no_residue() -> None:
         results = await asyncio.gather(*waits, return_exceptions=True)
         assert all(isinstance(r, asyncio.CancelledError) for r in results)
         assert s.session.pending() == []
-        assert len(s.session._waiting.scheduler) == 0
+        assert s.session.stats().polls.scheduled == 0
         await asyncio.sleep(0.05)
         assert [t.get_name() for t in library_tasks()] == ["workflows_async poll scheduler"]
 
@@ -190,8 +190,7 @@ async def test_close_fails_pending_waits() -> None:
     async with stack(faults=Faults(drop_webhooks=1.0)) as s:
         s.sim.define("slow", WorkflowDefinition(statuses=("IN_PROGRESS", "COMPLETED"), duration=40))
         task = asyncio.create_task(s.session.run_and_wait(await new_case(s.session), "slow"))
-        while not s.session.pending():
-            await asyncio.sleep(0.01)
+        await eventually(s.session.pending, "the wait pending")
         await s.session.close()
         with pytest.raises(wa.SessionClosedError):
             await task

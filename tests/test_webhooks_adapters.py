@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from asgi_server import uvicorn_server
+from eventually import eventually
 from fastapi import FastAPI
-from stack import serve
 
 import workflows_async as wa
-from workflows_async.testing import generate_signing_key, public_key_pem, sign_webhook
+from workflows_async.testing import generate_signing_key, public_key_pem, serve, sign_webhook
 from workflows_async.webhooks import SIGNATURE_HEADER
 
 KID = "0b7e3a52-3c1f-4f0e-9d8a-5e2f6c1a9b47"
@@ -100,12 +100,9 @@ async def over_http(url: str) -> AsyncIterator[Send]:
 async def aiohttp_way(session: wa.Session) -> AsyncIterator[Send]:
     root = web.Application()
     root.add_subapp("/webhooks", session.webhook_app())
-    runner, base = await serve(root)
-    try:
-        async for send in over_http(f"{base}/webhooks"):
+    async with serve(root) as served:
+        async for send in over_http(f"{served.url}/webhooks"):
             yield send
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager
@@ -128,9 +125,7 @@ async def test_every_adapter_gives_the_same_answers_and_dispatches(way: str) -> 
     session.on_event(lambda e: dispatched.append((e.workflow_id, e.status)))
     async with session, WAYS[way](session) as send:
         answers = {name: await send(m, h, b) for name, m, h, b in DELIVERIES}
-        async with asyncio.timeout(10):
-            while len(dispatched) < 2:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(dispatched) >= 2, "both events dispatched")
         await asyncio.sleep(0.1)  # a stray extra dispatch would show up by now
         stats = session.stats().webhooks
     assert answers == EXPECTED

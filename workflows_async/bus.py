@@ -195,6 +195,9 @@ class InMemoryBus:
     def last_terminal_now(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         """:meth:`last_terminal` without awaiting (the memory is local)."""
         get = self._terminal.get
+        if len(workflow_ids) == 1:  # the engine's usual question, asked once per event
+            event = get(workflow_ids[0])
+            return [] if event is None else [event]
         return [event for wid in workflow_ids if (event := get(wid)) is not None]
 
     async def close(self) -> None:

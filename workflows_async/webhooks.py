@@ -204,9 +204,10 @@ class WebhookCore:
                 event = parse_event(raw, received_at=received)
             except BadEventError as exc:
                 return self._reject(span, 400, "bad_event", str(exc))
-            trace = self._recorder.webhook_event(span, event.workflow_id, event.status)
-            if trace is not None:  # travels with the event, so a wait anywhere can link to it
-                event = msgspec.structs.replace(event, trace_context=trace)
+            if span is not None:  # a recording span: its context travels with the event
+                trace = self._recorder.webhook_event(span, event.workflow_id, event.status)
+                if trace is not None:  # so a wait in any process can link to it
+                    event = msgspec.structs.replace(event, trace_context=trace)
             publish_outcome.set(None)
             try:
                 published = await self._publish(event)

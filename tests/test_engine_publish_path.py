@@ -207,3 +207,23 @@ async def test_an_event_the_bus_cannot_hold_is_kept_for_a_later_wait() -> None:
         assert done.channel is wa.Channel.WEBHOOK and done.event is big
     finally:
         await w.close()
+
+
+def test_the_stale_count_matches_the_queue_and_heap_through_every_way_out() -> None:
+    clock = Clock()
+    ttl: TTLMap[int] = TTLMap(10.0, 50, clock, max_bytes=50 * 300)
+    for i in range(3000):
+        key = f"k{i % 120}"
+        if i % 7 == 0:
+            ttl.put(key, i, ttl=3.0)  # its own ttl: the heap
+        else:
+            ttl.put(key, i)
+        if i % 11 == 0:
+            ttl.pop(f"k{(i * 7) % 120}")
+        if i % 13 == 0:
+            ttl.get(f"k{(i * 5) % 120}")
+        clock.now += 0.05
+        queued = len(ttl._queue) + len(ttl._heap)
+        assert queued - len(ttl) == ttl._stale
+        assert queued <= 2 * len(ttl) + 64 + 1
+        assert len(ttl) <= 50

@@ -45,6 +45,7 @@ class TTLMap(Generic[V]):
         "_heap",
         "_queue",
         "_seq",
+        "_stale",
         "max_bytes",
         "max_size",
         "ttl",
@@ -66,6 +67,7 @@ class TTLMap(Generic[V]):
         self._queue: deque[_Item[V]] = deque()  # entries of the map's ttl, oldest first
         self._heap: list[tuple[float, int, _Item[V]]] = []  # entries given another ttl
         self._seq = itertools.count()  # heap ties: never compare the items themselves
+        self._stale = 0  # queue and heap items whose entry is gone (replaced, popped, evicted)
         self._bytes = 0
 
     @property
@@ -80,6 +82,7 @@ class TTLMap(Generic[V]):
         if item[0] <= self._clock():
             del self._data[key]
             self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+            self._stale += 1
             return None
         return item[3]
 
@@ -87,11 +90,13 @@ class TTLMap(Generic[V]):
         """Store ``value`` for ``ttl`` seconds (default: the map's); ``size`` is what the value
         costs in memory beyond the fixed overhead (e.g. the length of a raw body)."""
         data, queue = self._data, self._queue
+        if size < 0:
+            size = 0
+        cost = len(key) + size + ENTRY_OVERHEAD
         old = data.pop(key, None)
         if old is not None:
             self._bytes -= len(key) + old[2] + ENTRY_OVERHEAD
-        if size < 0:
-            size = 0
+            self._stale += 1
         now = self._clock()
         item: _Item[V]
         if ttl is None or ttl == self.ttl:
@@ -101,7 +106,7 @@ class TTLMap(Generic[V]):
             item = (now + ttl, key, size, value)
             heapq.heappush(self._heap, (item[0], next(self._seq), item))
         data[key] = item
-        self._bytes += len(key) + size + ENTRY_OVERHEAD
+        self._bytes += cost
         # Expired entries first, wherever they sit: the queue's front, the heap's top.
         while queue and queue[0][0] <= now:
             self._discard(queue.popleft())
@@ -113,7 +118,7 @@ class TTLMap(Generic[V]):
             self.max_bytes is not None and self._bytes > self.max_bytes
         ):
             self._evict_oldest()
-        if len(queue) + len(heap) > 2 * len(data) + 64:
+        if self._stale > 64 and self._stale > len(data) + 64:  # queue + heap > 2 x live + 64
             self._rebuild()
 
     def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
@@ -129,6 +134,7 @@ class TTLMap(Generic[V]):
         if item is None:
             return None
         self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+        self._stale += 1
         return None if item[0] <= self._clock() else item[3]
 
     def _evict_oldest(self) -> None:
@@ -138,6 +144,7 @@ class TTLMap(Generic[V]):
         ):
             key, item = data.popitem(last=False)
             self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+            self._stale += 1
 
     def _discard(self, item: _Item[V]) -> None:
         """Drop the entry of a queue or heap item that has expired, unless it is stale."""
@@ -145,6 +152,8 @@ class TTLMap(Generic[V]):
         if self._data.get(key) is item:
             del self._data[key]
             self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+        else:
+            self._stale -= 1
 
     def _rebuild(self) -> None:
         """Queue and heap of the live entries only (stale items of replaced, popped or evicted
@@ -155,6 +164,7 @@ class TTLMap(Generic[V]):
         own = {id(entry[2]) for entry in heap}
         self._heap = heap
         self._queue = deque(item for item in data.values() if id(item) not in own)
+        self._stale = 0
 
     def __len__(self) -> int:
         return len(self._data)

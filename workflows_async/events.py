@@ -78,11 +78,15 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 def event_size(event: WebhookEvent) -> int:
     """What keeping ``event`` in memory costs, roughly: its raw body and its fields."""
-    size = len(event.raw) + len(event.workflow_id) + len(event.status) + 200
-    for field in (event.case_id, event.event_type, event.event_id):
-        if field:
-            size += len(field)
-    return size
+    return (
+        len(event.raw)
+        + len(event.workflow_id)
+        + len(event.status)
+        + len(event.case_id or "")
+        + len(event.event_type or "")
+        + len(event.event_id or "")
+        + 200
+    )
 
 
 def _text(value: Any) -> str | None:

@@ -4,7 +4,9 @@ Invariants: a workflow whose end a poll found is awaited for ``grace`` seconds, 
 lost exactly once unless a terminal webhook for it came first (or had come just before); at
 most ``max_tracked`` workflows are awaited and remembered (oldest forgotten first); the
 "webhooks are not arriving" alarm fires at most once per ``interval``, when at least
-``warn_min`` completions of the interval were found by polling and they outnumber the webhooks.
+``warn_min`` completions of the interval were found by polling and they outnumber the webhooks;
+"a terminal webhook came" is asked of ``ended_by_webhook`` when the engine sets it (it knows,
+for the replay window), else remembered here for four graces.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class LostWebhooks:
         self._max_tracked = max_tracked
         self._clock = clock
         self._seen: TTLMap[bool] = TTLMap(max(grace, 1.0) * 4, max_tracked, clock)
+        self.ended_by_webhook: Callable[[str], bool] | None = None
+        """Set by the engine, which knows which workflows a terminal webhook ended (for the
+        replay window): then no entry of its own is kept per webhook."""
         self._awaited: OrderedDict[str, float] = OrderedDict()  # workflow id -> deadline
         self._interval_start = clock()
         self.interval_polled = 0
@@ -49,14 +54,20 @@ class LostWebhooks:
         """A terminal webhook for ``workflow_id`` came; returns how long after the poll that
         found its end, when one had (else None)."""
         now = self._clock()
-        self._seen.put(workflow_id, True)
-        self._roll(now)
+        if self.ended_by_webhook is None:
+            self._seen.put(workflow_id, True)
+        if now - self._interval_start >= self.interval:
+            self._roll(now)
         self.interval_webhooks += 1
+        if not self._awaited:
+            return None
         deadline = self._awaited.pop(workflow_id, None)
         return None if deadline is None else now - (deadline - self.grace)
 
     def seen(self, workflow_id: str) -> bool:
         """Has a terminal webhook for ``workflow_id`` come lately?"""
+        if self.ended_by_webhook is not None:
+            return self.ended_by_webhook(workflow_id)
         return self._seen.get(workflow_id) is not None
 
     def polled(self, workflow_id: str, *, alarm: bool = True) -> bool:

@@ -1,16 +1,22 @@
-"""A small bounded mapping whose entries expire. Pure: the clock is injected.
+"""A small bounded mapping whose entries expire. Pure: the clock is injected (and never goes back).
 
 Invariants: never more than ``max_size`` entries nor more than ``max_bytes`` counted bytes (each
 entry counts its key, the ``size`` it was put with and a fixed overhead); an expired entry is
 never returned and never holds a slot, wherever it sits (entries may have different ttls); when
 room is needed after the expired entries are gone, the oldest entry is evicted first.
+
+How, cheaply: entries put with the map's own ttl expire in the order they were put, so a FIFO
+queue finds the expired ones at its front (no heap, no comparison); only entries given another
+ttl go into a heap ordered by expiry. The mapping keeps insertion order, so the oldest entry is
+its first. A queue or heap item whose tuple is no longer the mapping's (replaced, popped or
+evicted) is stale and skipped; both are rebuilt before stale items pile up.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -23,16 +29,27 @@ ENTRY_OVERHEAD = 200
 key object and the expiry float (an estimate of CPython's cost, on the safe side)."""
 
 
-# One tuple per entry, held by the mapping and by the expiry heap alike (the heap orders by
-# expiry, then by the unique sequence number, so the rest is never compared): expiry, sequence,
-# key, size (the entry's cost is ``len(key) + size + ENTRY_OVERHEAD``, computed when needed, so
-# no int object is kept for it), value. A heap item whose tuple is no longer the mapping's is
-# stale (replaced, popped or evicted).
-_Item = tuple[float, int, str, int, V]
+# One tuple per entry, held by the mapping and by the queue (or the heap) alike: expiry, key,
+# size (the entry's cost is ``len(key) + size + ENTRY_OVERHEAD``, computed when needed, so no
+# int object is kept for it), value.
+_Item = tuple[float, str, int, V]
 
 
 class TTLMap(Generic[V]):
     """A bounded mapping whose entries expire; oldest entries are evicted first."""
+
+    __slots__ = (
+        "_bytes",
+        "_clock",
+        "_data",
+        "_heap",
+        "_queue",
+        "_seq",
+        "_stale",
+        "max_bytes",
+        "max_size",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -47,8 +64,10 @@ class TTLMap(Generic[V]):
         self.max_bytes = max_bytes
         self._clock = clock
         self._data: OrderedDict[str, _Item[V]] = OrderedDict()  # oldest put first
-        self._expiry: list[_Item[V]] = []  # heap of the same tuples; may hold stale items
-        self._seq = itertools.count()
+        self._queue: deque[_Item[V]] = deque()  # entries of the map's ttl, oldest first
+        self._heap: list[tuple[float, int, _Item[V]]] = []  # entries given another ttl
+        self._seq = itertools.count()  # heap ties: never compare the items themselves
+        self._stale = 0  # queue and heap items whose entry is gone (replaced, popped, evicted)
         self._bytes = 0
 
     @property
@@ -61,62 +80,91 @@ class TTLMap(Generic[V]):
         if item is None:
             return None
         if item[0] <= self._clock():
-            self._remove(key)
+            del self._data[key]
+            self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+            self._stale += 1
             return None
-        return item[4]
+        return item[3]
 
     def put(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> None:
         """Store ``value`` for ``ttl`` seconds (default: the map's); ``size`` is what the value
         costs in memory beyond the fixed overhead (e.g. the length of a raw body)."""
-        self._remove(key)
-        expires = self._clock() + (self.ttl if ttl is None else ttl)
-        item = (expires, next(self._seq), key, max(size, 0), value)
-        self._data[key] = item
-        self._bytes += _cost(item)
-        heapq.heappush(self._expiry, item)
-        self._evict()
+        data, queue = self._data, self._queue
+        if size < 0:
+            size = 0
+        cost = len(key) + size + ENTRY_OVERHEAD
+        old = data.pop(key, None)
+        if old is not None:
+            self._bytes -= len(key) + old[2] + ENTRY_OVERHEAD
+            self._stale += 1
+        now = self._clock()
+        item: _Item[V]
+        if ttl is None or ttl == self.ttl:
+            item = (now + self.ttl, key, size, value)
+            queue.append(item)
+        else:
+            item = (now + ttl, key, size, value)
+            heapq.heappush(self._heap, (item[0], next(self._seq), item))
+        data[key] = item
+        self._bytes += cost
+        # Expired entries first, wherever they sit: the queue's front, the heap's top.
+        while queue and queue[0][0] <= now:
+            self._discard(queue.popleft())
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            self._discard(heapq.heappop(heap)[2])
+        # Then the oldest live entries, while over a bound.
+        if len(data) > self.max_size or (
+            self.max_bytes is not None and self._bytes > self.max_bytes
+        ):
+            self._evict_oldest()
+        if self._stale > 64 and self._stale > len(data) + 64:  # queue + heap > 2 x live + 64
+            self._rebuild()
 
     def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
         """Put only when absent (or expired); True when put."""
-        if self.get(key) is not None:
+        item = self._data.get(key)
+        if item is not None and item[0] > self._clock():
             return False
         self.put(key, value, ttl, size=size)
         return True
 
     def pop(self, key: str) -> V | None:
-        value = self.get(key)
-        self._remove(key)
-        return value
-
-    def _remove(self, key: str) -> None:
         item = self._data.pop(key, None)
-        if item is not None:
-            self._bytes -= _cost(item)
+        if item is None:
+            return None
+        self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+        self._stale += 1
+        return None if item[0] <= self._clock() else item[3]
 
-    def _over(self) -> bool:
-        return len(self._data) > self.max_size or (
-            self.max_bytes is not None and self._bytes > self.max_bytes
-        )
+    def _evict_oldest(self) -> None:
+        data, max_bytes = self._data, self.max_bytes
+        while data and (
+            len(data) > self.max_size or (max_bytes is not None and self._bytes > max_bytes)
+        ):
+            key, item = data.popitem(last=False)
+            self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+            self._stale += 1
 
-    def _evict(self) -> None:
-        now = self._clock()
-        # Expired entries first, wherever they sit: the heap finds them in expiry order.
-        while self._expiry and self._expiry[0][0] <= now:
-            item = heapq.heappop(self._expiry)
-            if self._data.get(item[2]) is item:
-                self._remove(item[2])
-        # Then the oldest live entries, while over a bound.
-        while self._data and self._over():
-            _, item = self._data.popitem(last=False)
-            self._bytes -= _cost(item)
-        # Heap items of replaced, popped or evicted entries: rebuild before they pile up.
-        if len(self._expiry) > 2 * len(self._data) + 64:
-            self._expiry = list(self._data.values())
-            heapq.heapify(self._expiry)
+    def _discard(self, item: _Item[V]) -> None:
+        """Drop the entry of a queue or heap item that has expired, unless it is stale."""
+        key = item[1]
+        if self._data.get(key) is item:
+            del self._data[key]
+            self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+        else:
+            self._stale -= 1
+
+    def _rebuild(self) -> None:
+        """Queue and heap of the live entries only (stale items of replaced, popped or evicted
+        entries go). The mapping's order is the order of putting, hence the queue's."""
+        data = self._data
+        heap = [entry for entry in self._heap if data.get(entry[2][1]) is entry[2]]
+        heapq.heapify(heap)
+        own = {id(entry[2]) for entry in heap}
+        self._heap = heap
+        self._queue = deque(item for item in data.values() if id(item) not in own)
+        self._stale = 0
 
     def __len__(self) -> int:
         return len(self._data)
-
-
-def _cost(item: _Item[object]) -> int:
-    return len(item[2]) + item[3] + ENTRY_OVERHEAD

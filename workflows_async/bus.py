@@ -10,7 +10,7 @@ block; ``healthy`` is False while events may be missed (then waiters poll at the
 after every gap in delivery, once delivery is back, the bus awaits ``on_reconnect`` (when set)
 so the events missed meanwhile can be looked up again (``last_terminal``).
 
-Two optional methods make a bus cheaper to use; the engine falls back when a bus lacks them:
+Optional methods make a bus cheaper to use; the engine falls back when a bus lacks them:
 
 - ``publish_once(event, *, terminal, mark, mark_ttl)``: check the *published mark* ``mark``,
   publish and set the mark, as one atomic step (:class:`InMemoryBus` at once; ``RedisBus``
@@ -20,6 +20,12 @@ Two optional methods make a bus cheaper to use; the engine falls back when a bus
   await in the middle says so); ``"unsent"``: it went nowhere, no mark was set. Without it,
   the engine runs the same protocol with ``claim``/``is_claimed``/``release`` (several steps,
   a short *pending* claim guarding them).
+- ``publish_once_now(event, *, terminal, mark, mark_ttl)``: ``publish_once`` answered
+  synchronously, for a bus whose publish never awaits (:class:`InMemoryBus`); None when it
+  cannot answer so (then ``publish_once`` is awaited). It delivers before it returns, only
+  when the mark was absent (a publish that raises or goes nowhere leaves no mark), and a
+  terminal event is remembered, where ``last_terminal_now`` finds it, before it is delivered;
+  the engine relies on this to keep no copies of its own (see ``Registry.accept(new=True)``).
 - ``last_terminal_now(workflow_ids)``: ``last_terminal`` answered synchronously, for a bus whose
   memory is local; None when it cannot answer without I/O (then ``last_terminal`` is awaited).
 """
@@ -111,6 +117,8 @@ class InMemoryBus:
         )
         self._claims: TTLMap[bool] = TTLMap(terminal_ttl, max_entries, clock, max_bytes=max_bytes)
         self._publishing: set[str] = set()  # marks whose publish is awaiting right now
+        # A subclass's publish may await (or fail): then publish_once_now cannot answer.
+        self._publishes_now = type(self).publish is InMemoryBus.publish
 
     @property
     def healthy(self) -> bool:
@@ -120,8 +128,11 @@ class InMemoryBus:
         self._deliver = deliver
 
     async def publish(self, event: WebhookEvent, *, terminal: bool) -> bool:
-        if terminal and self._terminal.get(event.workflow_id) is None:  # the first one stays
-            self._terminal.put(event.workflow_id, event, size=event_size(event))
+        return self._publish_now(event, terminal)
+
+    def _publish_now(self, event: WebhookEvent, terminal: bool) -> bool:
+        if terminal:  # the first one stays
+            self._terminal.add(event.workflow_id, event, size=event_size(event))
         if self._deliver is None:
             return terminal  # nobody attached: only a remembered terminal event went somewhere
         self._deliver(event)
@@ -132,6 +143,9 @@ class InMemoryBus:
     ) -> PublishOnce:
         """Atomic: nothing awaits between the look at ``mark`` and setting it, unless a
         subclass's ``publish`` awaits; then concurrent copies get ``"in_progress"``."""
+        outcome = self.publish_once_now(event, terminal=terminal, mark=mark, mark_ttl=mark_ttl)
+        if outcome is not None:
+            return outcome
         if self._claims.get(mark) is not None:
             return "duplicate"
         if mark in self._publishing:
@@ -144,6 +158,26 @@ class InMemoryBus:
         if not sent:
             return "unsent"
         self._claims.put(mark, True, mark_ttl)
+        return "published"
+
+    def publish_once_now(
+        self, event: WebhookEvent, *, terminal: bool, mark: str, mark_ttl: float
+    ) -> PublishOnce | None:
+        """:meth:`publish_once` without awaiting; None when it cannot answer so (a subclass's
+        ``publish`` may await: then await :meth:`publish_once`)."""
+        if not self._publishes_now:
+            return None
+        claims = self._claims
+        if not claims.add(mark, True, mark_ttl):
+            return "duplicate"
+        try:  # nothing awaits in between: the mark set first is as atomic as set after
+            sent = self._publish_now(event, terminal)
+        except BaseException:
+            claims.pop(mark)  # not published: a retry must find no mark
+            raise
+        if not sent:
+            claims.pop(mark)
+            return "unsent"
         return "published"
 
     async def claim(self, key: str, ttl: float) -> bool:
@@ -161,6 +195,9 @@ class InMemoryBus:
     def last_terminal_now(self, workflow_ids: list[str]) -> list[WebhookEvent]:
         """:meth:`last_terminal` without awaiting (the memory is local)."""
         get = self._terminal.get
+        if len(workflow_ids) == 1:  # the engine's usual question, asked once per event
+            event = get(workflow_ids[0])
+            return [] if event is None else [event]
         return [event for wid in workflow_ids if (event := get(wid)) is not None]
 
     async def close(self) -> None:

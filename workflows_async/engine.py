@@ -3,7 +3,11 @@
 Invariants: a workflow is polled only while a local waiter waits for it and the bus has not
 already told us its end; every exit from a wait (result, failure, timeout, cancellation) removes
 the waiter and, when it was the last one, the poll entry; closing fails every pending wait; an
-error a waiter gets names its workflow (``workflow_id``).
+error a waiter gets names its workflow (``workflow_id``); an event is acknowledged only once it
+was published (or handled here); an event the in-process bus publishes synchronously
+(``publish_once_now``) is recorded once, by the bus (its published mark, and its memory of the
+workflow's first terminal event): the registry and the lost-webhook bookkeeping ask the bus
+instead of keeping copies.
 """
 
 from __future__ import annotations
@@ -60,10 +64,20 @@ class Waiting:
         self._publish_once: Callable[..., Awaitable[PublishOnce]] | None = getattr(
             bus, "publish_once", None
         )
+        self._publish_once_now: Callable[..., PublishOnce | None] | None = getattr(
+            bus, "publish_once_now", None
+        )
         self._lookup_now: Callable[[list[str]], list[WebhookEvent] | None] | None = getattr(
             bus, "last_terminal_now", None
         )
-        self.registry = Registry(statuses, clock=clock)
+        # The event publish_once_now is delivering right now (its published mark was absent),
+        # and whether its status is terminal.
+        self._vouched: WebhookEvent | None = None
+        self._vouched_terminal = False
+        self.registry = Registry(statuses, clock=clock, remembered=self._lookup_now)
+        # A terminal webhook is known to the registry (or the bus's memory): the lost-webhook
+        # bookkeeping asks there instead of keeping an entry of its own per webhook.
+        self.recorder.lost.ended_by_webhook = self.registry.ended
         self.hooks = EventHooks(bus.claim)
         self.scheduler = PollScheduler(
             policy,
@@ -125,8 +139,19 @@ class Waiting:
         if self._closed or not self._started:
             await self.start()  # raises when closed
         terminal = self.statuses.is_terminal(event.status)
-        mark = f"published:{event.dedup_key}"
-        if self._publish_once is not None:
+        mark = "published:" + event.dedup_key
+        outcome: PublishOnce | None = None
+        if self._publish_once_now is not None:  # the in-process bus: no await, no copy here
+            self._vouched, self._vouched_terminal = event, terminal
+            try:
+                outcome = self._publish_once_now(
+                    event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
+                )
+            finally:
+                self._vouched = None
+        if outcome is not None:
+            pass
+        elif self._publish_once is not None:
             outcome = await self._publish_once(
                 event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
             )
@@ -175,13 +200,19 @@ class Waiting:
 
     def _deliver(self, event: WebhookEvent) -> None:
         """The bus calls this for every event published by any process."""
-        if not self.registry.accept(event):
+        # Delivered by publish_once_now: its mark was absent (no copy came here before, and
+        # the mark turns every later one away), and the bus remembers it if it is terminal.
+        vouched = event is self._vouched
+        terminal = self._vouched_terminal if vouched else self.statuses.is_terminal(event.status)
+        if not self.registry.accept(event, terminal, new=vouched):
             return
-        terminal = self.statuses.is_terminal(event.status)
-        self.recorder.event_delivered(event.workflow_id, terminal)
+        workflow_id = event.workflow_id
+        self.recorder.event_delivered(workflow_id, terminal)
         self.scheduler.note_webhook()
-        if self.registry.deliver(event):
-            self.scheduler.remove(event.workflow_id)
+        # Resolve its waiters (or keep it for a later one, unless the bus holds it where
+        # enter() looks without I/O). Only a waited workflow has a poll entry.
+        if terminal and self.registry.ended_event(event):
+            self.scheduler.remove(workflow_id)
         if self.hooks:
             self.hooks.dispatch(event)
 

@@ -10,7 +10,7 @@ understands, and then exactly what the tolerant parser would (else the tolerant 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -29,8 +29,12 @@ class BadEventError(WebhookError):
     """The webhook body is not a JSON object with a workflow id and a status."""
 
 
-class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A verified webhook: what it says about a workflow, plus the raw body as received."""
+class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A verified webhook: what it says about a workflow, plus the raw body as received.
+
+    Not tracked by the garbage collector (``gc=False``): its fields are strings, bytes and a
+    float, so it can be part of no reference cycle, and the remembered events (a bus's and a
+    registry's memory) cost a full collection nothing."""
 
     workflow_id: str
     status: str
@@ -74,11 +78,15 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 def event_size(event: WebhookEvent) -> int:
     """What keeping ``event`` in memory costs, roughly: its raw body and its fields."""
-    size = len(event.raw) + len(event.workflow_id) + len(event.status) + 200
-    for field in (event.case_id, event.event_type, event.event_id):
-        if field:
-            size += len(field)
-    return size
+    return (
+        len(event.raw)
+        + len(event.workflow_id)
+        + len(event.status)
+        + len(event.case_id or "")
+        + len(event.event_type or "")
+        + len(event.event_id or "")
+        + 200
+    )
 
 
 def _text(value: Any) -> str | None:
@@ -89,22 +97,27 @@ def _text(value: Any) -> str | None:
     return None
 
 
-class _Flat(msgspec.Struct, gc=False):
-    """A body whose routing members are all strings (or null) at the top level: every name
-    the tolerant parser looks at there, so both read the same members."""
+_Text = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_FIELD)]
+"""A member the tolerant parser would take as it is (``_text``): any other string fails the
+typed decode, and then the tolerant parser (which skips it) decides."""
 
-    workflowId: str | None = None
-    workflow_id: str | None = None
-    id: str | None = None
-    status: str | None = None
-    workflowStatus: str | None = None
-    caseId: str | None = None
-    case_id: str | None = None
-    eventId: str | None = None
-    event_id: str | None = None
-    eventType: str | None = None
-    type: str | None = None
-    event: str | None = None
+
+class _Flat(msgspec.Struct, gc=False):
+    """A body whose routing members are all strings of 1 to 256 characters (or null) at the top
+    level: every name the tolerant parser looks at there, so both read the same members."""
+
+    workflowId: _Text | None = None
+    workflow_id: _Text | None = None
+    id: _Text | None = None
+    status: _Text | None = None
+    workflowStatus: _Text | None = None
+    caseId: _Text | None = None
+    case_id: _Text | None = None
+    eventId: _Text | None = None
+    event_id: _Text | None = None
+    eventType: _Text | None = None
+    type: _Text | None = None
+    event: _Text | None = None
     workflow: Any = None
     data: Any = None
 
@@ -115,11 +128,6 @@ _MAX_FAST_BRACKETS = 32
 json's own depth limit (a RecursionError, hence BadEventError) can then never differ."""
 
 
-def _field(value: str | None) -> str | None:
-    """``_text`` for a member the typed decode already knows is a string or null."""
-    return value if value and len(value) <= _MAX_FIELD else None
-
-
 def _fast(raw: bytes, received_at: float) -> WebhookEvent | None:
     """The common shapes (the workflow's ``workflowId``/``id`` and ``status`` at the top level,
     strings only) decoded by one typed msgspec decoder, or None for anything else (then the
@@ -128,21 +136,21 @@ def _fast(raw: bytes, received_at: float) -> WebhookEvent | None:
         return None
     try:
         body = _FLAT.decode(raw)
-    except msgspec.DecodeError:  # not UTF-8 JSON, not an object, a member of another type
-        return None
-    named = _field(body.workflowId) or _field(body.workflow_id)
+    except msgspec.DecodeError:  # not UTF-8 JSON, not an object, a member of another type,
+        return None  # or a string the tolerant parser would skip (empty, too long)
+    named = body.workflowId or body.workflow_id
     if named is None and (isinstance(body.workflow, dict) or isinstance(body.data, dict)):
         return None  # the workflow may sit in a nested object: the tolerant parser decides
-    workflow_id = named or _field(body.id)
-    status = _field(body.status) or _field(body.workflowStatus)
+    workflow_id = named or body.id
+    status = body.status or body.workflowStatus
     if workflow_id is None or status is None:
         return None  # the tolerant parser raises the right BadEventError
     return WebhookEvent(
         workflow_id=workflow_id,
         status=status,
-        case_id=_field(body.caseId) or _field(body.case_id),
-        event_type=_field(body.eventType) or _field(body.type) or _field(body.event),
-        event_id=_field(body.eventId) or _field(body.event_id),
+        case_id=body.caseId or body.case_id,
+        event_type=body.eventType or body.type or body.event,
+        event_id=body.eventId or body.event_id,
         raw=bytes(raw),
         received_at=received_at,
     )

@@ -56,6 +56,10 @@ MAX_SIGNATURE_HEADER_LENGTH = 8192
 MIN_RSA_KEY_BITS = 2048
 _UNDERSTOOD_CRIT = frozenset({"b64"})
 _TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
+_B64URL_VALUE = {
+    ord(c): i
+    for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +95,8 @@ def b64url_decode(text: str) -> bytes:
 
     Raises ``ValueError`` for anything else.
     """
-    if len(text) % 4 == 1:
+    tail = len(text) % 4
+    if tail == 1:
         raise ValueError("not base64url")
     try:
         raw = text.encode("ascii")
@@ -99,12 +104,16 @@ def b64url_decode(text: str) -> bytes:
         raise ValueError("not base64url") from None
     # To the standard alphabet, with "+", "/" and "=" made invalid, padded: the strict C
     # decoder then refuses every character outside the url-safe alphabet.
-    std = raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4)
+    std = raw.translate(_TO_STANDARD)
+    if tail:
+        std += b"==" if tail == 2 else b"="
     try:
         data = binascii.a2b_base64(std, strict_mode=True)
     except binascii.Error:
         raise ValueError("not base64url") from None
-    if binascii.b2a_base64(data, newline=False) != std:
+    # Canonical: the bits of the last character that encode nothing are zero (4 of them after
+    # 2 characters of a group, 2 after 3), so the text is the only encoding of the data.
+    if tail and _B64URL_VALUE[raw[-1]] & (0x0F if tail == 2 else 0x03):
         raise ValueError("not canonical base64url")
     return data
 

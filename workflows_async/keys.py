@@ -282,7 +282,10 @@ class WebhookVerifier:
         with a key already held, None when the key must be fetched first (then await
         :meth:`verify_parsed`); ``SignatureError`` when it does not hold."""
         key = self._keys.held(self._kid(sig))
-        return None if key is None else self._verify_with(sig, body, key)
+        if key is None:
+            return None
+        verify_signature(sig, body, key)
+        return sig.header
 
     def _kid(self, sig: DetachedSignature) -> str:
         if sig.header.alg not in self._algorithms:  # a header parsed under other rules

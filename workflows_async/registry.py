@@ -2,11 +2,13 @@
 
 Invariants: the first terminal status for a workflow wins and resolves every local waiter of it
 exactly once; a terminal event that arrives before anyone waits is kept (bounded, with a
-time-to-live) and resolves the waiter at registration; a duplicate event (same event id, or same
-workflow and status) is dispatched once; a terminal status is final: once a workflow is known
-terminal here, no later event for it (a replay, another status) is dispatched; every buffer is
-bounded by count and by counted bytes (raw bodies included); a waiter that leaves removes every
-trace of itself.
+time-to-live) and resolves the waiter at registration, unless the bus remembers it where the
+engine looks without I/O (the in-process bus): then the bus's memory is the only copy; a
+duplicate event (same event id, or same workflow and status) is dispatched once; a terminal
+status is final: once a workflow is known terminal here (or, for an event a bus vouches for,
+in that bus's memory), no later event for it (a replay, another status) is dispatched; every
+buffer is bounded by count and by counted bytes (raw bodies included); a waiter that leaves
+removes every trace of itself; a completion is built only when someone waits for it.
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ class Registry:
         dedup_max: int = 1_000_000,
         dedup_max_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
+        remembered: Callable[[list[str]], list[WebhookEvent] | None] | None = None,
     ) -> None:
         self.statuses = statuses
+        # The bus's synchronous memory of first terminal events (``last_terminal_now``), if any.
+        self._remembered = remembered
         self._waiters: dict[str, list[asyncio.Future[Completion]]] = {}
         self._early: TTLMap[WebhookEvent] = TTLMap(
             early_ttl, early_max, clock, max_bytes=early_max_bytes
@@ -94,27 +99,71 @@ class Registry:
         del self._waiters[workflow_id]
         return True
 
-    def accept(self, event: WebhookEvent) -> bool:
+    def accept(
+        self, event: WebhookEvent, terminal: bool | None = None, *, new: bool = False
+    ) -> bool:
         """Filter duplicates: True the first time an event is seen here, and never for an event
-        about a workflow already known terminal here (its first terminal status is final)."""
-        if self._final.get(event.workflow_id) is not None or not self._seen.add(
-            event.dedup_key, True
-        ):
+        about a workflow already known terminal here (its first terminal status is final).
+
+        ``terminal``: whether the event's status is terminal, when the caller knows already.
+        ``new``: a bus vouches for the event (``publish_once_now``): no copy of it reached this
+        registry before and none can later (its *published mark*, as long-lived as this
+        filter, guards every way in), and the bus remembers a workflow's first terminal event
+        before delivering anything. Then nothing is looked up or recorded here: the workflow
+        ended before iff the bus remembers another terminal event of it."""
+        workflow_id = event.workflow_id
+        if self._final.get(workflow_id) is not None:
             self.duplicates += 1
             return False
-        if self.statuses.is_terminal(event.status):
-            self._final.put(event.workflow_id, event.status, size=len(event.status))
+        if new and self._remembered is not None:
+            first = self._remembered([workflow_id])
+            if first is not None:  # the bus answered
+                if first and first[0] is not event:
+                    self.duplicates += 1
+                    return False
+                self.dispatched += 1
+                return True
+        if not (new or self._seen.add(event.dedup_key, True)):
+            self.duplicates += 1
+            return False
+        if terminal is None:
+            terminal = self.statuses.is_terminal(event.status)
+        if terminal:
+            self._final.put(workflow_id, event.status, size=len(event.status))
         self.dispatched += 1
         return True
 
-    def deliver(self, event: WebhookEvent) -> bool:
-        """Resolve waiters with a terminal event (or keep it for a later waiter).
+    def ended(self, workflow_id: str) -> bool:
+        """Has a terminal event of ``workflow_id`` been accepted (within the replay window)?"""
+        if self._final.get(workflow_id) is not None:
+            return True
+        return bool(self._remembered([workflow_id])) if self._remembered is not None else False
 
-        Returns True when the event was terminal."""
-        if not self.statuses.is_terminal(event.status):
+    def deliver(self, event: WebhookEvent, terminal: bool | None = None) -> bool:
+        """Resolve waiters with a terminal event, or keep it for a later waiter (see
+        :meth:`ended_event`). Returns True when the event was terminal."""
+        if terminal is None:
+            terminal = self.statuses.is_terminal(event.status)
+        if terminal:
+            self.ended_event(event)
+        return terminal
+
+    def ended_event(self, event: WebhookEvent) -> bool:
+        """``event`` (terminal) ends its workflow: resolve its waiters (the completion is built
+        only then), or keep it for a later one, unless the bus remembers a terminal event of
+        the workflow where a later waiter finds it without I/O (the in-process bus). True
+        when someone waited."""
+        workflow_id = event.workflow_id
+        futures = self._waiters.pop(workflow_id, None)
+        if not futures:
+            remembered = self._remembered
+            if remembered is None or not remembered([workflow_id]):
+                self._early.put(workflow_id, event, size=event_size(event))
             return False
-        if not self.resolve(Completion(workflow_from_event(event), Channel.WEBHOOK, event)):
-            self._early.put(event.workflow_id, event, size=event_size(event))
+        completion = Completion(workflow_from_event(event), Channel.WEBHOOK, event)
+        for future in futures:
+            if not future.done():
+                future.set_result(completion)
         return True
 
     def resolve(self, completion: Completion, *, workflow_id: str | None = None) -> bool:

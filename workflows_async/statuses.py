@@ -66,7 +66,7 @@ class StatusSet:
     use other final statuses.
     """
 
-    __slots__ = ("failure", "success")
+    __slots__ = ("failure", "success", "terminal")
 
     def __init__(
         self,
@@ -77,10 +77,11 @@ class StatusSet:
         self.failure = frozenset(s.upper() for s in failure)
         if self.success & self.failure:
             raise ConfigurationError("a status cannot be both a success and a failure")
+        self.terminal = self.success | self.failure
 
     def is_terminal(self, status: str) -> bool:
-        key = status.upper()
-        return key in self.success or key in self.failure
+        # A status the server sent in upper case (the usual) needs no upper-casing.
+        return status in self.terminal or status.upper() in self.terminal
 
     def is_failure(self, status: str) -> bool:
         return status.upper() in self.failure

@@ -101,6 +101,7 @@ class WebhookAnswer:
 
 
 _ACCEPTED = json.dumps({"status": 200, "reason": "accepted"}).encode()
+_IN_MEMORY = (bytes, bytearray, memoryview)
 ACCEPTED = WebhookAnswer(200, "accepted")
 
 
@@ -155,74 +156,72 @@ class WebhookCore:
         Content-Length and the signature header are acceptable. Never raises (but
         cancellation); never answers 5xx but 503."""
         span = self._recorder.webhook_span()
-        try:
-            return await self._receive(span, method, headers, body)
-        except Exception as exc:  # the last resort: the endpoint never answers 500
-            return self._unexpected(span, exc)
-
-    async def _receive(
-        self, span: Span | None, method: str, headers: Mapping[str, str], body: Body
-    ) -> WebhookAnswer:
-        received = self._clock()
-        if method.upper() != "POST":
-            return self._reject(span, 405, "method_not_allowed", "only POST is accepted")
-        length = _content_length(header(headers, "Content-Length"))
-        if length is not None and length > self.max_body:
-            return self._reject(span, 413, "body_too_large", "body too large", True)
-        signature = header(headers, SIGNATURE_HEADER)
-        sig: DetachedSignature | None = None
-        if self._verifier is not None:
-            try:  # the header alone, before a byte of the body is read
-                sig = self._verifier.parse(signature)
-            except SignatureError as exc:
-                return self._reject(span, 401, "bad_signature", str(exc), True)
-        if isinstance(body, bytes | bytearray | memoryview):  # read already: nothing to wait for
-            if len(body) > self.max_body:
+        try:  # one coroutine for the whole path: no await of a helper coroutine per delivery
+            received = self._clock()
+            if method.upper() != "POST":
+                return self._reject(span, 405, "method_not_allowed", "only POST is accepted")
+            length = _content_length(header(headers, "Content-Length"))
+            if length is not None and length > self.max_body:
                 return self._reject(span, 413, "body_too_large", "body too large", True)
-            raw = bytes(body)
-        else:
+            signature = header(headers, SIGNATURE_HEADER)
+            sig: DetachedSignature | None = None
+            if self._verifier is not None:
+                try:  # the header alone, before a byte of the body is read
+                    sig = self._verifier.parse(signature)
+                except SignatureError as exc:
+                    return self._reject(span, 401, "bad_signature", str(exc), True)
+            if isinstance(body, _IN_MEMORY):  # read already: nothing to wait for
+                if len(body) > self.max_body:
+                    return self._reject(span, 413, "body_too_large", "body too large", True)
+                raw = bytes(body)
+            else:
+                try:
+                    async with asyncio.timeout(self.read_timeout):
+                        raw = await self._read_body(body)
+                except TimeoutError:
+                    return self._reject(
+                        span, 408, "read_timeout", "body not received in time", True
+                    )
+                except _TooLarge:
+                    return self._reject(span, 413, "body_too_large", "body too large", True)
+                except BodyReadError as exc:
+                    return self._reject(span, exc.status, exc.code, exc.reason, True)
+                except OSError as exc:  # connection trouble while reading
+                    why = f"body could not be read ({type(exc).__name__})"
+                    return self._reject(span, 400, "unreadable_body", why, True)
+            if self._verifier is not None and sig is not None:
+                try:  # a held key verifies without a wait; a new kid's key is fetched first
+                    if self._verifier.verify_held(sig, raw) is None:
+                        await self._verifier.verify_parsed(sig, raw)
+                except SignatureError as exc:
+                    return self._reject(span, 401, "bad_signature", str(exc))
+                except KeyUnavailableError as exc:
+                    return self._reject(span, 503, "key_unavailable", str(exc))
+                except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
+                    why = f"event not accepted now ({type(exc).__name__})"
+                    return self._reject(span, 503, "unavailable", why)
             try:
-                async with asyncio.timeout(self.read_timeout):
-                    raw = await self._read_body(body)
-            except TimeoutError:
-                return self._reject(span, 408, "read_timeout", "body not received in time", True)
-            except _TooLarge:
-                return self._reject(span, 413, "body_too_large", "body too large", True)
-            except BodyReadError as exc:
-                return self._reject(span, exc.status, exc.code, exc.reason, True)
-            except OSError as exc:  # connection trouble while reading
-                why = f"body could not be read ({type(exc).__name__})"
-                return self._reject(span, 400, "unreadable_body", why, True)
-        if self._verifier is not None and sig is not None:
-            try:  # a held key verifies without a wait; a new kid's key is fetched first
-                if self._verifier.verify_held(sig, raw) is None:
-                    await self._verifier.verify_parsed(sig, raw)
-            except SignatureError as exc:
-                return self._reject(span, 401, "bad_signature", str(exc))
-            except KeyUnavailableError as exc:
-                return self._reject(span, 503, "key_unavailable", str(exc))
+                event = parse_event(raw, received_at=received)
+            except BadEventError as exc:
+                return self._reject(span, 400, "bad_event", str(exc))
+            if span is not None:  # a recording span: its context travels with the event
+                trace = self._recorder.webhook_event(span, event.workflow_id, event.status)
+                if trace is not None:  # so a wait in any process can link to it
+                    event = msgspec.structs.replace(event, trace_context=trace)
+            publish_outcome.set(None)
+            try:
+                published = await self._publish(event)
             except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
                 why = f"event not accepted now ({type(exc).__name__})"
                 return self._reject(span, 503, "unavailable", why)
-        try:
-            event = parse_event(raw, received_at=received)
-        except BadEventError as exc:
-            return self._reject(span, 400, "bad_event", str(exc))
-        trace = self._recorder.webhook_event(span, event.workflow_id, event.status)
-        if trace is not None:  # travels with the event, so a wait anywhere can link to it
-            event = msgspec.structs.replace(event, trace_context=trace)
-        publish_outcome.set(None)
-        try:
-            published = await self._publish(event)
-        except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
-            why = f"event not accepted now ({type(exc).__name__})"
-            return self._reject(span, 503, "unavailable", why)
-        outcome = publish_outcome.get()
-        if not published:
-            why = "event could not be published; retry later"
-            return self._reject(span, 503, outcome or "not_published", why)
-        self._recorder.webhook_accepted(span, duplicate=outcome == "duplicate")
-        return ACCEPTED
+            outcome = publish_outcome.get()
+            if not published:
+                why = "event could not be published; retry later"
+                return self._reject(span, 503, outcome or "not_published", why)
+            self._recorder.webhook_accepted(span, duplicate=outcome == "duplicate")
+            return ACCEPTED
+        except Exception as exc:  # the last resort: the endpoint never answers 500
+            return self._unexpected(span, exc)
 
     async def _read_body(self, body: AsyncIterable[bytes]) -> bytes:
         """The whole raw body, however many chunks it came in; ``_TooLarge`` above the limit."""

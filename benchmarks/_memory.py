@@ -29,7 +29,7 @@ from typing import Any
 from _proc import Ready
 
 import workflows_async as wa
-from workflows_async.engine import Waiting
+from workflows_async.engine import WaitEngine
 
 __all__ = ["library_tasks", "memory_probe", "rss_bytes"]
 
@@ -59,7 +59,7 @@ def library_tasks(callers: Collection[asyncio.Task[Any]] = ()) -> int:
     return count
 
 
-async def _library_wait(waiting: Waiting, workflow_id: str) -> None:
+async def _library_wait(waiting: WaitEngine, workflow_id: str) -> None:
     await waiting.completion(workflow_id, first_poll=3600.0)
 
 

@@ -1,4 +1,4 @@
-"""Retained memory per accepted terminal webhook (nobody waits): ``Waiting.publish`` over the
+"""Retained memory per accepted terminal webhook (nobody waits): ``WaitEngine.publish`` over the
 in-process bus, 100,000 distinct events (dedupe marks, the remembered terminal event, the
 terminal-is-final and lost-webhook records), after ``gc.collect()``: bytes (tracemalloc), extra
 GC-tracked objects per event and the time of a full collection then. Standalone:
@@ -13,7 +13,7 @@ import tracemalloc
 
 import workflows_async as wa
 from workflows_async.bus import InMemoryBus
-from workflows_async.engine import Waiting
+from workflows_async.engine import WaitEngine
 from workflows_async.statuses import StatusSet
 
 N = 100_000
@@ -24,7 +24,7 @@ async def never(wid: str) -> wa.Workflow:
 
 
 async def main() -> None:
-    w = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=InMemoryBus(), poll=never)
+    w = WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=InMemoryBus(), poll=never)
     await w.start()
     raw = b'{"workflowId":"x","status":"COMPLETED"}'
     evs = [

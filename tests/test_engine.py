@@ -14,7 +14,7 @@ from eventually import eventually
 import workflows_async as wa
 from workflows_async._deadlines import Deadlines
 from workflows_async.bus import InMemoryBus
-from workflows_async.engine import Waiting
+from workflows_async.engine import WaitEngine
 from workflows_async.statuses import StatusSet
 
 
@@ -142,7 +142,7 @@ async def test_a_network_bus_is_asked_in_batches_by_one_task() -> None:
         polled.append(wid)
         return wa.Workflow(id=wid, case_id="c", status="COMPLETED")
 
-    waiting = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=poll)
+    waiting = WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=poll)
     try:
         async with asyncio.timeout(30):
             done = await asyncio.gather(
@@ -161,7 +161,7 @@ async def test_a_failing_network_lookup_leaves_the_waits_to_polling() -> None:
     async def poll(wid: str) -> wa.Workflow:
         return wa.Workflow(id=wid, case_id="c", status="COMPLETED")
 
-    waiting = Waiting(
+    waiting = WaitEngine(
         statuses=StatusSet(), policy=wa.PollPolicy(), bus=NetworkBus(fail=True), poll=poll
     )
     try:
@@ -181,7 +181,7 @@ async def test_every_bus_gets_the_engine_catch_up_unless_it_has_one() -> None:
 
     bus = NetworkBus()
     assert bus.on_reconnect is None
-    waiting = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
+    waiting = WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
     try:
         assert bus.on_reconnect == waiting.recheck
         future = waiting.enter("wf-1", first_poll=3600)
@@ -198,7 +198,7 @@ async def test_every_bus_gets_the_engine_catch_up_unless_it_has_one() -> None:
 
     mine = InMemoryBus()
     mine.on_reconnect = own
-    Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=mine, poll=never)
+    WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=mine, poll=never)
     assert mine.on_reconnect is own
 
 

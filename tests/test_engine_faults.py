@@ -19,7 +19,7 @@ from test_registry import event
 
 import workflows_async as wa
 from workflows_async.bus import InMemoryBus
-from workflows_async.engine import Waiting
+from workflows_async.engine import WaitEngine
 from workflows_async.polling import PollScheduler, PollVerdict, poll_error_verdict
 from workflows_async.statuses import StatusSet
 from workflows_async.testing import serve
@@ -268,8 +268,8 @@ async def test_the_scheduler_task_survives_a_bug_in_its_loop() -> None:
 
 
 @asynccontextmanager
-async def engine(poll: Callable[[str], Any]) -> AsyncIterator[Waiting]:
-    waiting = Waiting(statuses=StatusSet(), policy=QUICK, bus=InMemoryBus(), poll=poll)
+async def engine(poll: Callable[[str], Any]) -> AsyncIterator[WaitEngine]:
+    waiting = WaitEngine(statuses=StatusSet(), policy=QUICK, bus=InMemoryBus(), poll=poll)
     try:
         yield waiting
     finally:
@@ -440,7 +440,9 @@ class FlakyBus(InMemoryBus):
 
 
 async def test_a_bus_lookup_failure_leaves_the_wait_to_polling() -> None:
-    waiting = Waiting(statuses=StatusSet(), policy=QUICK, bus=FlakyBus(), poll=Script("COMPLETED"))
+    waiting = WaitEngine(
+        statuses=StatusSet(), policy=QUICK, bus=FlakyBus(), poll=Script("COMPLETED")
+    )
     try:
         async with asyncio.timeout(10):
             completion = await waiting.completion(WF, first_poll=0)

@@ -10,7 +10,7 @@ import pytest
 import workflows_async as wa
 from workflows_async._metrics import publish_outcome
 from workflows_async.bus import InMemoryBus
-from workflows_async.engine import Waiting
+from workflows_async.engine import WaitEngine
 from workflows_async.statuses import StatusSet
 
 
@@ -50,8 +50,8 @@ async def never(workflow_id: str) -> wa.Workflow:
     raise AssertionError("no poll expected")
 
 
-def waiting(bus: FlakyBus) -> Waiting:
-    return Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
+def waiting(bus: FlakyBus) -> WaitEngine:
+    return WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
 
 
 EVENT = wa.WebhookEvent(workflow_id="wf-1", status="COMPLETED", event_id="e-1")

@@ -13,7 +13,7 @@ import pytest
 import workflows_async as wa
 from workflows_async._ttl import TTLMap
 from workflows_async.bus import InMemoryBus
-from workflows_async.engine import _PUBLISHED_TTL, Waiting
+from workflows_async.engine import _PUBLISHED_TTL, WaitEngine
 from workflows_async.statuses import StatusSet
 
 
@@ -29,9 +29,11 @@ async def never(workflow_id: str) -> wa.Workflow:
     raise AssertionError("no poll expected")
 
 
-def waiting(bus: InMemoryBus, clock: Clock | None = None) -> Waiting:
+def waiting(bus: InMemoryBus, clock: Clock | None = None) -> WaitEngine:
     clock = clock or Clock()
-    return Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
+    return WaitEngine(
+        statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock
+    )
 
 
 def event(wid: str, status: str = "COMPLETED", event_id: str | None = None) -> wa.WebhookEvent:

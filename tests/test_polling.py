@@ -258,12 +258,12 @@ async def test_a_huge_retry_after_pauses_polling_for_max_interval_at_most() -> N
 
 async def test_a_poll_answer_with_another_spelling_of_the_id_resolves_the_waiter() -> None:
     from workflows_async.bus import InMemoryBus
-    from workflows_async.engine import Waiting
+    from workflows_async.engine import WaitEngine
 
     async def poll(wid: str) -> wa.Workflow:
         return wa.Workflow(id=wid.upper(), status="COMPLETED")
 
-    waiting = Waiting(
+    waiting = WaitEngine(
         statuses=StatusSet(),
         policy=wa.PollPolicy(initial_delay=0),
         bus=InMemoryBus(),

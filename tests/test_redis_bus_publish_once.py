@@ -13,7 +13,7 @@ from redis_server import MakeBus, RedisServer, bus_maker
 
 import workflows_async as wa
 from workflows_async._metrics import publish_outcome
-from workflows_async.engine import Waiting
+from workflows_async.engine import WaitEngine
 from workflows_async.events import REPLAY_WINDOW, WebhookEvent
 from workflows_async.redis_bus import RedisBus
 from workflows_async.statuses import StatusSet
@@ -85,7 +85,7 @@ async def test_an_event_nobody_hears_and_not_terminal_went_nowhere(make_bus: Mak
 
 async def test_the_first_terminal_event_stays_on_redis(make_bus: MakeBus) -> None:
     bus = make_bus()
-    waiting = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
+    waiting = WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
     try:
         assert await waiting.publish(event("wf-1", "COMPLETED", "e-1"))
         assert await waiting.publish(event("wf-1", "FAILED", "e-2"))  # a later, other status
@@ -100,7 +100,7 @@ async def test_copies_on_three_workers_are_published_once_each(
     make_bus: MakeBus, raw: aioredis.Redis
 ) -> None:
     workers = [
-        Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=make_bus(), poll=never)
+        WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=make_bus(), poll=never)
         for _ in range(3)
     ]
     seen: list[bytes] = []
@@ -158,7 +158,7 @@ async def test_redis_down_is_unsent_and_handled_here(
     make_bus: MakeBus, redis_server: RedisServer
 ) -> None:
     bus = make_bus()
-    waiting = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
+    waiting = WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never)
     try:
         await waiting.start()
         task = asyncio.create_task(waiting.completion("wf-1", first_poll=3600))

@@ -10,7 +10,7 @@ import workflows_async as wa
 from workflows_async._metrics import publish_outcome
 from workflows_async._ttl import TTLMap
 from workflows_async.bus import InMemoryBus
-from workflows_async.engine import _PUBLISHED_TTL, Waiting
+from workflows_async.engine import _PUBLISHED_TTL, WaitEngine
 from workflows_async.events import REPLAY_WINDOW, parse_event
 from workflows_async.hooks import EventHooks
 from workflows_async.registry import Registry
@@ -123,7 +123,7 @@ async def test_once_hook_claims_outlive_the_old_hour() -> None:
 async def test_a_replay_a_day_later_runs_no_hook_again() -> None:
     clock = Clock()
     bus = InMemoryBus(clock=clock)
-    w = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
+    w = WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
     calls: list[str] = []
     w.hooks.add(lambda e: calls.append(e.status), once=True, name="bill")
     ev = event("wf-1", "COMPLETED")
@@ -139,7 +139,7 @@ async def test_a_replay_a_day_later_runs_no_hook_again() -> None:
 async def test_pending_claim_is_dropped_once_published() -> None:
     clock = Clock()
     bus = InMemoryBus(clock=clock)
-    w = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
+    w = WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
     for i in range(50):
         assert await w.publish(event(f"wf-{i}", "IN_PROGRESS"))
     assert not [k for k in bus._claims._data if k.startswith("event:")]
@@ -150,7 +150,7 @@ async def test_pending_claim_is_dropped_once_published() -> None:
 async def test_a_terminal_status_is_final() -> None:
     clock = Clock()
     bus = InMemoryBus(clock=clock)
-    w = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
+    w = WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
     calls: list[str] = []
     w.hooks.add(lambda e: calls.append(e.status), once=True, name="bill")
     w.hooks.add(lambda e: calls.append("plain:" + e.status))
@@ -207,7 +207,7 @@ async def test_a_copy_racing_the_pending_release_is_not_published_again() -> Non
             return await super().is_claimed(key)
 
     bus = RacyBus(clock=clock)
-    w = Waiting(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
+    w = WaitEngine(statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock)
     ev = event("wf-1", "COMPLETED", "e-1")
     await bus.start(w._deliver)
     await bus.claim("published:id:e-1", _PUBLISHED_TTL)  # the other process's publish, done

@@ -8,7 +8,7 @@ import asyncio
 import workflows_async as wa
 from workflows_async._ttl import TTLMap
 from workflows_async.bus import InMemoryBus
-from workflows_async.engine import Waiting
+from workflows_async.engine import WaitEngine
 from workflows_async.events import REPLAY_WINDOW
 from workflows_async.statuses import StatusSet
 
@@ -47,7 +47,7 @@ async def test_100k_events_through_the_engine_keep_the_window() -> None:
     async def never(workflow_id: str) -> wa.Workflow:
         raise AssertionError("no poll expected")
 
-    waiting = Waiting(
+    waiting = WaitEngine(
         statuses=StatusSet(), policy=wa.PollPolicy(), bus=bus, poll=never, clock=clock
     )
     try:

@@ -28,7 +28,7 @@ from .polling import PollPolicy, PollScheduler
 from .registry import Completion, Registry, workflow_from_event
 from .statuses import StatusSet
 
-__all__ = ["Waiting"]
+__all__ = ["WaitEngine"]
 
 log = logging.getLogger("workflows_async.waiting")
 
@@ -44,7 +44,7 @@ def _closed_while_waiting(workflow_id: str) -> SessionClosedError:
     return error
 
 
-class Waiting:
+class WaitEngine:
     """Joins webhook events (through the bus) and polls into one answer per workflow."""
 
     def __init__(

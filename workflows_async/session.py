@@ -44,7 +44,7 @@ from ._version import __version__
 from .asgi import WebhookASGIApp
 from .auth import Auth, auth_from_env
 from .bus import Bus, InMemoryBus
-from .engine import Waiting
+from .engine import WaitEngine
 from .errors import (
     ConfigurationError,
     DecodeError,
@@ -209,7 +209,7 @@ class Session(V2Calls):
             self._verifier = WebhookVerifier(keys, algorithms=settings.algorithms)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first use
         self.poll_policy = poll or PollPolicy()
-        self._waiting = Waiting(
+        self._waiting = WaitEngine(
             statuses=self.statuses,
             policy=self.poll_policy,
             bus=bus or InMemoryBus(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -86,6 +87,25 @@ async def test_first_terminal_wins_and_unregister_cleans_up() -> None:
     assert not a.done()
     assert registry.unregister("w", b) is True
     assert len(registry) == 0
+
+
+async def test_one_or_many_waiters_of_a_workflow_come_and_go() -> None:
+    """One waiter is held without a list; a second makes one; each leaves alone."""
+    registry = Registry(StatusSet())
+    a = registry.register("w")
+    stranger = asyncio.get_running_loop().create_future()
+    assert registry.unregister("w", stranger) is False  # not its waiter: "w" still waited for
+    assert registry.pending() == ["w"]
+    b, c = registry.register("w"), registry.register("w")
+    assert registry.unregister("w", b) is False
+    registry.fail("w", RuntimeError("gone"))
+    assert isinstance(a.exception(), RuntimeError) and isinstance(c.exception(), RuntimeError)
+    assert not b.done() and len(registry) == 0
+    d = registry.register("w")
+    assert registry.unregister("w", d) is True and "w" not in registry
+    e = registry.register("x")
+    registry.fail_all(lambda wid: KeyError(wid))
+    assert isinstance(e.exception(), KeyError) and len(registry) == 0
 
 
 def test_ttl_map_expires_and_bounds() -> None:

@@ -149,14 +149,13 @@ class WaitEngine:
                 )
             finally:
                 self._vouched = None
-        if outcome is not None:
-            pass
-        elif self._publish_once is not None:
-            outcome = await self._publish_once(
-                event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
-            )
-        else:
-            outcome = await self._publish_with_claims(event, terminal, mark)
+        if outcome is None:  # a bus that may await (RedisBus, a subclass), or none of that
+            if self._publish_once is not None:
+                outcome = await self._publish_once(
+                    event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
+                )
+            else:
+                outcome = await self._publish_with_claims(event, terminal, mark)
         if outcome == "published":
             return True
         if outcome != "unsent":

@@ -321,3 +321,42 @@ async def test_a_burst_of_lookups_is_merged_and_answers_each_caller(make_bus: Ma
     answers = await asyncio.gather(*(reader.last_terminal([f"wf-{i}"]) for i in range(2000)))
     assert all(len(found) == (1 - i % 2) for i, found in enumerate(answers))
     assert all(found[0].workflow_id == f"wf-{i}" for i, found in enumerate(answers) if found)
+
+
+def test_a_picked_port_taken_before_redis_binds_it_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bind-release-reuse race of a picked port: the first start moves to another port
+    rather than fail, and never takes the process that holds the port for its own server."""
+    import socket
+
+    from workflows_async.testing import _redis_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()  # answers connections, but is no redis-server of ours
+        busy = taken.getsockname()[1]
+        ports = iter([busy])
+        real = _redis_server._free_port
+        monkeypatch.setattr(_redis_server, "_free_port", lambda: next(ports, None) or real())
+        server = RedisServer()
+        assert server.port == busy
+        try:
+            server.start()
+            assert server.running and server.port != busy
+            moved = server.port
+            server.restart()
+            assert server.port == moved  # once served on, a port stays
+        finally:
+            server.cleanup()
+
+
+def test_a_given_port_that_is_taken_is_an_error(redis_server: RedisServer) -> None:
+    """A port the caller chose is never replaced: starting on a busy one fails clearly."""
+    from workflows_async.testing import RedisServerError
+
+    other = RedisServer(port=redis_server.port, start_timeout=5)
+    with pytest.raises(RedisServerError, match="already in use"):
+        other.start()
+    other.cleanup()
+    assert redis_server.running

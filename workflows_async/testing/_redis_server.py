@@ -1,8 +1,14 @@
 """A throwaway ``redis-server`` process on a free localhost port, for tests of ``RedisBus``.
 
 Invariants: the server binds 127.0.0.1 only and writes nothing to disk (no RDB, no AOF);
-``start()`` returns only once the server answers PING; ``restart()`` keeps the port, so
-clients that knew the old server find the new one at the same URL.
+``start()`` returns only once *this* server answers (its ``INFO`` names our child's pid, so
+another server that happens to hold the port is never taken for it); ``restart()`` keeps the
+port, so clients that knew the old server find the new one at the same URL.
+
+redis-server cannot be told to bind port 0 and report the port, so a port is picked first and
+may be taken by another process before the server binds it: when the port was picked here and
+the first start finds it taken, another port is picked (a few times); once a server has run on
+a port, it stays.
 """
 
 from __future__ import annotations
@@ -45,13 +51,27 @@ def _find_binary() -> str:
     return found
 
 
-def _answers_ping(port: int) -> bool:
+_PORT_TRIES = 5  # ports picked for a first start before giving up
+
+
+class _PortTaken(RedisServerError):
+    """The picked port was bound by another process before redis-server could bind it."""
+
+
+def _answers_as(port: int, pid: int) -> bool:
+    """True when the server on ``port`` answers and is the process ``pid``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(64).startswith(b"+PONG")
+            conn.sendall(b"INFO server\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = conn.recv(4096)
+                if not chunk or len(reply) > 1 << 16:
+                    return False
+                reply += chunk
     except OSError:
         return False
+    return f"process_id:{pid}\r\n".encode() in reply
 
 
 class RedisServer:
@@ -65,6 +85,7 @@ class RedisServer:
         extra_args: Sequence[str] = (),
     ) -> None:
         self.port = port or _free_port()
+        self._may_move = port is None  # a port picked here, never served on yet
         self.start_timeout = start_timeout
         self.extra_args = tuple(extra_args)
         self._binary = _find_binary()
@@ -80,9 +101,21 @@ class RedisServer:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
-        """Launch the server and wait until it answers PING."""
+        """Launch the server and wait until it answers."""
         if self.running:
             return
+        for _ in range(_PORT_TRIES - 1 if self._may_move else 0):
+            try:
+                self._launch()
+            except _PortTaken:
+                self.port = _free_port()
+                continue
+            break
+        else:
+            self._launch()
+        self._may_move = False  # served on: restarts keep this port
+
+    def _launch(self) -> None:
         self._workdir = self._workdir or tempfile.mkdtemp(prefix="redis-test-")
         log = Path(self._workdir) / "redis.log"
         command = [
@@ -100,15 +133,14 @@ class RedisServer:
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + self.start_timeout
-        while not _answers_ping(self.port):
+        while not _answers_as(self.port, self._process.pid):
             code = self._process.poll()
             if code is not None:
                 stderr = self._process.stderr.read() if self._process.stderr else b""
                 self._process = None
-                raise RedisServerError(
-                    f"redis-server exited with code {code} on port {self.port}:"
-                    f" {stderr.decode(errors='replace').strip()} {_tail(log)}"
-                )
+                why = f"{stderr.decode(errors='replace').strip()} {_tail(log)}"
+                error = _PortTaken if "already in use" in why else RedisServerError
+                raise error(f"redis-server exited with code {code} on port {self.port}: {why}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RedisServerError(

@@ -38,6 +38,13 @@ class Completion:
 _Waiters = asyncio.Future[Completion] | list[asyncio.Future[Completion]]
 
 
+def _listed(held: _Waiters | None) -> list[asyncio.Future[Completion]]:
+    """The waiters of a workflow as a list, however they are held."""
+    if held is None:
+        return []
+    return held if isinstance(held, list) else [held]
+
+
 def workflow_from_event(event: WebhookEvent) -> Workflow:
     return Workflow(id=event.workflow_id, case_id=event.case_id, status=event.status)
 
@@ -115,10 +122,7 @@ class Registry:
 
     def _take(self, workflow_id: str) -> list[asyncio.Future[Completion]]:
         """Remove and return every waiter of ``workflow_id`` (empty when none)."""
-        held = self._waiters.pop(workflow_id, None)
-        if held is None:
-            return []
-        return held if isinstance(held, list) else [held]
+        return _listed(self._waiters.pop(workflow_id, None))
 
     def accept(
         self, event: WebhookEvent, terminal: bool | None = None, *, new: bool = False
@@ -210,6 +214,6 @@ class Registry:
         waiters, self._waiters = self._waiters, {}
         for workflow_id, held in waiters.items():
             error = error_for(workflow_id)
-            for future in held if isinstance(held, list) else [held]:
+            for future in _listed(held):
                 if not future.done():
                     future.set_exception(error)

@@ -130,6 +130,53 @@ def test_no_span_work_when_nothing_records_spans() -> None:
     assert recorder.webhooks_accepted == 1
 
 
+class PublishedNow(Published):
+    """A publish that answers without a wait with ``answer`` (None: await it)."""
+
+    def __init__(self, answer: str | None) -> None:
+        super().__init__()
+        self.answer = answer
+        self.now: list[WebhookEvent] = []
+
+    def publish_now(self, event: WebhookEvent) -> str | None:
+        self.now.append(event)
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "reason", "counted"),
+    [
+        ("published", 200, "accepted", "accepted"),
+        ("duplicate", 200, "accepted", "duplicate"),
+        ("in_progress", 503, "event could not be published; retry later", "in_progress"),
+        ("not_published", 503, "event could not be published; retry later", "not_published"),
+    ],
+)
+async def test_an_answer_without_a_wait_is_taken_as_it_is(
+    answer: str, status: int, reason: str, counted: str
+) -> None:
+    publish = PublishedNow(answer)
+    recorder = Recorder()
+    verifier = WebhookVerifier(KeyStore(None, pinned={KID: PEM}))
+    core = WebhookCore(verifier, publish, publish_now=publish.publish_now, recorder=recorder)
+    headers, body = delivery()
+    got = await core.receive("POST", headers, body)
+    assert (got.status, got.reason) == (status, reason)
+    assert [e.raw for e in publish.now] == [body] and publish.events == []  # never awaited
+    stats = recorder.snapshot().webhooks
+    seen = {"accepted": stats.accepted, "duplicate": stats.duplicates, **stats.refused}
+    assert {name: n for name, n in seen.items() if n} == {counted: 1}
+
+
+async def test_no_answer_without_a_wait_means_publish_is_awaited() -> None:
+    publish = PublishedNow(None)
+    verifier = WebhookVerifier(KeyStore(None, pinned={KID: PEM}))
+    core = WebhookCore(verifier, publish, publish_now=publish.publish_now)
+    headers, body = delivery()
+    assert (await core.receive("POST", headers, body)).status == 200
+    assert len(publish.now) == 1 and [e.raw for e in publish.events] == [body]
+
+
 _OLD_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
 
 

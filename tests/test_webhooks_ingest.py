@@ -7,7 +7,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -175,6 +179,48 @@ async def test_no_answer_without_a_wait_means_publish_is_awaited() -> None:
     headers, body = delivery()
     assert (await core.receive("POST", headers, body)).status == 200
     assert len(publish.now) == 1 and [e.raw for e in publish.events] == [body]
+
+
+def test_no_span_is_started_while_no_sdk_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("opentelemetry")
+    from opentelemetry import trace
+
+    from workflows_async import _otel
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)  # whatever tests before set
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+    otel = _otel.load()  # the global provider's proxy
+    assert otel is not None
+
+    def start_span(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a span was started")
+
+    monkeypatch.setattr(otel.tracer, "start_span", start_span)
+    assert Recorder(otel=otel).webhook_span() is None
+
+
+def test_spans_record_once_an_sdk_is_set_later() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    script = textwrap.dedent(
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from workflows_async import _otel
+        from workflows_async._metrics import Recorder
+
+        recorder = Recorder(otel=_otel.load())
+        assert recorder.webhook_span() is None  # no SDK yet
+        trace.set_tracer_provider(TracerProvider())
+        span = recorder.webhook_span()
+        assert span is not None and span.is_recording()
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 _OLD_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")

@@ -308,11 +308,10 @@ class Recorder:
         """The receiver's span for one delivery, or None when nothing would record it (no
         OpenTelemetry, no SDK configured, or sampled out): then the delivery does no further
         span work (attributes, ``traceparent``), which would be thrown away anyway."""
-        if self.otel is None:
+        otel = self.otel
+        if otel is None or not otel.may_record():
             return None
-        span = self.otel.start_span(
-            "workflows.webhook", {"http.request.method": "POST"}, server=True
-        )
+        span = otel.start_span("workflows.webhook", {"http.request.method": "POST"}, server=True)
         return span if span.is_recording() else None
 
     def webhook_event(self, span: Span | None, workflow_id: str, status: str) -> str | None:

@@ -89,14 +89,29 @@ class TTLMap(Generic[V]):
     def put(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> None:
         """Store ``value`` for ``ttl`` seconds (default: the map's); ``size`` is what the value
         costs in memory beyond the fixed overhead (e.g. the length of a raw body)."""
-        data, queue = self._data, self._queue
-        if size < 0:
-            size = 0
-        cost = len(key) + size + ENTRY_OVERHEAD
-        old = data.pop(key, None)
+        old = self._data.pop(key, None)
         if old is not None:
             self._bytes -= len(key) + old[2] + ENTRY_OVERHEAD
             self._stale += 1
+        self._insert(key, value, ttl, size)
+
+    def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
+        """Put only when absent (or expired); True when put."""
+        item = self._data.get(key)
+        if item is not None:
+            if item[0] > self._clock():
+                return False
+            del self._data[key]  # expired: as put() would drop it
+            self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+            self._stale += 1
+        self._insert(key, value, ttl, size)
+        return True
+
+    def _insert(self, key: str, value: V, ttl: float | None, size: int) -> None:
+        """Put ``key``, absent from the mapping now; then drop what expired or is too much."""
+        data, queue = self._data, self._queue
+        if size < 0:
+            size = 0
         now = self._clock()
         item: _Item[V]
         if ttl is None or ttl == self.ttl:
@@ -106,7 +121,7 @@ class TTLMap(Generic[V]):
             item = (now + ttl, key, size, value)
             heapq.heappush(self._heap, (item[0], next(self._seq), item))
         data[key] = item
-        self._bytes += cost
+        self._bytes += len(key) + size + ENTRY_OVERHEAD
         # Expired entries first, wherever they sit: the queue's front, the heap's top.
         while queue and queue[0][0] <= now:
             self._discard(queue.popleft())
@@ -120,14 +135,6 @@ class TTLMap(Generic[V]):
             self._evict_oldest()
         if self._stale > 64 and self._stale > len(data) + 64:  # queue + heap > 2 x live + 64
             self._rebuild()
-
-    def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
-        """Put only when absent (or expired); True when put."""
-        item = self._data.get(key)
-        if item is not None and item[0] > self._clock():
-            return False
-        self.put(key, value, ttl, size=size)
-        return True
 
     def pop(self, key: str) -> V | None:
         item = self._data.pop(key, None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 
 import pytest
 from test_engine import deliver, left_behind, quiet, session
@@ -156,3 +157,31 @@ async def test_the_deadline_fires_on_time_within_a_tick() -> None:
             await s.wait("wf-1", timeout=0.1)
         assert loop.time() - started >= 0.1  # never early
         assert s.stats().waits.timed_out == 1
+
+
+@pytest.mark.parametrize("bad", [math.nan, 0, -1.0, "5", True, None])
+async def test_an_unusable_timeout_is_refused_before_anything_happens(bad: object) -> None:
+    async with session() as s:
+        quiet(s)
+        with pytest.raises(wa.ConfigurationError, match="timeout"):
+            await s.wait("wf-1", timeout=bad)  # type: ignore[arg-type]
+        # run_and_wait checks it before the run request (nothing listens at this address:
+        # a request would have raised a transport error instead)
+        with pytest.raises(wa.ConfigurationError, match="timeout"):
+            await s.run_and_wait("case-1", "wd-1", timeout=bad)  # type: ignore[arg-type]
+        assert left_behind(s) == (0, 0, 0, [])
+        assert s.stats().waits.pending == 0
+
+
+async def test_an_infinite_timeout_holds_no_deadline() -> None:
+    async with session() as s:
+        quiet(s)
+        task = asyncio.create_task(s.wait("wf-1", timeout=math.inf))
+        async with asyncio.timeout(10):
+            while not s.pending():
+                await asyncio.sleep(0)
+        assert len(s._deadlines) == 1 and s._deadlines._items == 0
+        s._waiting.registry.ended_event(wa.WebhookEvent(workflow_id="wf-1", status="FAILED"))
+        with pytest.raises(wa.WorkflowFailed):
+            await task
+        assert left_behind(s) == (0, 0, 0, [])

@@ -23,14 +23,30 @@ import math
 from types import TracebackType
 from typing import Protocol, Self
 
-from .errors import WorkflowsError, WorkflowTimeout
+from .errors import ConfigurationError, WorkflowsError, WorkflowTimeout
 
-__all__ = ["DEFAULT_WAIT_TIMEOUT", "Deadlines", "Expiring", "WaitScope", "wait_timed_out"]
+__all__ = [
+    "DEFAULT_WAIT_TIMEOUT",
+    "Deadlines",
+    "Expiring",
+    "WaitScope",
+    "check_wait_timeout",
+    "wait_timed_out",
+]
 
 DEFAULT_WAIT_TIMEOUT = 900.0
 """Seconds a wait lasts unless told otherwise (``run_and_wait``, ``wait``, the CLI's
 ``--timeout``). Here, in a module that loads neither aiohttp nor the Session, so the command
 can show it cheaply."""
+
+
+def check_wait_timeout(timeout: object) -> float:
+    """``timeout`` if it is a usable wait timeout (seconds > 0; ``math.inf``: no deadline),
+    else :class:`ConfigurationError` (checked before anything is sent or registered)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigurationError("timeout must be a number of seconds > 0 (math.inf: none)")
+    return float(timeout)
+
 
 TICKS = 64
 """Buckets per second: a deadline is met at most 1/TICKS s late."""

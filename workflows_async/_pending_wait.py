@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast
 
-from ._deadlines import WaitScope, wait_timed_out
+from ._deadlines import WaitScope, check_wait_timeout, wait_timed_out
 from ._ids import check_path_id
 from ._metrics import WaitHandle
 from .errors import WorkflowsError
@@ -125,6 +125,7 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
         session, workflow_id = self._session, self.workflow_id
         self._phase = _OVER  # until registered: an error here ends it
         check_path_id(workflow_id, "workflow_id")
+        self._timeout = check_wait_timeout(self._timeout)
         try:
             session._check_usable()
         except WorkflowsError as exc:  # e.g. closed: the error still names the workflow

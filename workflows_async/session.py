@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 from . import _env, _logging, _otel
-from ._deadlines import DEFAULT_WAIT_TIMEOUT, Deadlines, WaitScope
+from ._deadlines import DEFAULT_WAIT_TIMEOUT, Deadlines, WaitScope, check_wait_timeout
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_path_id
 from ._metrics import Recorder, WaitHandle
@@ -594,6 +594,7 @@ class Session(V2Calls):
         in logs, stats and its span; ``definition`` (the workflow definition) lets the poll
         schedule follow, and learn from, how long its workflows took before."""
         self._check_usable()
+        timeout = check_wait_timeout(timeout)  # before the request that starts (and costs)
         begin = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting(kind) as wait:

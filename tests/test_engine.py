@@ -1,5 +1,5 @@
-"""session.wait() on the lean engine: the caller awaits its future in wait()'s own frame, the
-deadline is an item of a shared heap, lookups of a network bus run in one batch task. Same
+"""session.wait() on the lean engine: the caller's task awaits the engine's future itself, the
+deadline is an item of a shared timer wheel, lookups of a network bus run in one batch task. Same
 promises as before: one deadline (WorkflowTimeout with the id), nothing left behind, early
 events, terminal is final, workflow_id on every error."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 
 import pytest
 from eventually import eventually
@@ -84,7 +85,7 @@ async def test_cancelled_waits_leave_nothing_behind() -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         assert left_behind(s) == (0, 0, 0, [])
-        assert len(s._deadlines._heap) <= 64  # finished waits do not pile up in the heap
+        assert s._deadlines._items <= 64  # finished waits do not pile up in the wheel
         assert s.stats().waits.cancelled == 300
 
 
@@ -218,25 +219,51 @@ async def test_a_bus_without_on_reconnect_is_a_configuration_error() -> None:
         wa.Session("https://api.example.test", bus=OldBus())  # type: ignore[arg-type]
 
 
-async def test_deadlines_fire_in_order_and_skip_finished_waits() -> None:
-    fired: list[str] = []
+class _Item:
+    """A wait as the deadline wheel sees it."""
 
-    def expired(wid: str, timeout: float) -> BaseException:
-        fired.append(wid)
-        return TimeoutError(wid)
+    def __init__(self, name: str, fired: list[tuple[str, float]], when: float = 0.0) -> None:
+        self.name, self.fired, self.ended, self.when = name, fired, False, when
 
-    deadlines = Deadlines(expired)
-    loop = asyncio.get_running_loop()
-    late, early, done = loop.create_future(), loop.create_future(), loop.create_future()
-    deadlines.add(late, "late", 0.2)
-    deadlines.add(early, "early", 0.01)
-    deadlines.add(done, "done", 0.02)
-    done.set_result(None)
+    def over(self) -> bool:
+        return self.ended
+
+    def expire(self) -> None:
+        if not self.ended:
+            self.fired.append((self.name, asyncio.get_running_loop().time()))
+
+
+async def test_deadlines_fire_in_order_never_early_and_skip_finished_waits() -> None:
+    fired: list[tuple[str, float]] = []
+    deadlines = Deadlines()
+    late, early, done = _Item("late", fired), _Item("early", fired), _Item("done", fired)
+    late.when = deadlines.add(late, 0.2)
+    early.when = deadlines.add(early, 0.01)
+    done.when = deadlines.add(done, 0.02)
+    done.ended = True
     deadlines.finished()
+    assert len(deadlines) == 2
     async with asyncio.timeout(30):
-        with pytest.raises(TimeoutError):
-            await early
-        with pytest.raises(TimeoutError):
-            await late
-    assert fired == ["early", "late"]
+        while len(fired) < 2:
+            await asyncio.sleep(0.01)
+    assert [name for name, _ in fired] == ["early", "late"]
+    assert fired[0][1] >= early.when and fired[1][1] >= late.when  # never early
     deadlines.close()
+
+
+async def test_deadlines_share_buckets_and_drop_finished_items() -> None:
+    fired: list[tuple[str, float]] = []
+    deadlines = Deadlines()
+    items = [_Item(str(n), fired) for n in range(1000)]
+    for item in items:  # registered within a few ms: a handful of buckets, not 1000
+        deadlines.add(item, 3600)
+    assert len(deadlines._buckets) < 50
+    for item in items[:990]:
+        item.ended = True
+        deadlines.finished()
+    assert len(deadlines) == 10 and deadlines._items <= 2 * 10 + 64  # compacted
+    forever = _Item("forever", fired)
+    deadlines.add(forever, math.inf)  # never expires, and holds no bucket
+    assert len(deadlines) == 11 and deadlines._items <= 2 * 10 + 64
+    deadlines.close()
+    assert fired == []

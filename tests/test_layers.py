@@ -45,6 +45,7 @@ EDGE = {
     "_metrics",
     "_options",
     "_otel",
+    "_pending_wait",
     "_redis_reader",
     "_result_fetch",
     "_serve",

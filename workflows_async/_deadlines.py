@@ -1,97 +1,140 @@
 """Deadlines of waits, and the one error a missed deadline raises.
 
-``Deadlines``: a pending ``wait()`` awaits its own future; its deadline is one small tuple in a
-shared heap instead of an ``asyncio.timeout`` per wait (a Timeout, a TimerHandle and a
-loop-heap entry each). ``WaitScope``: the deadline of a wait that runs code (a run request, a
-result fetch), as one ``asyncio.timeout``.
+``Deadlines``: a pending ``wait()`` is its own item in one shared timer wheel instead of an
+``asyncio.timeout`` per wait (a Timeout, a TimerHandle and a loop-heap entry each): items are
+grouped in buckets of 1/64 s by their deadline rounded *up*, so a wait costs one list slot
+(~9 bytes at scale, where a heap item costs ~90) and expires at most 1/64 s late, never early.
+``WaitScope``: the deadline of a wait that runs code (a run request, a result fetch), as one
+``asyncio.timeout``.
 
-Invariants: at most one loop timer is armed, for the earliest deadline; when a deadline passes
-and its future is still pending, the future gets the error ``expired(workflow_id, timeout)``
-made for it (one exception object per wait); a future already done is never touched; items of
-finished waits are dropped lazily and the heap is rebuilt before they outnumber the live ones,
-so memory follows the pending waits, not the finished ones. A deadline missed after the
-workflow id is known raises :func:`wait_timed_out`'s error, whichever of the two enforced it.
+Invariants: at most one loop timer is armed, for the earliest bucket; when a bucket's time
+comes, each of its items is told (``expire``) and fails its wait unless that is over (one
+exception object per wait); items of finished waits (``over()``) are dropped lazily and the
+buckets are rebuilt before they outnumber the live items, so memory follows the pending
+waits, not the finished ones. A deadline missed after the workflow id is known raises
+:func:`wait_timed_out`'s error, whichever of the two enforced it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
-from collections.abc import Callable
+import math
 from types import TracebackType
-from typing import Any, Self
+from typing import Protocol, Self
 
-from .errors import WorkflowsError, WorkflowTimeout
+from .errors import ConfigurationError, WorkflowsError, WorkflowTimeout
 
-__all__ = ["DEFAULT_WAIT_TIMEOUT", "Deadlines", "WaitScope", "wait_timed_out"]
+__all__ = [
+    "DEFAULT_WAIT_TIMEOUT",
+    "Deadlines",
+    "Expiring",
+    "WaitScope",
+    "check_wait_timeout",
+    "wait_timed_out",
+]
 
 DEFAULT_WAIT_TIMEOUT = 900.0
 """Seconds a wait lasts unless told otherwise (``run_and_wait``, ``wait``, the CLI's
 ``--timeout``). Here, in a module that loads neither aiohttp nor the Session, so the command
 can show it cheaply."""
 
-Expired = Callable[[str, float], BaseException]
-_Item = tuple[float, int, "asyncio.Future[Any]", str, float]
+
+def check_wait_timeout(timeout: object) -> float:
+    """``timeout`` if it is a usable wait timeout (seconds > 0; ``math.inf``: no deadline),
+    else :class:`ConfigurationError` (checked before anything is sent or registered)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigurationError("timeout must be a number of seconds > 0 (math.inf: none)")
+    return float(timeout)
+
+
+TICKS = 64
+"""Buckets per second: a deadline is met at most 1/TICKS s late."""
+
+
+class Expiring(Protocol):
+    """A wait with a deadline, as the wheel sees it."""
+
+    def over(self) -> bool:
+        """The wait has ended: its item may be dropped."""
+
+    def expire(self) -> None:
+        """Its deadline passed: fail the wait unless it is over."""
 
 
 class Deadlines:
-    """Fail futures whose deadline (``loop.time()`` based) has passed."""
+    """Tell waits whose deadline (``loop.time()`` based) has passed."""
 
-    def __init__(self, expired: Expired) -> None:
-        self._expired = expired
-        self._heap: list[_Item] = []
-        self._seq = itertools.count()
-        self._live = 0  # added and not yet finished (the rest of the heap is stale)
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[Expiring]] = {}  # tick -> its items
+        self._ticks: list[int] = []  # heap of the buckets' ticks
+        self._items = 0  # in the buckets, stale ones included
+        self._live = 0  # added and not yet finished
         self._timer: asyncio.TimerHandle | None = None
-        self._armed_at = float("inf")
+        self._armed_at = math.inf
 
     def __len__(self) -> int:
         return self._live
 
-    def add(self, future: asyncio.Future[Any], workflow_id: str, timeout: float) -> float:
-        """Fail ``future`` with ``expired(workflow_id, timeout)`` in ``timeout`` seconds unless
-        it is done by then; call :meth:`finished` once the wait is over. Returns the deadline
-        (``loop.time()`` based)."""
+    def add(self, item: Expiring, timeout: float) -> float:
+        """Expire ``item`` once ``timeout`` seconds have passed (within 1/TICKS s after)
+        unless it is over by then; call :meth:`finished` once its wait is over. Returns the
+        deadline (``loop.time()`` based)."""
         loop = asyncio.get_running_loop()
         when = loop.time() + timeout
-        heapq.heappush(self._heap, (when, next(self._seq), future, workflow_id, timeout))
+        tick = math.ceil(when * TICKS) if when < math.inf else -1
+        if tick >= 0:  # an infinite timeout never expires
+            bucket = self._buckets.get(tick)
+            if bucket is None:
+                bucket = self._buckets[tick] = []
+                heapq.heappush(self._ticks, tick)
+                if tick / TICKS < self._armed_at:
+                    self._arm(loop, tick)
+            bucket.append(item)
+            self._items += 1
         self._live += 1
-        if when < self._armed_at:
-            self._arm(loop, when)
         return when
 
     def finished(self) -> None:
         """A wait given to :meth:`add` is over (whatever ended it)."""
         self._live -= 1
-        if len(self._heap) > 2 * self._live + 64:
-            self._heap = [item for item in self._heap if not item[2].done()]
-            heapq.heapify(self._heap)
+        if self._items > 2 * self._live + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        buckets: dict[int, list[Expiring]] = {}
+        for tick, bucket in self._buckets.items():
+            kept = [item for item in bucket if not item.over()]
+            if kept:
+                buckets[tick] = kept
+        self._buckets, self._ticks = buckets, list(buckets)
+        heapq.heapify(self._ticks)
+        self._items = sum(map(len, buckets.values()))
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._armed_at = None, float("inf")
-        self._heap.clear()
-        self._live = 0
+        self._timer, self._armed_at = None, math.inf
+        self._buckets.clear()
+        self._ticks.clear()
+        self._items = self._live = 0
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+    def _arm(self, loop: asyncio.AbstractEventLoop, tick: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(when, self._fire, loop)
-        self._armed_at = when
+        self._armed_at = tick / TICKS
+        self._timer = loop.call_at(self._armed_at, self._fire, loop)
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer, self._armed_at = None, float("inf")
-        heap, now = self._heap, loop.time()
-        while heap and heap[0][0] <= now:
-            _, _, future, workflow_id, timeout = heapq.heappop(heap)
-            if not future.done():
-                future.set_exception(self._expired(workflow_id, timeout))
-        while heap and heap[0][2].done():  # finished waits: no timer for them
-            heapq.heappop(heap)
-        if heap:
-            self._arm(loop, heap[0][0])
+        self._timer, self._armed_at = None, math.inf
+        ticks, now = self._ticks, loop.time()
+        while ticks and ticks[0] / TICKS <= now:
+            bucket = self._buckets.pop(heapq.heappop(ticks), None) or []
+            self._items -= len(bucket)
+            for item in bucket:
+                item.expire()
+        if ticks:
+            self._arm(loop, ticks[0])
 
 
 class WaitScope:

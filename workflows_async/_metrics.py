@@ -372,8 +372,11 @@ class Recorder:
 
     # -- waits ---------------------------------------------------------------------------------
 
-    def wait_started(self, kind: str, workflow_id: str = "") -> WaitHandle:
-        """``kind``: ``run_and_wait`` or ``wait``; the id may come later (:meth:`wait_id`)."""
+    def wait_started(
+        self, kind: str, workflow_id: str = "", *, handle: WaitHandle | None = None
+    ) -> WaitHandle:
+        """``kind``: ``run_and_wait`` or ``wait``; the id may come later (:meth:`wait_id`).
+        ``handle``: one the caller made (a pending wait is its own handle), else a new one."""
         self.waits_pending += 1
         span = None
         if self.otel is not None:
@@ -381,7 +384,10 @@ class Recorder:
             if not span.is_recording() and not span.get_span_context().is_valid:
                 span = None  # the API without an SDK and no parent: nothing to record or carry
             self.otel.waits_pending.add(1)
-        handle = WaitHandle(kind, "", self._clock(), span)
+        if handle is None:
+            handle = WaitHandle(kind, "", self._clock(), span)
+        else:
+            handle.kind, handle.started, handle.span = kind, self._clock(), span
         if workflow_id:
             self.wait_id(handle, workflow_id)
         return handle
@@ -396,12 +402,14 @@ class Recorder:
             self._wait_spans.setdefault(workflow_id, handle.span)
         wait_log.debug("wait for workflow %s started (%s)", workflow_id, handle.kind)
 
-    def waiting(self, kind: str, workflow_id: str = "") -> WaitHandle:
+    def waiting(
+        self, kind: str, workflow_id: str = "", *, handle: WaitHandle | None = None
+    ) -> WaitHandle:
         """One wait, from start to end, as a context manager: its span is the current one
         inside (API calls are its children), and an exception ends it as timed out,
         cancelled or failed. A wait that ends with an outcome is reported by
         :meth:`wait_finished` inside."""
-        handle = self.wait_started(kind, workflow_id)
+        handle = self.wait_started(kind, workflow_id, handle=handle)
         handle._recorder = self
         return handle
 

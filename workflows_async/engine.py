@@ -104,6 +104,11 @@ class WaitEngine:
         self._start_lock = asyncio.Lock()
         self._closed = False
 
+    @property
+    def ready(self) -> bool:
+        """Started and not closed: a wait may register without awaiting :meth:`start`."""
+        return self._started and not self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise SessionClosedError("the Session is closed")

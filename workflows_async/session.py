@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 from . import _env, _logging, _otel
-from ._deadlines import DEFAULT_WAIT_TIMEOUT, Deadlines, WaitScope, wait_timed_out
+from ._deadlines import DEFAULT_WAIT_TIMEOUT, Deadlines, WaitScope, check_wait_timeout
 from ._http import DEFAULT_MAX_RESPONSE_BODY, HttpClient, Response
 from ._ids import check_path_id
 from ._metrics import Recorder, WaitHandle
@@ -36,6 +36,7 @@ from ._options import (
     check_options,
     webhook_settings,
 )
+from ._pending_wait import PendingWait
 from ._result_fetch import fetch_with_retries
 from ._retry import RetryPolicy
 from ._urls import check_base_url, is_local_url
@@ -51,7 +52,6 @@ from .errors import (
     OutcomeUnknownError,
     SessionClosedError,
     WorkflowFailed,
-    WorkflowsError,
     WrongEventLoopError,
 )
 from .events import WebhookEvent
@@ -216,7 +216,7 @@ class Session(V2Calls):
             poll=self._poll_workflow,
             recorder=self._recorder,
         )
-        self._deadlines = Deadlines(wait_timed_out)  # of the waits in wait()
+        self._deadlines = Deadlines()  # of the waits in wait()
 
     @classmethod
     def from_env(
@@ -594,6 +594,7 @@ class Session(V2Calls):
         in logs, stats and its span; ``definition`` (the workflow definition) lets the poll
         schedule follow, and learn from, how long its workflows took before."""
         self._check_usable()
+        timeout = check_wait_timeout(timeout)  # before the request that starts (and costs)
         begin = time.monotonic()
         await self.start()  # outside the wait's span: the scheduler and the bus outlive it
         with self._recorder.waiting(kind) as wait:
@@ -620,58 +621,37 @@ class Session(V2Calls):
                 return await self._outcome(completion, begin, raise_on_failure, wait)
 
     @overload
-    async def wait(
+    def wait(
         self,
         workflow_id: str,
         *,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: Literal[True] = True,
-    ) -> WorkflowOutcome[WorkflowResult]: ...
+    ) -> Coroutine[Any, Any, WorkflowOutcome[WorkflowResult]]: ...
 
     @overload
-    async def wait(
+    def wait(
         self,
         workflow_id: str,
         *,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool,
-    ) -> WorkflowOutcome[WorkflowResult | None]: ...
+    ) -> Coroutine[Any, Any, WorkflowOutcome[WorkflowResult | None]]: ...
 
-    async def wait(
+    def wait(
         self,
         workflow_id: str,
         *,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
         raise_on_failure: bool = True,
-    ) -> WorkflowOutcome[WorkflowResult | None]:
-        """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``)."""
-        check_path_id(workflow_id, "workflow_id")
-        start = time.monotonic()
-        try:
-            self._check_usable()
-            await self.start()  # outside the wait's span: the scheduler and the bus outlive it
-        except WorkflowsError as exc:  # e.g. closed: the error still names the workflow
-            if exc.workflow_id is None:
-                exc.workflow_id = workflow_id
-            raise
-        waiting = self._waiting
-        with self._recorder.waiting("wait", workflow_id) as wait:
-            # While pending, the future is awaited right here and the deadline is an item in
-            # a shared heap: no coroutine, no asyncio.timeout of ours per pending wait.
-            try:
-                future = waiting.enter(workflow_id, first_poll=0.0)
-                deadline = self._deadlines.add(future, workflow_id, timeout)
-                try:
-                    completion = await future
-                finally:
-                    self._deadlines.finished()
-                    waiting.leave(workflow_id, future)
-            except WorkflowsError as exc:
-                if exc.workflow_id is None:
-                    exc.workflow_id = workflow_id
-                raise
-            async with WaitScope(timeout, workflow_id, at=deadline):  # the same deadline
-                return await self._outcome(completion, start, raise_on_failure, wait)
+    ) -> Coroutine[Any, Any, WorkflowOutcome[WorkflowResult | None]]:
+        """Wait for a workflow started earlier or elsewhere (same rules as ``run_and_wait``).
+
+        It returns a coroutine, as an ``async def`` would: await it, or hand it to
+        ``asyncio.create_task``, ``gather`` or ``wait_for``. While pending, the caller's task
+        awaits the engine's future directly and the deadline is an item in a shared heap
+        (one ~150-byte object per wait, see ``_pending_wait.py``)."""
+        return PendingWait(self, workflow_id, timeout, raise_on_failure)
 
     async def _outcome(
         self, completion: Completion, start: float, raise_on_failure: bool, wait: WaitHandle

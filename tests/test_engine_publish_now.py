@@ -150,3 +150,19 @@ async def test_a_session_closed_after_webhooks_answers_503_unavailable() -> None
     assert answer.status == 503
     assert answer.reason == "event not accepted now (SessionClosedError)"
     assert s.stats().webhooks.refused == {"unavailable": 1}
+
+
+async def test_a_workflow_ended_by_an_event_from_elsewhere_takes_no_more_events() -> None:
+    w = engine(InMemoryBus())
+    seen: list[str] = []
+    w.hooks.add(lambda e: seen.append(e.status))
+    try:
+        await w.start()
+        w._deliver(event("wf-1", "FAILED", "e-0"))  # as a bus catching up delivers it
+        assert w.publish_now(event("wf-1", "COMPLETED", "e-1")) == "published"  # acknowledged
+        assert w.publish_now(event("wf-1", "IN_PROGRESS", "e-2")) == "published"
+        await w.hooks.drain()
+        assert seen == ["FAILED"]  # but nothing more dispatched
+        assert w.registry.dispatched == 1 and w.registry.duplicates == 2
+    finally:
+        await w.close()

@@ -93,27 +93,22 @@ class TTLMap(Generic[V]):
         if old is not None:
             self._bytes -= len(key) + old[2] + ENTRY_OVERHEAD
             self._stale += 1
-        self._insert(key, value, ttl, size)
+        self.add(key, value, ttl, size=size)  # absent now: put
 
     def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
         """Put only when absent (or expired); True when put."""
-        item = self._data.get(key)
+        data = self._data
+        now = self._clock()
+        item = data.get(key)
         if item is not None:
-            if item[0] > self._clock():
+            if item[0] > now:
                 return False
-            del self._data[key]  # expired: as put() would drop it
+            del data[key]  # expired: replaced
             self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
             self._stale += 1
-        self._insert(key, value, ttl, size)
-        return True
-
-    def _insert(self, key: str, value: V, ttl: float | None, size: int) -> None:
-        """Put ``key``, absent from the mapping now; then drop what expired or is too much."""
-        data, queue = self._data, self._queue
         if size < 0:
             size = 0
-        now = self._clock()
-        item: _Item[V]
+        queue = self._queue
         if ttl is None or ttl == self.ttl:
             item = (now + self.ttl, key, size, value)
             queue.append(item)
@@ -135,6 +130,7 @@ class TTLMap(Generic[V]):
             self._evict_oldest()
         if self._stale > 64 and self._stale > len(data) + 64:  # queue + heap > 2 x live + 64
             self._rebuild()
+        return True
 
     def pop(self, key: str) -> V | None:
         item = self._data.pop(key, None)

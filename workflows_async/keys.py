@@ -311,7 +311,10 @@ class WebhookVerifier:
         """:meth:`verify_parsed` without a wait: the protected header when the signature holds
         with a key already held, None when the key must be fetched first (then await
         :meth:`verify_parsed`); ``SignatureError`` when it does not hold."""
-        key = self._keys.held(self._kid(sig))
+        kid = sig.header.kid
+        if kid is None or sig.header.alg not in self._algorithms:
+            kid = self._kid(sig)  # raises, saying why
+        key = self._keys.held(kid)
         if key is None:
             return None
         if key is not self._checked_key:  # RSA, long enough: checked once per key in a row

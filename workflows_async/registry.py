@@ -77,6 +77,7 @@ class Registry:
         self._seen: TTLMap[bool] = TTLMap(dedup_ttl, dedup_max, clock, max_bytes=dedup_max_bytes)
         # workflow id -> its first terminal status: later events for it are not dispatched
         self._final: TTLMap[str] = TTLMap(dedup_ttl, dedup_max, clock, max_bytes=dedup_max_bytes)
+        self._any_final = False  # anything put in _final yet (never, over the in-process bus)
         # The event accept(new=True) last found remembered by the bus: ended_event, which the
         # engine calls for it next, need not ask the bus again.
         self._remembered_event: WebhookEvent | None = None
@@ -140,7 +141,7 @@ class Registry:
         before delivering anything. Then nothing is looked up or recorded here: the workflow
         ended before iff the bus remembers another terminal event of it."""
         workflow_id = event.workflow_id
-        if self._final.get(workflow_id) is not None:
+        if self._any_final and self._final.get(workflow_id) is not None:
             self.duplicates += 1
             return False
         if new and self._remembered is not None:
@@ -160,6 +161,7 @@ class Registry:
             terminal = self.statuses.is_terminal(event.status)
         if terminal:
             self._final.put(workflow_id, event.status, size=len(event.status))
+            self._any_final = True
         self.dispatched += 1
         return True
 

@@ -206,21 +206,19 @@ class HttpClient:
         self._connection_limit = connection_limit
         self._session = session
         self._owns_session = session is None
-        self._closed = False
+        self.closed = False
+        """True once :meth:`close` began: every request then raises SessionClosedError (an
+        attribute, not a property: the Session reads it on every call)."""
         # Requests wait here, not in aiohttp's pool: there the request timeout would already be
-        # running, and the Authorization value already taken (see _send_once).
+        # running, and the Authorization value already taken (see _attempt).
         if session is None:
             limit = connection_limit or _AIOHTTP_DEFAULT_LIMIT
         else:
             limit = session.connector.limit if session.connector is not None else 0
         self._slots = _Slots(limit) if limit > 0 else None
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def _client(self) -> aiohttp.ClientSession:
-        if self._closed:
+        if self.closed:
             raise SessionClosedError("the Session is closed")
         if self._session is None:
             connector = None
@@ -464,9 +462,9 @@ class HttpClient:
         return error
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
         # Let aiohttp's connector finish closing its transports (avoids ResourceWarnings).

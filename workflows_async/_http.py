@@ -51,7 +51,8 @@ _AIOHTTP_DEFAULT_LIMIT = 100  # aiohttp.TCPConnector's own default
 
 @dataclasses.dataclass(slots=True)
 class Response:
-    """A 2xx answer as it came: status, headers and raw body bytes."""
+    """A 2xx answer as it came: status, headers and raw body bytes. (Not frozen: a frozen
+    dataclass's ``__init__`` makes three ``object.__setattr__`` calls on every API call.)"""
 
     status: int
     headers: CIMultiDictProxy[str]
@@ -113,8 +114,9 @@ class _Slots:
     """At most ``limit`` holders at once; the others wait first come, first served, and a slot
     given back goes straight to the longest waiter (a newcomer never overtakes the queue).
 
-    ``asyncio.Semaphore`` with a fast path that is a plain method call: every request takes a
-    slot, and the semaphore's ``async with`` costs several coroutine and generator frames."""
+    What ``asyncio.Semaphore`` does, with a fast path of one plain method call: every request
+    takes a slot, and the semaphore's ``async with`` costs several coroutine and generator
+    frames."""
 
     __slots__ = ("_free", "_waiting")
 

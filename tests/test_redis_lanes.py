@@ -14,7 +14,7 @@ from eventually import eventually
 from redis_server import MakeBus, RedisServer, bus_maker
 
 from workflows_async import redis_bus
-from workflows_async._redis_lanes import Lanes, command
+from workflows_async._redis_lanes import Lanes
 from workflows_async.events import REPLAY_WINDOW, WebhookEvent
 from workflows_async.redis_bus import RedisBus
 
@@ -52,11 +52,6 @@ async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 async def clients(raw: aioredis.Redis) -> int:
     """Connections Redis has open, not counting ``raw``'s own."""
     return len(await raw.client_list()) - 1
-
-
-def test_a_command_is_an_array_of_binary_safe_bulk_strings() -> None:
-    assert command(b"GET", b"k") == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
-    assert command(b"SET", b"k", b"a\r\nb") == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n"
 
 
 async def test_one_connection_carries_publish_after_publish_and_an_error_reply(

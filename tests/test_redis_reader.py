@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from redis_server import RedisServer
 
 from workflows_async._redis_lanes import Lanes
-from workflows_async._redis_pubsub import LeanPubSub, parse_replies
+from workflows_async._redis_pubsub import LeanPubSub
 from workflows_async._redis_reader import PubSub, Subscription
 from workflows_async.redis_bus import RedisBus
 
@@ -386,26 +386,29 @@ async def test_lean_pubsub_reads_each_kind_of_message_in_either_protocol(
     assert pubsub.connection is None
 
 
-def test_replies_are_parsed_whole_and_a_partial_one_is_kept() -> None:
-    message = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$4\r\na\r\nb\r\n"
-    push = b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"  # RESP3
-    assert parse_replies(message + push + b"+PONG\r\n$-1\r\n_\r\n*-1\r\n") == (
-        [[b"message", b"ch", b"a\r\nb"], [b"subscribe", b"ch", 1], b"PONG", None, None, None],
-        b"",
+async def test_lean_pubsub_authenticates_as_the_url_says_and_a_refusal_ends_it(
+    redis_server: RedisServer,
+) -> None:
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.acl_setuser("reader", enabled=True, passwords=["+pw"], commands=["+@all"],
+                            keys=["*"], channels=[CHANNEL])  # fmt: skip
+    await admin.acl_setuser("muted", enabled=True, passwords=["+pw"], commands=["+@all"],
+                            keys=["*"], reset_channels=True)  # fmt: skip
+    url = f"redis://reader:pw@127.0.0.1:{redis_server.port}/0"
+    allowed, refused = (
+        aioredis.Redis.from_url(url.replace("reader", user)) for user in ("reader", "muted")
     )
-    for cut in range(1, len(message)):  # every split point: nothing lost, nothing made up
-        first, rest = parse_replies(message[:cut])
-        assert first == [] and rest == message[:cut]
-        assert parse_replies(rest + message[cut:] + push[:3]) == (
-            [[b"message", b"ch", b"a\r\nb"]],
-            push[:3],
-        )
-
-
-@pytest.mark.parametrize(
-    ("reply", "text"),
-    [(b"-NOPERM no\r\n", "answered the subscription: NOPERM"), (b"%1\r\n", "type '%'")],
-)
-def test_an_error_reply_or_an_unknown_type_ends_the_subscription(reply: bytes, text: str) -> None:
-    with pytest.raises(ConnectionError, match=text):
-        parse_replies(reply)
+    try:
+        pubsub = pubsub_of(allowed, "lean")()
+        await pubsub.subscribe(CHANNEL)
+        first = await pubsub.get_message(timeout=5.0)
+        assert first is not None and first["type"] == "subscribe"
+        await pubsub.aclose()
+        pubsub = pubsub_of(refused, "lean")()
+        await pubsub.subscribe(CHANNEL)
+        with pytest.raises(ConnectionError, match="answered the subscription: NOPERM"):
+            await pubsub.get_message(timeout=5.0)
+        await pubsub.aclose()
+    finally:
+        for client in (allowed, refused, admin):
+            await client.aclose()

@@ -16,9 +16,10 @@ byte that follows is read here, straight from the stream redis-py connected
 message). Replies are RESP2 or RESP3 (a push is an array like any other); a PONG is a message
 like any other. A read that is interrupted (the reader's watch, a ``timeout``) loses nothing:
 bytes are taken off the stream only by a read that returns, and kept here until a whole reply
-is in. Nothing here reconnects: a failure, an error reply or a reply it cannot parse ends the
-subscription, and the reader starts a new one (a gap it counts and catches up on).
-``subscribe``, ``ping`` and ``unsubscribe`` only write: their answers come as messages.
+is in (``_resp.py`` parses). Nothing here reconnects: a failure, an error reply or a reply it
+cannot parse ends the subscription, and the reader starts a new one (a gap it counts and
+catches up on). ``subscribe``, ``ping`` and ``unsubscribe`` only write: their answers come as
+messages.
 """
 
 from __future__ import annotations
@@ -28,61 +29,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ._redis_lanes import command
+from ._resp import ErrorReply, command, parse_replies
 
-__all__ = ["LeanPubSub", "parse_replies"]
+__all__ = ["LeanPubSub"]
 
 _READ_SIZE = 65536
-_ARRAYS = frozenset(b"*>")  # an array, a push (RESP3)
-
-
-class _Incomplete(Exception):
-    """The buffer ends inside a reply: wait for more bytes."""
-
-
-def parse_replies(buffer: bytes) -> tuple[list[Any], bytes]:
-    """The whole replies at the start of ``buffer`` and the bytes left after them. Arrays and
-    pushes become lists, bulk and simple strings bytes, integers ints, nulls None; an error
-    reply or a type a subscription never gets raises ``ConnectionError``."""
-    replies: list[Any] = []
-    start = 0
-    try:
-        while start < len(buffer):
-            reply, start = _parse(buffer, start)
-            replies.append(reply)
-    except _Incomplete:
-        pass
-    return replies, buffer[start:]
-
-
-def _parse(buffer: bytes, start: int) -> tuple[Any, int]:
-    end = buffer.find(b"\r\n", start)
-    if end < 0:
-        raise _Incomplete
-    kind, line, after = buffer[start], buffer[start + 1 : end], end + 2
-    if kind == 36:  # $ bulk string
-        size = int(line)
-        if size < 0:
-            return None, after
-        if len(buffer) < after + size + 2:
-            raise _Incomplete
-        return buffer[after : after + size], after + size + 2
-    if kind in _ARRAYS:
-        count = int(line)
-        items: list[Any] = []
-        for _ in range(count):
-            item, after = _parse(buffer, after)
-            items.append(item)
-        return (items if count >= 0 else None), after
-    if kind == 58:  # : integer
-        return int(line), after
-    if kind == 43:  # + simple string
-        return line, after
-    if kind == 95:  # _ null (RESP3)
-        return None, after
-    if kind == 45:  # - error
-        raise ConnectionError(f"Redis answered the subscription: {line.decode(errors='replace')}")
-    raise ConnectionError(f"unexpected reply type {chr(kind)!r} on the subscription")
 
 
 class LeanPubSub:
@@ -157,6 +108,8 @@ class LeanPubSub:
 
 
 def _message(reply: Any) -> dict[str, Any]:
+    if isinstance(reply, ErrorReply):
+        raise ConnectionError(f"Redis answered the subscription: {reply}")
     if isinstance(reply, list) and len(reply) >= 2:
         head = reply[0]
         kind = head.decode() if isinstance(head, bytes) else str(head)

@@ -40,7 +40,16 @@ def test_a_reply_split_anywhere_is_kept_until_it_is_whole() -> None:
         )
 
 
-@pytest.mark.parametrize("reply", [b"%1\r\n+a\r\n+b\r\n", b",1.5\r\n", b"#t\r\n"])
-def test_a_type_that_the_bus_never_gets_is_an_error(reply: bytes) -> None:
-    with pytest.raises(ConnectionError, match="unexpected Redis reply type"):
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (b"%1\r\n+a\r\n+b\r\n", "unexpected Redis reply type"),
+        (b",1.5\r\n", "unexpected Redis reply type"),
+        (b":x\r\n", "malformed"),
+        (b"$z\r\nab\r\n", "malformed"),
+        (b"*2\r\n:1\r\n:?\r\n", "malformed"),
+    ],
+)
+def test_a_reply_the_bus_never_gets_is_a_connection_error(reply: bytes, why: str) -> None:
+    with pytest.raises(ConnectionError, match=why):
         parse_replies(reply)

@@ -4,8 +4,9 @@ Invariants: :func:`command` writes any bytes (binary safe: lengths, not separato
 :func:`parse_replies` takes off the front of a buffer only whole replies and returns the rest
 untouched, so bytes may arrive split anywhere. RESP2 and RESP3 both parse: a push (RESP3) is a
 :class:`Push`, an error reply an :class:`ErrorReply` (a value: the caller decides what it
-means); a type that a publish or a subscription never gets (maps, doubles, ...) raises
-``ConnectionError``, and the caller drops the connection.
+means); a type that a publish or a subscription never gets (maps, doubles, ...) or a
+malformed reply raises ``ConnectionError`` (never anything else), and the caller drops the
+connection.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def parse_replies(buffer: bytes) -> tuple[list[Any], bytes]:
             replies.append(reply)
     except _Incomplete:
         pass
+    except ValueError:  # a length or an integer that is not one
+        raise ConnectionError("malformed Redis reply") from None
     return replies, buffer[start:]
 
 

@@ -40,8 +40,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Mode:
-    """How big each benchmark runs. ``full`` gives the README figures (about 4 minutes on 2
-    cores), ``quick`` about 2 minutes, ``smoke`` a few seconds (it only proves they run: its
+    """How big each benchmark runs. ``full`` gives the README figures (about 5 minutes on 2
+    cores), ``quick`` about 1.5 minutes, ``smoke`` a few seconds (it only proves they run: its
     helper roles run in this process, see ``_proc.py``)."""
 
     name: str

@@ -30,9 +30,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ._resp import ErrorReply, Push, command, parse_replies
+from ._resp import ErrorReply, Push, parse_replies
 
-__all__ = ["Lanes", "command"]
+__all__ = ["Lanes"]
 
 _READ_SIZE = 65536
 
@@ -74,7 +74,7 @@ class Lanes:
         return self._make(**self._settings)
 
     async def call(self, packed: bytes) -> Any:
-        """Send ``packed`` (see :func:`command`) and return the reply; an error reply raises
+        """Send ``packed`` (``_resp.command``) and return the reply; an error reply raises
         redis-py's exception for it (``NoScriptError``, else ``ResponseError``), a failure of
         the connection ``ConnectionError``/``OSError``, the deadline ``TimeoutError``."""
         if self._idle:

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from eventually import eventually
 from redis_server import MakeBus, RedisServer, bus_maker
 
-from workflows_async import redis_bus
+from workflows_async import _redis_lanes, redis_bus
 from workflows_async._redis_lanes import Lanes
 from workflows_async.events import REPLAY_WINDOW, WebhookEvent
 from workflows_async.redis_bus import RedisBus
@@ -54,8 +54,17 @@ async def clients(raw: aioredis.Redis) -> int:
     return len(await raw.client_list()) - 1
 
 
+@pytest.fixture(params=["streams", "redis-py methods"])
+def speaking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Directly on redis-py's streams, or through its methods (a version without the streams)."""
+    if request.param != "streams":
+        monkeypatch.setattr(_redis_lanes, "streams", lambda connection: None)
+    kind: str = request.param
+    return kind
+
+
 async def test_one_connection_carries_publish_after_publish_and_an_error_reply(
-    make_bus: MakeBus, raw: aioredis.Redis
+    make_bus: MakeBus, raw: aioredis.Redis, speaking: str
 ) -> None:
     bus = make_bus()
     got: list[WebhookEvent] = []
@@ -85,7 +94,7 @@ async def test_concurrent_publishes_open_at_most_max_connections(
 
 
 async def test_a_connection_gone_with_a_restart_is_replaced_at_once(
-    make_bus: MakeBus, redis_server: RedisServer
+    make_bus: MakeBus, redis_server: RedisServer, speaking: str
 ) -> None:
     bus = make_bus()
     assert await once(bus, event(1)) == "published"
@@ -114,6 +123,7 @@ async def test_a_silent_redis_is_given_up_at_the_deadline_and_the_connection_dro
     raw: aioredis.Redis,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    speaking: str,
 ) -> None:
     monkeypatch.setattr(redis_bus, "_SOCKET_TIMEOUT", 0.3)
     bus = make_bus()

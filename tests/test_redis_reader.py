@@ -18,6 +18,7 @@ from fake_pubsub import FakeRedis
 from redis.exceptions import RedisError
 from redis_server import RedisServer
 
+from workflows_async import _redis_lanes
 from workflows_async._redis_lanes import Lanes
 from workflows_async._redis_pubsub import LeanPubSub
 from workflows_async._redis_reader import PubSub, Subscription
@@ -356,10 +357,13 @@ async def test_redis_bus_tells_its_reader_the_socket_timeout(redis_server: Redis
         await client.aclose()
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["streams", "redis-py methods"])
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_lean_pubsub_reads_each_kind_of_message_in_either_protocol(
-    redis_server: RedisServer, protocol: int
+    redis_server: RedisServer, protocol: int, direct: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if not direct:  # a redis-py that keeps its streams elsewhere: its read_response is used
+        monkeypatch.setattr(_redis_lanes, "streams", lambda connection: None)
     client = aioredis.Redis.from_url(redis_server.url, protocol=protocol)
     pubsub = pubsub_of(client, "lean")()
     try:

@@ -32,7 +32,7 @@ from typing import Any
 
 from ._resp import ErrorReply, Push, parse_replies
 
-__all__ = ["Lanes"]
+__all__ = ["Lanes", "streams"]
 
 _READ_SIZE = 65536
 
@@ -110,12 +110,7 @@ class Lanes:
         connection = lane.connection
         if not connection.is_connected:
             await connection.connect()
-            reader = getattr(connection, "_reader", None)
-            writer = getattr(connection, "_writer", None)
-            if isinstance(reader, asyncio.StreamReader) and isinstance(
-                writer, asyncio.StreamWriter
-            ):
-                lane.reader, lane.writer = reader, writer
+            lane.reader, lane.writer = streams(connection) or (None, None)
         reader, writer = lane.reader, lane.writer
         if reader is None or writer is None:  # a redis-py that keeps its streams elsewhere
             await connection.send_packed_command(packed, check_health=False)
@@ -145,6 +140,16 @@ class Lanes:
             self._idle.append(lane)
         else:
             await _drop(lane)
+
+
+def streams(connection: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """The streams a connected redis-py connection reads and writes; None when this version of
+    redis-py keeps them elsewhere (its own methods are used then)."""
+    reader = getattr(connection, "_reader", None)
+    writer = getattr(connection, "_writer", None)
+    if isinstance(reader, asyncio.StreamReader) and isinstance(writer, asyncio.StreamWriter):
+        return reader, writer
+    return None
 
 
 async def _drop(lane: _Lane) -> None:

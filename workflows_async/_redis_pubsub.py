@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from . import _redis_lanes
 from ._resp import ErrorReply, command, parse_replies
 
 __all__ = ["LeanPubSub"]
@@ -50,8 +51,8 @@ class LeanPubSub:
     async def subscribe(self, channel: str) -> None:
         connection = self.connection = self._make()
         await connection.connect()
-        stream = getattr(connection, "_reader", None)
-        self._stream = stream if isinstance(stream, asyncio.StreamReader) else None
+        found = _redis_lanes.streams(connection)
+        self._stream = found[0] if found is not None else None
         await self._send(b"SUBSCRIBE", channel.encode())
 
     async def get_message(

@@ -7,6 +7,9 @@ reaches this Session only through the bus) or by POSTing the signed webhook to t
 sub-app over a real localhost socket. Latency runs from just before the hand-over
 (or the write to the socket) to the moment the waiting caller runs again. Baselines: the same
 caller awaiting a bare future set directly, and a bare aiohttp handler that sets that future.
+Besides the latencies a scenario keeps when each event was answered (the HTTP answer read, or
+the hand-over returned) and the process CPU spent while the events were sent and answered
+(sender, receiver and waiters share this process).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,8 +46,19 @@ class Scenario:
         self.kind, self.path, self.events, self.pending = kind, path, events, pending
         self.sent: dict[str, float] = {}
         self.woke: dict[str, float] = {}
+        self.answered: list[float] = []
+        self.cpu_seconds = 0.0  # process CPU from the first send until every waiter woke
         self.tasks_idle = self.tasks_busy = 0
         self.register_seconds = 0.0
+
+    def answer_rate(self) -> float:
+        """Events answered per second, from the first send to the last answer: a receiver that
+        keeps up answers at the rate of the sends (a backlog it drains before the last send
+        does not count against it); one that falls behind finishes late. NaN below two."""
+        if len(self.answered) < 2 or not self.sent:
+            return math.nan
+        span = max(self.answered) - min(self.sent.values())
+        return (len(self.answered) - 1) / span if span > 0 else math.inf
 
 
 async def _pace(count: int, rate: float, senders: list[Send]) -> None:
@@ -130,6 +145,7 @@ async def measure(
                 async def send_http(index: int, connection: RawConnection = connection) -> None:
                     sc.sent[ids[index]] = time.perf_counter()
                     status = await connection.send(requests[index])
+                    sc.answered.append(time.perf_counter())
                     if status != 200:
                         raise RuntimeError(f"webhook answered {status}")
 
@@ -140,6 +156,7 @@ async def measure(
             async def send_publish(index: int) -> None:
                 sc.sent[ids[index]] = time.perf_counter()
                 await hand_over(events[index])
+                sc.answered.append(time.perf_counter())
 
             senders.append(send_publish)
         else:
@@ -147,12 +164,15 @@ async def measure(
             async def send_bare(index: int) -> None:
                 sc.sent[ids[index]] = time.perf_counter()
                 futures[ids[index]].set_result(None)
+                sc.answered.append(time.perf_counter())
 
             senders.append(send_bare)
+        cpu = time.process_time()
         await _pace(len(ids), rate, senders)
         async with asyncio.timeout(30):
             by_id = dict(zip(sc.pending, tasks, strict=True))
             await asyncio.gather(*(by_id[workflow_id] for workflow_id in ids))
+        sc.cpu_seconds = time.process_time() - cpu
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -40,8 +40,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Mode:
-    """How big each benchmark runs. ``full`` gives the README figures (about 4 minutes on 2
-    cores), ``quick`` about 2 minutes, ``smoke`` a few seconds (it only proves they run: its
+    """How big each benchmark runs. ``full`` gives the README figures (about 5 minutes on 2
+    cores), ``quick`` about 1.5 minutes, ``smoke`` a few seconds (it only proves they run: its
     helper roles run in this process, see ``_proc.py``)."""
 
     name: str
@@ -52,6 +52,7 @@ class Mode:
     waiters: tuple[int, ...]  # pending waits for the memory probe
     latency_pending: int  # pending waits while latency is measured
     latency_events: int  # webhooks resolved per latency variant (at latency_rate per second)
+    latency_reps: int  # interleaved repetitions of the HTTP wake-up variants
     economy_scale: float  # Simulator time_scale for the API-economy runs
     economy_workflows: int  # workflows per duration for each library configuration
     economy_naive: int  # workflows per duration for each fixed-interval loop
@@ -63,13 +64,13 @@ class Mode:
 
 
 MODES = {
-    "full": Mode("full", 3000, 11, 4000, 4, (10_000, 100_000), 10_000, 3000, 0.02, 10, 3, 2000, .05,
-                 10_000, 10.0),
-    "quick": Mode("quick", 800, 7, 1200, 3, (10_000,), 10_000, 1000, 0.01, 5, 2, 300, 0.03,
+    "full": Mode("full", 3000, 11, 4000, 4, (10_000, 100_000), 10_000, 3000, 7, 0.02, 10, 3, 2000,
+                 .05, 10_000, 10.0),
+    "quick": Mode("quick", 800, 7, 1200, 3, (10_000,), 10_000, 1000, 5, 0.01, 5, 2, 300, 0.03,
                   10_000, 5.0),
     # smoke: one repetition, tiny sizes, sped-up clocks, no helper processes; the seconds of
     # tests/test_benchmarks_smoke.py, and only proves that every section runs and reports.
-    "smoke": Mode("smoke", 50, 1, 40, 1, (300,), 300, 30, 0.0005, 1, 1, 10, 0.002,
+    "smoke": Mode("smoke", 50, 1, 40, 1, (300,), 300, 30, 1, 0.0005, 1, 1, 10, 0.002,
                   100, 0.1, inline=True),
 }  # fmt: skip
 LATENCY_RATE = 1000.0  # webhooks per second while latency is measured

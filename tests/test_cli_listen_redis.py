@@ -58,7 +58,7 @@ async def test_listen_publishes_verified_events_to_redis(redis_server: RedisServ
         finally:
             proc.terminate()
             out, err = await proc.communicate()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             await client.aclose()
         lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
         assert [(e["workflowId"], e["status"]) for e in lines] == [("wf-1", "COMPLETED")]

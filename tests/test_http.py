@@ -5,6 +5,7 @@ the signing-key pool. Flows run against small real localhost aiohttp servers."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -199,6 +200,20 @@ async def test_token_auth_sends_the_bearer_value(mocked: FakeAPI) -> None:
         await session.get_workflow(WF_ID)
     (call,) = calls(mocked, "GET", f"/workflows/{WF_ID}")
     assert call.headers["Authorization"] == "Bearer tok-9"
+
+
+async def test_an_attempt_logged_at_debug_names_the_request_id_of_its_answer(
+    mocked: FakeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = {"id": WF_ID, "status": "X"}
+    mocked.get(f"/workflows/{WF_ID}", payload=answer, headers={"X-Request-Id": "req-5"})
+    mocked.get(f"/workflows/{WF_ID}", payload=answer, headers={"X-Request-Id": "req-6"})
+    async with local(mocked, wa.TokenAuth("tok-9"), retry=FAST) as session:
+        with caplog.at_level(logging.DEBUG, logger="workflows_async.http"):
+            await session.get_workflow(WF_ID)
+        await session.get_workflow(WF_ID)  # not logged
+    (record,) = [r for r in caplog.records if r.name == "workflows_async.http"]
+    assert record.request_id == "req-5"  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -251,6 +251,29 @@ def test_attempt_logs_at_debug_with_fields(caplog: pytest.LogCaptureFixture) -> 
     assert "GET /workflows/{id} -> 200" in text and "12.3 ms" in text and "req-42" in text
 
 
+def test_attempt_takes_the_request_id_from_the_answer_only_when_it_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Headers(dict[str, str]):
+        looked_up = 0
+
+        def __contains__(self, name: object) -> bool:
+            Headers.looked_up += 1
+            return super().__contains__(name)
+
+    rec = Recorder()
+    call = rec.call_started("GET", f"/workflows/{WID}")
+    headers = Headers({"X-Request-Id": "req-7"})
+    with caplog.at_level(logging.INFO, logger="workflows_async"):
+        rec.attempt(call, 200, 0.001, headers=headers)
+    assert Headers.looked_up == 0 and not caplog.records  # not logged: not looked up
+    with caplog.at_level(logging.DEBUG, logger="workflows_async"):
+        rec.attempt(call, 200, 0.001, headers=headers)
+    (record,) = caplog.records
+    assert record.request_id == "req-7"  # type: ignore[attr-defined]
+    assert "request id req-7" in record.getMessage()
+
+
 def test_retry_and_renewal_log_at_info(caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder()
     call = rec.call_started("POST", "/workflows/run")

@@ -17,6 +17,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from workflows_async import _otel
@@ -92,6 +93,54 @@ def test_a_failed_call_marks_its_span(telemetry: Telemetry) -> None:
     (span,) = telemetry.finished()
     assert span.status.status_code == StatusCode.ERROR
     assert (span.attributes or {})["error.type"] == "RequestTimeout"
+
+
+def test_every_call_and_outcome_of_one_endpoint_keeps_its_own_attributes(
+    telemetry: Telemetry,
+) -> None:
+    """Attribute sets are built once per endpoint and outcome: what one call's span gets at its
+    end never shows on the next one's, and each outcome's durations keep their own."""
+    rec = telemetry.recorder()
+    outcomes: list[tuple[int | None, str | None]] = [
+        (503, "ServerError"),
+        (None, "RequestTimeout"),
+        (200, None),
+        (503, "ServerError"),
+        (200, None),
+    ]
+    for status, error in outcomes:
+        call = rec.call_started("GET", f"/workflows/{WID}")
+        rec.attempt(call, status, 0.01, error="timed out" if status is None else None)
+        rec.call_ended(call, status, error)
+    spans = telemetry.finished()
+    assert len(spans) == 5
+    for span, (status, error) in zip(spans, outcomes, strict=True):
+        attrs = dict(span.attributes or {})
+        assert attrs.get("error.type") == error
+        assert attrs.get("http.response.status_code") == status
+        assert attrs["url.template"] == "/workflows/{id}" and attrs["server.port"] == 443
+    points = telemetry.metrics()["http.client.request.duration"]
+    by_status = {p.attributes.get("http.response.status_code"): p for p in points}
+    assert {status: p.count for status, p in by_status.items()} == {503: 2, None: 1, 200: 2}
+    assert by_status[503].attributes["error.type"] == "503"
+    assert by_status[None].attributes["error.type"] == "timed out"
+    assert "error.type" not in by_status[200].attributes
+
+
+def test_a_call_sampled_out_has_no_span_and_still_counts(telemetry: Telemetry) -> None:
+    tracer_provider = TracerProvider(sampler=ALWAYS_OFF)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(telemetry.spans))
+    otel = _otel.load(tracer_provider, telemetry.meter_provider)
+    assert otel is not None
+    rec = Recorder(otel=otel, server_address="api.example.test", server_port=443)
+    call = rec.call_started("GET", f"/workflows/{WID}")
+    assert call.span is None  # nothing would record it: no span work at its end
+    rec.attempt(call, 200, 0.01)
+    rec.call_ended(call, 200)
+    assert telemetry.finished() == ()
+    points = telemetry.metrics()["http.client.request.duration"]
+    assert sum(p.count for p in points) == 1
+    assert rec.snapshot().calls["GET /workflows/{id}"].ok == 1
 
 
 def test_calls_inside_a_wait_are_its_children_and_polls_too(telemetry: Telemetry) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+from typing import Any
 
 import pytest
 from test_engine import deliver, left_behind, quiet, session
@@ -160,15 +161,15 @@ async def test_the_deadline_fires_on_time_within_a_tick() -> None:
 
 
 @pytest.mark.parametrize("bad", [math.nan, 0, -1.0, "5", True, None])
-async def test_an_unusable_timeout_is_refused_before_anything_happens(bad: object) -> None:
+async def test_an_unusable_timeout_is_refused_before_anything_happens(bad: Any) -> None:
     async with session() as s:
         quiet(s)
         with pytest.raises(wa.ConfigurationError, match="timeout"):
-            await s.wait("wf-1", timeout=bad)  # type: ignore[arg-type]
+            await s.wait("wf-1", timeout=bad)
         # run_and_wait checks it before the run request (nothing listens at this address:
         # a request would have raised a transport error instead)
         with pytest.raises(wa.ConfigurationError, match="timeout"):
-            await s.run_and_wait("case-1", "wd-1", timeout=bad)  # type: ignore[arg-type]
+            await s.run_and_wait("case-1", "wd-1", timeout=bad)
         assert left_behind(s) == (0, 0, 0, [])
         assert s.stats().waits.pending == 0
 

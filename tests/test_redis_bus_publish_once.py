@@ -126,7 +126,7 @@ async def test_copies_on_three_workers_are_published_once_each(
         for worker in workers:
             assert worker.registry.dispatched == len(events)
     finally:
-        await listener.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()  # type: ignore[no-untyped-call, unused-ignore]
         for worker in workers:
             await worker.close()
 

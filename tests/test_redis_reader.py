@@ -1,5 +1,6 @@
 """The subscription reader of RedisBus (``_redis_reader.Subscription``): against a fake pub/sub
-that drops connections, ignores or fails PINGs on demand, and against a real redis-server."""
+that drops connections, ignores or fails PINGs on demand, and against a real redis-server, read
+both through redis-py's ``PubSub`` (a caller's client) and through ``LeanPubSub`` (a bus's own)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,6 +18,9 @@ from fake_pubsub import FakeRedis
 from redis.exceptions import RedisError
 from redis_server import RedisServer
 
+from workflows_async import _redis_lanes
+from workflows_async._redis_lanes import Lanes
+from workflows_async._redis_pubsub import LeanPubSub
 from workflows_async._redis_reader import PubSub, Subscription
 from workflows_async.redis_bus import RedisBus
 
@@ -272,12 +277,27 @@ async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+def pubsub_of(client: aioredis.Redis, kind: str) -> Callable[[], PubSub]:
+    """``redis-py``: the client's own PubSub; ``lean``: LeanPubSub on connections made like
+    the client's pool's (as a RedisBus made from a URL reads)."""
+    if kind == "redis-py":
+        return client.pubsub
+    lanes = Lanes(client.connection_pool, timeout=None, keep=1)
+    return partial(LeanPubSub, lanes.connection)
+
+
+@pytest.fixture(params=["redis-py", "lean"])
+def open_pubsub(request: pytest.FixtureRequest, client: aioredis.Redis) -> Callable[[], PubSub]:
+    kind: str = request.param
+    return pubsub_of(client, kind)
+
+
 async def test_real_server_messages_and_a_killed_connection(
-    client: aioredis.Redis, redis_server: RedisServer
+    client: aioredis.Redis, open_pubsub: Callable[[], PubSub]
 ) -> None:
     # The kill is noticed by the read failing, not by a PING; a PING interval of a second keeps
     # a loop stalled by a loaded machine from adding a reconnect of its own to the count.
-    async with reading(client.pubsub, ping_interval=1.0) as r:
+    async with reading(open_pubsub, ping_interval=1.0) as r:
         await r.start()
         assert r.sub.healthy
         assert await client.publish(CHANNEL, b"one") == 1
@@ -290,10 +310,12 @@ async def test_real_server_messages_and_a_killed_connection(
 
 
 async def test_real_server_that_stops_answering_is_given_up_and_found_again(
-    client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+    client: aioredis.Redis,
+    open_pubsub: Callable[[], PubSub],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="workflows_async.redis_bus")
-    async with reading(client.pubsub, ping_interval=0.2) as r:
+    async with reading(open_pubsub, ping_interval=0.2) as r:
         await r.start()
         await client.client_pause(1500, all=True)  # PINGs go unanswered meanwhile
         await eventually(lambda: not r.sub.healthy, "the silent server is given up")
@@ -303,14 +325,15 @@ async def test_real_server_that_stops_answering_is_given_up_and_found_again(
         await eventually(lambda: b"after" in r.got, "delivery resumes")
 
 
+@pytest.mark.parametrize("kind", ["redis-py", "lean"])
 async def test_real_server_idle_past_the_socket_timeout_stays_subscribed(
-    redis_server: RedisServer,
+    redis_server: RedisServer, kind: str
 ) -> None:
     # A socket timeout of a second, not less: a loaded CI machine can stall the event loop for
     # a few hundred milliseconds, which would cut a PONG's read short and reconnect.
     client = aioredis.Redis.from_url(redis_server.url, socket_timeout=1.0)
     try:
-        async with reading(client.pubsub, ping_interval=5.0, read_timeout=1.0) as r:
+        async with reading(pubsub_of(client, kind), ping_interval=5.0, read_timeout=1.0) as r:
             await r.start()
             await eventually(lambda: r.sub.pings >= 3, "idle for several socket timeouts")
             assert r.sub.healthy
@@ -332,3 +355,64 @@ async def test_redis_bus_tells_its_reader_the_socket_timeout(redis_server: Redis
         await external.close()
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["streams", "redis-py methods"])
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_lean_pubsub_reads_each_kind_of_message_in_either_protocol(
+    redis_server: RedisServer, protocol: int, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not direct:  # a redis-py that keeps its streams elsewhere: its read_response is used
+        monkeypatch.setattr(_redis_lanes, "streams", lambda connection: None)
+    client = aioredis.Redis.from_url(redis_server.url, protocol=protocol)
+    pubsub = pubsub_of(client, "lean")()
+    try:
+        await pubsub.subscribe(CHANNEL)
+        assert pubsub.connection.protocol in (protocol, str(protocol))
+        first = await pubsub.get_message(timeout=5.0)
+        assert first is not None and first["type"] == "subscribe"
+        assert await client.publish(CHANNEL, b"a\r\nb") == 1
+        await pubsub.ping()
+        kinds = [await pubsub.get_message(timeout=5.0) for _ in range(2)]
+        assert kinds == [{"type": "message", "data": b"a\r\nb"}, {"type": "pong", "data": b""}]
+        assert await pubsub.get_message(timeout=0.01) is None  # nothing more: None, not stuck
+        await client.publish(CHANNEL, b"after a timeout")  # the read resumes where it was
+        assert await pubsub.get_message(timeout=5.0) == {
+            "type": "message",
+            "data": b"after a timeout",
+        }
+        await pubsub.unsubscribe()
+        last = await pubsub.get_message(timeout=5.0)
+        assert last is not None and last["type"] == "unsubscribe"
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+    assert pubsub.connection is None
+
+
+async def test_lean_pubsub_authenticates_as_the_url_says_and_a_refusal_ends_it(
+    redis_server: RedisServer,
+) -> None:
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.acl_setuser("reader", enabled=True, passwords=["+pw"], commands=["+@all"],
+                            keys=["*"], channels=[CHANNEL])  # fmt: skip
+    await admin.acl_setuser("muted", enabled=True, passwords=["+pw"], commands=["+@all"],
+                            keys=["*"], reset_channels=True)  # fmt: skip
+    url = f"redis://reader:pw@127.0.0.1:{redis_server.port}/0"
+    allowed, refused = (
+        aioredis.Redis.from_url(url.replace("reader", user)) for user in ("reader", "muted")
+    )
+    try:
+        pubsub = pubsub_of(allowed, "lean")()
+        await pubsub.subscribe(CHANNEL)
+        first = await pubsub.get_message(timeout=5.0)
+        assert first is not None and first["type"] == "subscribe"
+        await pubsub.aclose()
+        pubsub = pubsub_of(refused, "lean")()
+        await pubsub.subscribe(CHANNEL)
+        with pytest.raises(ConnectionError, match="answered the subscription: NOPERM"):
+            await pubsub.get_message(timeout=5.0)
+        await pubsub.aclose()
+    finally:
+        for client in (allowed, refused, admin):
+            await client.aclose()

@@ -15,16 +15,15 @@ retry loop waits only through ``HttpClient.sleep`` and reads time only from ``Ht
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
-import functools
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from ._api_errors import error_for_status, request_id
+from ._api_errors import error_for_status
 from ._metrics import CallHandle, Recorder, renewal_reason
 from ._retry import IDEMPOTENT_METHODS, RetryPolicy
 from .auth import Auth
@@ -47,13 +46,13 @@ DEFAULT_MAX_RESPONSE_BODY = 16 << 20
 _ERROR_BODY_LIMIT = 64 << 10
 _FIXED_TOKEN_REFUSED = "a fixed token cannot be renewed; supply a new one"  # noqa: S105
 _TOKEN_PATHS = frozenset({"/auth/authorize", "/auth/refresh"})
-_DEBUG = functools.partial(logging.getLogger("workflows_async.http").isEnabledFor, logging.DEBUG)
 _AIOHTTP_DEFAULT_LIMIT = 100  # aiohttp.TCPConnector's own default
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Response:
-    """A 2xx answer as it came: status, headers and raw body bytes."""
+    """A 2xx answer as it came: status, headers and raw body bytes. (Not frozen: a frozen
+    dataclass's ``__init__`` makes three ``object.__setattr__`` calls on every API call.)"""
 
     status: int
     headers: CIMultiDictProxy[str]
@@ -68,11 +67,13 @@ async def _read(resp: aiohttp.ClientResponse, limit: int, *, truncate: bool) -> 
     """The body, read in chunks up to ``limit`` bytes (decompressed size): checked against
     Content-Length first, then while reading. Beyond the limit: the part read when
     ``truncate``, else :class:`_TooLarge`."""
-    if not truncate and resp.content_length is not None and resp.content_length > limit:
+    if not truncate and (length := resp.content_length) is not None and length > limit:
         raise _TooLarge
+    content = resp.content
     chunks: list[bytes] = []
     size = 0
-    async for chunk in resp.content.iter_any():
+    # ``readany`` until it gives b"" is what ``iter_any`` iterates, without its iterator objects.
+    while chunk := await content.readany():
         size += len(chunk)
         if size > limit:
             if not truncate:
@@ -107,6 +108,52 @@ def _next_delay(policy: RetryPolicy, retry: int, failed: _Retry, left: float) ->
     if left <= 0 or (failed.retry_after is not None and wait > left):
         return None
     return min(wait, left)
+
+
+class _Slots:
+    """At most ``limit`` holders at once; the others wait first come, first served, and a slot
+    given back goes straight to the longest waiter (a newcomer never overtakes the queue).
+
+    What ``asyncio.Semaphore`` does, with a fast path of one plain method call: every request
+    takes a slot, and the semaphore's ``async with`` costs several coroutine and generator
+    frames."""
+
+    __slots__ = ("_free", "_waiting")
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take_now(self) -> bool:
+        """Take a slot if one is free and nobody waits for one; never waits."""
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Take a slot, waiting in line for one when none is free."""
+        if self.take_now():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a slot just as this waiter gave up: pass it on
+            elif waiter in self._waiting:
+                self._waiting.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        """Give a slot back: to the longest waiter still waiting, else to the free ones."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
 
 @dataclasses.dataclass(slots=True)
@@ -161,21 +208,19 @@ class HttpClient:
         self._connection_limit = connection_limit
         self._session = session
         self._owns_session = session is None
-        self._closed = False
+        self.closed = False
+        """True once :meth:`close` began: every request then raises SessionClosedError (an
+        attribute, not a property: the Session reads it on every call)."""
         # Requests wait here, not in aiohttp's pool: there the request timeout would already be
-        # running, and the Authorization value already taken (see _send_once).
+        # running, and the Authorization value already taken (see _attempt).
         if session is None:
             limit = connection_limit or _AIOHTTP_DEFAULT_LIMIT
         else:
             limit = session.connector.limit if session.connector is not None else 0
-        self._slots = asyncio.Semaphore(limit) if limit > 0 else None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+        self._slots = _Slots(limit) if limit > 0 else None
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._closed:
+        if self.closed:
             raise SessionClosedError("the Session is closed")
         if self._session is None:
             connector = None
@@ -226,24 +271,25 @@ class HttpClient:
         auth = self.auth if authorize else None
         req = _Request(call, method, path, body, params, headers, retry, replayable, gated, auth)
         try:
-            response = await self._authorized(req)
+            try:
+                response = await self._send(req)
+            except AuthenticationError as refused:
+                if auth is None or isinstance(refused, CredentialsError):
+                    raise  # nothing to resend with, or the token request itself was refused
+                first = refused
+            else:
+                self.recorder.call_ended(call, response.status)
+                return response
+            response = await self._after_401(req, auth, first)
         except BaseException as exc:
             self.recorder.call_ended(call, getattr(exc, "status", None), type(exc).__name__)
             raise
         self.recorder.call_ended(call, response.status)
         return response
 
-    async def _authorized(self, req: _Request) -> Response:
-        """:meth:`_send`, and the 401 flow: at most two resends, never a loop."""
-        auth = req.auth
-        if auth is None:
-            return await self._send(req)
-        try:
-            return await self._send(req)
-        except CredentialsError:
-            raise  # the token request itself was refused: nothing to resend with
-        except AuthenticationError as refused:
-            first = refused
+    async def _after_401(self, req: _Request, auth: Auth, first: AuthenticationError) -> Response:
+        """The 401 flow, after ``first`` refused the value ``req.used``: at most two resends
+        (with a newer value, then with a renewed one), never a loop."""
         if await auth.authorization(self._token_request) != req.used:
             try:  # another call renewed meanwhile: that value may do
                 return await self._send(req)
@@ -282,14 +328,20 @@ class HttpClient:
 
     async def _send(self, req: _Request) -> Response:
         """One request with the retries the policy allows, under one deadline (``max_time``
-        covers the whole call, sleeps included). Why this loop is ours: see ``_retry.py``."""
+        covers the whole call, sleeps included); each attempt holds a connection slot (unless
+        the request is not ``gated``), never a sleep. Why this loop is ours: see ``_retry.py``.
+        """
         policy = self.retry
         attempts = policy.max_attempts if req.retry else 1
         deadline = self.clock() + policy.max_time
+        slots = self._slots if req.gated else None
         retry = 0
         while True:
+            client = self._client()
+            if slots is not None and not slots.take_now():
+                await slots.take()
             try:
-                return await self._send_once(req)
+                return await self._attempt(client, req)
             except _Retry as failed:
                 wait = None
                 if retry + 1 < attempts:
@@ -297,15 +349,11 @@ class HttpClient:
                 if wait is None:
                     raise failed.error from None
                 self.recorder.retry(req.call, wait, _reason(failed.error))
+            finally:
+                if slots is not None:
+                    slots.give()
             await self.sleep(wait)
             retry += 1
-
-    async def _send_once(self, req: _Request) -> Response:
-        client = self._client()
-        if req.gated and self._slots is not None:
-            async with self._slots:
-                return await self._attempt(client, req)
-        return await self._attempt(client, req)
 
     async def _attempt(self, client: aiohttp.ClientSession, req: _Request) -> Response:
         method, path, replayable, call = req.method, req.path, req.replayable, req.call
@@ -361,17 +409,13 @@ class HttpClient:
             # ValueError/LookupError: e.g. a header or URL aiohttp or yarl cannot take.
             self._no_answer(call, started, type(exc).__name__)
             raise self._transport(method, path, type(exc).__name__, True, replayable) from None
-        self.recorder.attempt(
-            call,
-            status,
-            time.perf_counter() - started,
-            request_id=request_id(resp_headers) if _DEBUG() else None,
-        )
+        self.recorder.attempt(call, status, time.perf_counter() - started, headers=resp_headers)
+        if 200 <= status < 300:
+            return Response(status, resp_headers, payload)
         error = error_for_status(
             status, method=method, path=path, headers=resp_headers, body=payload
         )
-        if error is None:
-            return Response(status, resp_headers, payload)
+        assert error is not None  # not a 2xx
         if not self.retry.retry_status(method, status, replayable=replayable):
             if not replayable and self.retry.outcome_unknown(status):
                 raise self._unknown(method, path, f"it was answered {status}", status) from error
@@ -420,9 +464,9 @@ class HttpClient:
         return error
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
         # Let aiohttp's connector finish closing its transports (avoids ResourceWarnings).

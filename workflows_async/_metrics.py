@@ -18,11 +18,12 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
+from ._api_errors import request_id as request_id_of
 from ._lost import LostWebhooks
 from .errors import WorkflowTimeout
 from .stats import CallStats, PollStats, Stats, WaitStats, WebhookStats, _frozen
@@ -212,10 +213,12 @@ class Recorder:
     # -- HTTP ----------------------------------------------------------------------------------
 
     def call_started(self, method: str, path: str) -> CallHandle:
-        template = route(method, path)
+        template = _ROUTES.get((method, path)) or route(method, path)  # a call less when known
         span = None
         if self.otel is not None:
             span = self.otel.call_span(method, template, self.server_address, self.server_port)
+            if not span.is_recording():
+                span = None  # no SDK, or sampled out: ending it would do nothing either
         return CallHandle(method, path, template, span)
 
     def attempt(
@@ -226,8 +229,11 @@ class Recorder:
         *,
         request_id: str | None = None,
         error: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        """One attempt of ``call`` got ``status`` (None: no answer, ``error`` says why)."""
+        """One attempt of ``call`` got ``status`` (None: no answer, ``error`` says why).
+        ``headers``: the answer's, where the request id is looked up when the attempt is logged
+        (an explicit ``request_id`` is used as it is)."""
         call.attempts += 1
         counts = self.calls.get(call.template)
         if counts is None:
@@ -235,6 +241,8 @@ class Recorder:
         counts[status_class(status)] += 1
         counts[4] += elapsed
         if http_log.isEnabledFor(logging.DEBUG):
+            if request_id is None and headers is not None:
+                request_id = request_id_of(headers)
             http_log.debug(
                 "%s -> %s in %.1f ms (attempt %d, path %s, request id %s)",
                 call.template,
@@ -253,16 +261,9 @@ class Recorder:
                 },
             )
         if self.otel is not None:
-            attributes: dict[str, Any] = {
-                "http.request.method": call.method,
-                "url.template": call.template.partition(" ")[2],
-                "server.address": self.server_address,
-            }
-            if status is not None:
-                attributes["http.response.status_code"] = status
-            if error is not None or (status is not None and status >= 400):
-                attributes["error.type"] = error or str(status)
-            self.otel.call_duration.record(elapsed, attributes)
+            self.otel.record_call(
+                call.method, call.template, self.server_address, status, error, elapsed
+            )
 
     def retry(self, call: CallHandle, delay: float, reason: str) -> None:
         """``call`` is sent again after ``delay`` seconds because of ``reason`` (a code)."""

@@ -23,6 +23,13 @@ if TYPE_CHECKING:  # the extra is a dev dependency, so the types are known to my
 __all__ = ["OTel", "load"]
 
 SCOPE = "workflows_async"
+_MAX_ATTRIBUTE_SETS = 1024
+
+
+def _remember(cache: dict[Any, dict[str, Any]], key: Any, attributes: dict[str, Any]) -> None:
+    if len(cache) >= _MAX_ATTRIBUTE_SETS:
+        cache.clear()  # endpoints and outcomes are few; this only keeps a bug from growing it
+    cache[key] = attributes
 
 
 def load(
@@ -66,6 +73,12 @@ class OTel:
             and hasattr(trace, "_TRACER_PROVIDER")
         ):
             self._proxy = tracer
+        # Attribute sets, built once per endpoint (and outcome) and never changed afterwards:
+        # the same few recur on every call, and what is given to the API or SDK is only read or
+        # copied there.
+        self._span_attributes: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+        self._duration_attributes: dict[tuple[str, str, int | None, str | None], dict[str, Any]]
+        self._duration_attributes = {}
         self.call_duration = meter.create_histogram(
             "http.client.request.duration", unit="s", description="Duration of API calls"
         )
@@ -106,14 +119,44 @@ class OTel:
 
     def call_span(self, method: str, route: str, server: str, port: int | None) -> Span:
         """``route`` is ``"GET /workflows/{id}"``: the span's name; its path is ``url.template``."""
-        attributes: dict[str, Any] = {
-            "http.request.method": method,
-            "url.template": route.partition(" ")[2],
-            "server.address": server,
-        }
-        if port is not None:
-            attributes["server.port"] = port
+        key = (route, server, port)
+        attributes = self._span_attributes.get(key)
+        if attributes is None:
+            attributes = {
+                "http.request.method": method,
+                "url.template": route.partition(" ")[2],
+                "server.address": server,
+            }
+            if port is not None:
+                attributes["server.port"] = port
+            _remember(self._span_attributes, key, attributes)
         return self.tracer.start_span(route, kind=self._client, attributes=attributes)
+
+    def record_call(
+        self,
+        method: str,
+        route: str,
+        server: str,
+        status: int | None,
+        error: str | None,
+        elapsed: float,
+    ) -> None:
+        """One attempt's duration, by endpoint and outcome (``error``: why there was no answer,
+        or None)."""
+        key = (route, server, status, error)
+        attributes = self._duration_attributes.get(key)
+        if attributes is None:
+            attributes = {
+                "http.request.method": method,
+                "url.template": route.partition(" ")[2],
+                "server.address": server,
+            }
+            if status is not None:
+                attributes["http.response.status_code"] = status
+            if error is not None or (status is not None and status >= 400):
+                attributes["error.type"] = error or str(status)
+            _remember(self._duration_attributes, key, attributes)
+        self.call_duration.record(elapsed, attributes)
 
     def end_call(
         self, span: Span, status: int | None, error_type: str | None, attempts: int

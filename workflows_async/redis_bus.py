@@ -8,7 +8,12 @@ the subscription ``reconnects`` grows and ``on_reconnect`` runs, so waiters re-r
 
 The bus is the commands (publishing, claims, keys) plus a reader it owns: the subscription
 (connection, PING, reconnect with backoff, the ``on_reconnect`` catch-up after a gap) lives in
-``_redis_reader.py``; the bus decodes what it reads and delivers it.
+``_redis_reader.py``; the bus decodes what it reads and delivers it. With a URL, the webhook's
+way to its waiters runs on connections the bus makes itself, from its pool's settings, instead of
+through redis-py's client, whose machinery per command cost as much as the round trip:
+``publish_once`` on connections of its own (``_redis_lanes.py``), the subscription on one more
+(``_redis_pubsub.py``); the other commands go through the pool. With a caller's client, every
+command and the subscription go through that client.
 
 Layout in Redis, under a namespace ``ns``: every event is published on ``ns:events``; a terminal
 event is also kept at ``ns:terminal:<workflow id>`` for ``terminal_ttl`` seconds; claims are
@@ -29,12 +34,13 @@ When Redis cannot be reached:
 - ``last_terminal`` returns ``[]``: waiters then finish by polling.
 
 "Unreachable" means the server itself failed us: connection refused or reset, a timeout on the
-socket, an error reply. When instead this process has no free connection within
-``pool_timeout`` (the bus's own limit, or the pool of a caller's client: ``MaxConnectionsError``,
-or a ``BlockingConnectionPool`` that gave up waiting), nothing reached Redis and Redis may well
-be fine, so nothing fails open: ``claim`` returns False (fails closed: the engine then answers
-503 and the platform retries, rather than dispatching twice), ``publish`` returns False,
-``last_terminal`` returns ``[]``, and ``overloaded`` grows.
+socket (or of the whole command, on the bus's own connections), an error reply. When instead
+this process has no free connection within ``pool_timeout`` (the bus's own limit, or the pool of
+a caller's client: ``MaxConnectionsError``, or a ``BlockingConnectionPool`` that gave up
+waiting), nothing reached Redis and Redis may well be fine, so nothing fails open: ``claim``
+returns False (fails closed: the engine then answers 503 and the platform retries, rather than
+dispatching twice), ``publish`` returns False, ``last_terminal`` returns ``[]``, and
+``overloaded`` grows.
 
 The ``redis`` package is imported only when a RedisBus is made, so ``import workflows_async``
 works without it (``pip install 'workflows-async[redis]'``).
@@ -49,12 +55,16 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 
-from ._redis_reader import Subscription, describe
+from ._redis_lanes import Lanes
+from ._redis_pubsub import LeanPubSub
+from ._redis_reader import PubSub, Subscription, describe
+from ._resp import command
 from .bus import Deliver, OnReconnect, PublishOnce
 from .errors import ConfigurationError
 from .events import WebhookEvent
@@ -97,6 +107,7 @@ end
 return 2
 """
 _PUBLISH_ONCE_SHA = hashlib.sha1(_PUBLISH_ONCE.encode(), usedforsecurity=False).hexdigest()
+_PUBLISH_ONCE_BYTES, _PUBLISH_ONCE_SHA_BYTES = _PUBLISH_ONCE.encode(), _PUBLISH_ONCE_SHA.encode()
 _ONCE_OUTCOMES: dict[int, PublishOnce] = {0: "duplicate", 1: "published", 2: "unsent"}
 _MISSING = "RedisBus needs the redis extra: pip install 'workflows-async[redis]'"
 
@@ -132,8 +143,10 @@ class RedisBus:
 
     ``max_connections`` bounds the bus's commands in flight (the subscription takes one more
     connection); the rest wait, up to ``pool_timeout`` seconds, for a free one. With a URL the
-    bus makes a pool with room for all of them; with a client the caller's pool stays as it is
-    and only the bus's own use is bounded. ``terminal_ttl`` (default: 7 days) is how long the last
+    bus makes its connections: a pool for most commands and, apart from it, those of
+    ``publish_once``, each with room for all of them (so up to about twice ``max_connections``
+    may stay open, idle ones included); with a client the caller's pool stays as it is and only
+    the bus's own use is bounded. ``terminal_ttl`` (default: 7 days) is how long the last
     terminal event of a workflow is remembered.
     """
 
@@ -180,12 +193,12 @@ class RedisBus:
             self._where = mask_url(url_or_client)
             try:
                 # Room for the bus's commands (``_slots`` makes the rest wait, up to
-                # pool_timeout), the subscription and a spare: the pool itself never runs out,
-                # so it need not be a BlockingConnectionPool, whose every checkout takes a
-                # lock and sets a timer (measured: ~7% of the Python calls of a publish_once).
+                # pool_timeout) and a spare (the subscription is not the pool's, see below):
+                # the pool itself never runs out, so it need not be a BlockingConnectionPool,
+                # whose every checkout takes a lock and sets a timer.
                 pool = aioredis.ConnectionPool.from_url(
                     url_or_client,
-                    max_connections=max_connections + 2,
+                    max_connections=max_connections + 1,
                     socket_connect_timeout=2.0,
                     socket_timeout=_SOCKET_TIMEOUT,
                     # A short retry: one quick second try covers a pooled connection that went
@@ -196,10 +209,18 @@ class RedisBus:
             except ValueError as exc:
                 raise ConfigurationError(f"bad Redis URL {self._where}: {exc}") from None
             self._owns_client = True
+            # The webhook's way to its waiters, publish_once and the subscription, goes straight
+            # to connections of the bus's own, made like the pool's (_redis_lanes.py,
+            # _redis_pubsub.py); the pool serves the other commands.
+            own = Lanes(pool, timeout=_SOCKET_TIMEOUT, keep=max_connections)
+            lanes: Lanes | None = own
+            open_pubsub: Callable[[], PubSub] = partial(LeanPubSub, own.connection)
         elif isinstance(url_or_client, aioredis.Redis):
             self._where = "<external client>"
             self._client = url_or_client
             self._owns_client = False
+            lanes = None  # the caller's pool gives every connection, as its owner expects
+            open_pubsub = url_or_client.pubsub
         else:
             raise ConfigurationError("RedisBus takes a redis:// URL or a redis.asyncio.Redis")
 
@@ -208,6 +229,7 @@ class RedisBus:
         self.max_connections = max_connections
         self.pool_timeout = pool_timeout
         self._channel = f"{namespace}:events"
+        self._lanes = lanes
 
         self.published = 0  # publish calls that Redis accepted
         self.delivered = 0  # events handed to ``deliver``
@@ -218,7 +240,7 @@ class RedisBus:
         self._deliver: Deliver | None = None
         self._closed = False
         self._reader = Subscription(
-            self._client.pubsub,
+            open_pubsub,
             self._channel,
             on_message=self._on_data,
             on_gap=self._forget_echoes,
@@ -318,22 +340,28 @@ class RedisBus:
         millis = _ttl_ms("mark ttl", mark_ttl)
         if self._closed:
             return "unsent"
-        keys = (self._claim_key(mark), self._terminal_key(event.workflow_id))
-        args = (self._channel, _encode(event), millis, "1" if terminal else "0", self._ttl_ms())
-        client = self._client
+        data = _encode(event)
+        args = (
+            self._claim_key(mark).encode(),
+            self._terminal_key(event.workflow_id).encode(),
+            self._channel.encode(),
+            data,
+            b"%d" % millis,
+            b"1" if terminal else b"0",
+            b"%d" % self._ttl_ms(),
+        )
 
         async def send() -> Any:
             try:
-                return await client.evalsha(_PUBLISH_ONCE_SHA, 2, *keys, *args)
+                return await self._script(_PUBLISH_ONCE_SHA_BYTES, args)
             except self._no_script:  # a new or restarted Redis: EVAL also caches it
                 self.script_loads += 1
-                return await client.eval(_PUBLISH_ONCE, 2, *keys, *args)
+                return await self._script(None, args)
 
         # This process delivers its own event as soon as either the reply or the echo on the
         # subscription comes, whichever is first, and skips the other (``_once_delivered``).
         # Bookkeeping slips (two copies of one event sent at once from here, an echo lost in a
         # gap) only ever cause a second delivery, which the engine's duplicate filter drops.
-        data = args[1]
         self._echoes[data] = False
         if len(self._echoes) > _ECHOES:  # echoes lost in a gap: bounded (the engine's
             del self._echoes[next(iter(self._echoes))]  # duplicate filter drops a late one)
@@ -357,6 +385,15 @@ class RedisBus:
             if not self._once_delivered(data):
                 self._on_decoded(event)
         return outcome
+
+    async def _script(self, sha: bytes | None, args: tuple[bytes, ...]) -> Any:
+        """EVALSHA ``sha`` (None: EVAL, sending the script) of ``_PUBLISH_ONCE``, 2 keys."""
+        if self._lanes is not None:
+            head = (b"EVALSHA", sha) if sha is not None else (b"EVAL", _PUBLISH_ONCE_BYTES)
+            return await self._lanes.call(command(*head, b"2", *args))
+        if sha is not None:
+            return await self._client.evalsha(_PUBLISH_ONCE_SHA, 2, *args)
+        return await self._client.eval(_PUBLISH_ONCE, 2, *args)
 
     def _once_delivered(self, data: bytes) -> bool:
         """For a message this process published with ``publish_once``: True when it was
@@ -501,6 +538,8 @@ class RedisBus:
         if lookup is not None:
             lookup.cancel()
         await self._reader.close()  # also returns a start() still waiting for it
+        if self._lanes is not None:
+            await self._lanes.close()
         if lookup is not None:
             await asyncio.wait([lookup])
         for _, future in self._lookups:  # queued behind a lookup that close() cancelled

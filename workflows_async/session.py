@@ -277,7 +277,7 @@ class Session(V2Calls):
 
     def _check_usable(self) -> None:
         """Refuse a closed Session, and one used from another event loop than its first."""
-        if self.closed:
+        if self._http.closed:
             raise SessionClosedError("the Session is closed")
         loop = asyncio.get_running_loop()
         if self._loop is None:
@@ -782,7 +782,14 @@ class Session(V2Calls):
         retry: bool = True,
         known: Mapping[str, str] | None = None,
     ) -> T:
-        response = await self._call(method, path, body=body, retry=retry, known=known)
+        """:meth:`_call` and the answer decoded (the HTTP client called here directly: one
+        coroutine less on the path every API call takes)."""
+        self._check_usable()
+        try:
+            response = await self._http.request(method, path, body=body, retry=retry)
+        except OutcomeUnknownError as exc:
+            _note_known(exc, known)
+            raise
         try:
             return decoder.decode(response.body)
         except msgspec.DecodeError as exc:
@@ -810,9 +817,13 @@ class Session(V2Calls):
                 method, path, body=body, params=params, accept=accept, retry=retry
             )
         except OutcomeUnknownError as exc:
-            for name, value in (known or {}).items():
-                setattr(exc, name, value)
+            _note_known(exc, known)
             raise
+
+
+def _note_known(exc: OutcomeUnknownError, known: Mapping[str, str] | None) -> None:
+    for name, value in (known or {}).items():
+        setattr(exc, name, value)
 
 
 def _recorder(

@@ -7,7 +7,8 @@ error a waiter gets names its workflow (``workflow_id``); an event is acknowledg
 was published (or handled here); an event the in-process bus publishes synchronously
 (``publish_once_now``) is recorded once, by the bus (its published mark, and its memory of the
 workflow's first terminal event): the registry and the lost-webhook bookkeeping ask the bus
-instead of keeping copies.
+instead of keeping copies; ``publish_now`` answers only for a started, open engine (else None:
+``publish`` starts it, or refuses a closed one).
 """
 
 from __future__ import annotations

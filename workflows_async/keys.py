@@ -8,7 +8,8 @@ kids cannot starve the platform's new kid); a pinned key is kept for good; a fet
 until a re-check says otherwise: the first use after ``key_ttl`` re-fetches it in the background
 (that webhook does not wait), a 404 or unusable material then drops it, and while the re-check
 runs or fails in any other way (retried at later uses, within the fetch budget) the key held is
-used; every refusal cache is bounded.
+used; every refusal cache is bounded; a verifier keeps only headers that passed every check
+(by their exact segment, at most 64), and a header it does not keep is checked in full.
 
 Answers, as the receiver maps them: a kid the API does not serve *yet* (404, never seen before)
 is :class:`KeyUnavailableError` (503, the platform retries) and is asked again after

@@ -170,3 +170,23 @@ def test_a_known_header_with_other_padding_is_not_the_same_header() -> None:
     if padded != SEGMENT:
         with pytest.raises(SignatureError, match="header is not base64url"):
             v.parse(f"{padded}..{SIGNATURE}")
+
+
+def test_a_held_key_is_checked_whatever_the_store_holds() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    short = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the point
+    held = {"key": short.public_key()}
+
+    class Store(KeyStore):  # a store that hands out whatever it was given
+        def held(self, kid: str) -> rsa.RSAPublicKey | None:
+            return held["key"]
+
+    v = WebhookVerifier(Store(None))
+    with pytest.raises(SignatureError, match="signing key is too short"):
+        v.verify_held(v.parse(GOOD), BODY)
+    held["key"] = KEY.public_key()
+    assert v.verify_held(v.parse(GOOD), BODY) is not None
+    held["key"] = short.public_key()  # another key again: checked again
+    with pytest.raises(SignatureError, match="signing key is too short"):
+        v.verify_held(v.parse(GOOD), BODY)

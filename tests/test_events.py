@@ -144,6 +144,8 @@ def test_the_platform_shapes_take_the_fast_path(body: dict[str, Any]) -> None:
         b'{"workflowId": "w", "status": "COMPLETED", "n": NaN}',
         b'\xef\xbb\xbf{"workflowId": "w", "status": "COMPLETED"}',
         b'{"workflowId": "w", "status": "COMPLETED", "x": ' + b"[" * 40 + b"]" * 40 + b"}",
+        b'{"workflowId": "w", "status": "COMPLETED", "x": ' + b'{"a":' * 40 + b"1" + b"}" * 41,
+        b' {"workflowId": "w", "status": "COMPLETED", "x": ' + b'{"a":' * 40 + b"1" + b"}" * 41,
         b'{"workflowId": "w"}',
         b"[]",
     ],

@@ -7,7 +7,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -128,6 +132,95 @@ def test_no_span_work_when_nothing_records_spans() -> None:
     assert recorder.webhook_span() is None
     recorder.webhook_accepted(None)
     assert recorder.webhooks_accepted == 1
+
+
+class PublishedNow(Published):
+    """A publish that answers without a wait with ``answer`` (None: await it)."""
+
+    def __init__(self, answer: str | None) -> None:
+        super().__init__()
+        self.answer = answer
+        self.now: list[WebhookEvent] = []
+
+    def publish_now(self, event: WebhookEvent) -> str | None:
+        self.now.append(event)
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "reason", "counted"),
+    [
+        ("published", 200, "accepted", "accepted"),
+        ("duplicate", 200, "accepted", "duplicate"),
+        ("in_progress", 503, "event could not be published; retry later", "in_progress"),
+        ("not_published", 503, "event could not be published; retry later", "not_published"),
+    ],
+)
+async def test_an_answer_without_a_wait_is_taken_as_it_is(
+    answer: str, status: int, reason: str, counted: str
+) -> None:
+    publish = PublishedNow(answer)
+    recorder = Recorder()
+    verifier = WebhookVerifier(KeyStore(None, pinned={KID: PEM}))
+    core = WebhookCore(verifier, publish, publish_now=publish.publish_now, recorder=recorder)
+    headers, body = delivery()
+    got = await core.receive("POST", headers, body)
+    assert (got.status, got.reason) == (status, reason)
+    assert [e.raw for e in publish.now] == [body] and publish.events == []  # never awaited
+    stats = recorder.snapshot().webhooks
+    seen = {"accepted": stats.accepted, "duplicate": stats.duplicates, **stats.refused}
+    assert {name: n for name, n in seen.items() if n} == {counted: 1}
+
+
+async def test_no_answer_without_a_wait_means_publish_is_awaited() -> None:
+    publish = PublishedNow(None)
+    verifier = WebhookVerifier(KeyStore(None, pinned={KID: PEM}))
+    core = WebhookCore(verifier, publish, publish_now=publish.publish_now)
+    headers, body = delivery()
+    assert (await core.receive("POST", headers, body)).status == 200
+    assert len(publish.now) == 1 and [e.raw for e in publish.events] == [body]
+
+
+def test_no_span_is_started_while_no_sdk_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("opentelemetry")
+    from opentelemetry import trace
+
+    from workflows_async import _otel
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)  # whatever tests before set
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+    otel = _otel.load()  # the global provider's proxy
+    assert otel is not None
+
+    def start_span(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a span was started")
+
+    monkeypatch.setattr(otel.tracer, "start_span", start_span)
+    assert Recorder(otel=otel).webhook_span() is None
+
+
+def test_spans_record_once_an_sdk_is_set_later() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    script = textwrap.dedent(
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from workflows_async import _otel
+        from workflows_async._metrics import Recorder
+
+        recorder = Recorder(otel=_otel.load())
+        assert recorder.webhook_span() is None  # no SDK yet
+        trace.set_tracer_provider(TracerProvider())
+        span = recorder.webhook_span()
+        assert span is not None and span.is_recording()
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 _OLD_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")

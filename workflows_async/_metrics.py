@@ -152,6 +152,12 @@ class WaitHandle:
             recorder.wait_failed(self, "failed", type(exc).__name__)
 
 
+# The attribute sets of accepted deliveries, built once and never changed (the API and the
+# SDK only read or copy what they are given).
+_ACCEPTED: dict[str, str] = {"outcome": "accepted"}
+_DUPLICATE: dict[str, str] = {"outcome": "duplicate"}
+
+
 class Recorder:
     """Counters, log lines and telemetry for one Session (see the module docstring).
 
@@ -309,11 +315,10 @@ class Recorder:
         """The receiver's span for one delivery, or None when nothing would record it (no
         OpenTelemetry, no SDK configured, or sampled out): then the delivery does no further
         span work (attributes, ``traceparent``), which would be thrown away anyway."""
-        if self.otel is None:
+        otel = self.otel
+        if otel is None or not otel.may_record():
             return None
-        span = self.otel.start_span(
-            "workflows.webhook", {"http.request.method": "POST"}, server=True
-        )
+        span = otel.start_span("workflows.webhook", {"http.request.method": "POST"}, server=True)
         return span if span.is_recording() else None
 
     def webhook_event(self, span: Span | None, workflow_id: str, status: str) -> str | None:
@@ -326,13 +331,14 @@ class Recorder:
         return self.otel.traceparent(span)
 
     def webhook_accepted(self, span: Span | None, *, duplicate: bool = False) -> None:
-        outcome = "duplicate" if duplicate else "accepted"
         if duplicate:
             self.webhooks_duplicate += 1
+            outcome, attributes = "duplicate", _DUPLICATE
         else:
             self.webhooks_accepted += 1
+            outcome, attributes = "accepted", _ACCEPTED
         if self.otel is not None:
-            self.otel.webhooks.add(1, {"outcome": outcome})
+            self.otel.webhooks.add(1, attributes)
             if span is not None:
                 span.set_attribute("http.response.status_code", 200)
                 span.set_attribute("workflows.webhook.outcome", outcome)

@@ -61,6 +61,18 @@ class OTel:
         self._server = trace.SpanKind.SERVER
         self._propagator = TraceContextTextMapPropagator()
         self.tracer = tracer
+        # Whether a span can record, known without starting one (a no-op span costs a
+        # microsecond per webhook): never with the API's no-op tracer; with a tracer of the
+        # global provider (a ProxyTracer) only once it has a real tracer or an SDK's provider
+        # is set, the very test the proxy makes (where this API version lets us look).
+        self._never_records = isinstance(tracer, trace.NoOpTracer)
+        self._proxy: trace.ProxyTracer | None = None
+        if (
+            isinstance(tracer, trace.ProxyTracer)
+            and hasattr(tracer, "_real_tracer")
+            and hasattr(trace, "_TRACER_PROVIDER")
+        ):
+            self._proxy = tracer
         # Attribute sets, built once per endpoint (and outcome) and never changed afterwards:
         # the same few recur on every call, and what is given to the API or SDK is only read or
         # copied there.
@@ -157,6 +169,18 @@ class OTel:
             span.set_attribute("error.type", error_type)
             span.set_status(self._status(self._error))
         span.end()
+
+    def may_record(self) -> bool:
+        """False when no span started now can record (no SDK): then there is no need to start
+        one. True when one may (its ``is_recording()`` tells)."""
+        if self._never_records:
+            return False
+        proxy = self._proxy
+        return (
+            proxy is None
+            or proxy._real_tracer is not None
+            or self._trace._TRACER_PROVIDER is not None
+        )
 
     def start_span(self, name: str, attributes: dict[str, Any], *, server: bool = False) -> Span:
         kind = self._server if server else self._trace.SpanKind.INTERNAL

@@ -89,16 +89,26 @@ class TTLMap(Generic[V]):
     def put(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> None:
         """Store ``value`` for ``ttl`` seconds (default: the map's); ``size`` is what the value
         costs in memory beyond the fixed overhead (e.g. the length of a raw body)."""
-        data, queue = self._data, self._queue
-        if size < 0:
-            size = 0
-        cost = len(key) + size + ENTRY_OVERHEAD
-        old = data.pop(key, None)
+        old = self._data.pop(key, None)
         if old is not None:
             self._bytes -= len(key) + old[2] + ENTRY_OVERHEAD
             self._stale += 1
+        self.add(key, value, ttl, size=size)  # absent now: put
+
+    def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
+        """Put only when absent (or expired); True when put."""
+        data = self._data
         now = self._clock()
-        item: _Item[V]
+        item = data.get(key)
+        if item is not None:
+            if item[0] > now:
+                return False
+            del data[key]  # expired: replaced
+            self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
+            self._stale += 1
+        if size < 0:
+            size = 0
+        queue = self._queue
         if ttl is None or ttl == self.ttl:
             item = (now + self.ttl, key, size, value)
             queue.append(item)
@@ -106,7 +116,7 @@ class TTLMap(Generic[V]):
             item = (now + ttl, key, size, value)
             heapq.heappush(self._heap, (item[0], next(self._seq), item))
         data[key] = item
-        self._bytes += cost
+        self._bytes += len(key) + size + ENTRY_OVERHEAD
         # Expired entries first, wherever they sit: the queue's front, the heap's top.
         while queue and queue[0][0] <= now:
             self._discard(queue.popleft())
@@ -120,13 +130,6 @@ class TTLMap(Generic[V]):
             self._evict_oldest()
         if self._stale > 64 and self._stale > len(data) + 64:  # queue + heap > 2 x live + 64
             self._rebuild()
-
-    def add(self, key: str, value: V, ttl: float | None = None, *, size: int = 0) -> bool:
-        """Put only when absent (or expired); True when put."""
-        item = self._data.get(key)
-        if item is not None and item[0] > self._clock():
-            return False
-        self.put(key, value, ttl, size=size)
         return True
 
     def pop(self, key: str) -> V | None:

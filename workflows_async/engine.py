@@ -7,7 +7,8 @@ error a waiter gets names its workflow (``workflow_id``); an event is acknowledg
 was published (or handled here); an event the in-process bus publishes synchronously
 (``publish_once_now``) is recorded once, by the bus (its published mark, and its memory of the
 workflow's first terminal event): the registry and the lost-webhook bookkeeping ask the bus
-instead of keeping copies.
+instead of keeping copies; ``publish_now`` answers only for a started, open engine (else None:
+``publish`` starts it, or refuses a closed one).
 """
 
 from __future__ import annotations
@@ -139,40 +140,62 @@ class WaitEngine:
         claim protocol (:meth:`_publish_with_claims`). A copy (a platform retry, or the same
         delivery on another worker) is acknowledged only once the mark exists; while another
         call is still publishing it is refused, so the platform retries. An event is never
-        acknowledged without having been published or handled here.
+        acknowledged without having been published or handled here. Why an event is not
+        acknowledged as new is set in ``publish_outcome`` (see :meth:`publish_now`).
         """
         if self._closed or not self._started:
             await self.start()  # raises when closed
-        terminal = self.statuses.is_terminal(event.status)
-        mark = "published:" + event.dedup_key
-        outcome: PublishOnce | None = None
-        if self._publish_once_now is not None:  # the in-process bus: no await, no copy here
-            self._vouched, self._vouched_terminal = event, terminal
-            try:
-                outcome = self._publish_once_now(
-                    event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
-                )
-            finally:
-                self._vouched = None
+        outcome = self.publish_now(event)
         if outcome is None:  # a bus that may await (RedisBus, a subclass), or none of that
+            terminal = self.statuses.is_terminal(event.status)
+            mark = "published:" + event.dedup_key
             if self._publish_once is not None:
-                outcome = await self._publish_once(
+                sent = await self._publish_once(
                     event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
                 )
             else:
-                outcome = await self._publish_with_claims(event, terminal, mark)
+                sent = await self._publish_with_claims(event, terminal, mark)
+            outcome = self._settle(event, sent)
         if outcome == "published":
             return True
-        if outcome != "unsent":
-            publish_outcome.set(outcome)
-            return outcome == "duplicate"  # in progress elsewhere: retry later
+        publish_outcome.set(outcome)
+        return outcome == "duplicate"
+
+    def publish_now(self, event: WebhookEvent) -> str | None:
+        """:meth:`publish` without awaiting, for a started engine over a bus that publishes
+        synchronously (``publish_once_now``, the in-process bus); None when it cannot answer
+        so: then await :meth:`publish` (which also starts the engine, or refuses when closed).
+
+        The answer: ``"published"`` (published now, or handled here) or ``"duplicate"`` (a
+        copy, published before): acknowledge; ``"in_progress"`` (being published elsewhere)
+        or ``"not_published"`` (the bus is down and nobody here needed it): retry later.
+        """
+        publish_once_now = self._publish_once_now
+        if publish_once_now is None or self._closed or not self._started:
+            return None
+        terminal = self.statuses.is_terminal(event.status)
+        self._vouched, self._vouched_terminal = event, terminal
+        try:  # no await, no copy here: the bus remembers and marks it
+            sent = publish_once_now(
+                event,
+                terminal=terminal,
+                mark="published:" + event.dedup_key,
+                mark_ttl=_PUBLISHED_TTL,
+            )
+        finally:
+            self._vouched = None
+        return sent if sent is None or sent != "unsent" else self._handle_unsent(event)
+
+    def _settle(self, event: WebhookEvent, sent: PublishOnce) -> str:
+        """What :meth:`publish_now` answers once the bus said what it did with ``event``."""
+        return sent if sent != "unsent" else self._handle_unsent(event)
+
+    def _handle_unsent(self, event: WebhookEvent) -> str:
         # The bus is down: handle it here, and acknowledge only if someone here needed it.
         # Otherwise a 503 makes the platform retry, perhaps on a worker that can publish it.
         needed = event.workflow_id in self.registry
         self._deliver(event)
-        if not needed:
-            publish_outcome.set("not_published")
-        return needed
+        return "published" if needed else "not_published"
 
     async def _publish_with_claims(
         self, event: WebhookEvent, terminal: bool, mark: str

@@ -132,7 +132,11 @@ def _fast(raw: bytes, received_at: float) -> WebhookEvent | None:
     """The common shapes (the workflow's ``workflowId``/``id`` and ``status`` at the top level,
     strings only) decoded by one typed msgspec decoder, or None for anything else (then the
     tolerant parser reads it). Whatever it returns, :func:`_tolerant` returns too."""
-    if raw.count(b"{") + raw.count(b"[") > _MAX_FAST_BRACKETS:
+    # Counted only when there is anything to count: a flat body (no "[", no "{" but maybe its
+    # first byte) is told by two quick looks, and holds at most one.
+    if (raw.find(b"{", 1) >= 0 or b"[" in raw) and (
+        raw.count(b"{") + raw.count(b"[") > _MAX_FAST_BRACKETS
+    ):
         return None
     try:
         body = _FLAT.decode(raw)

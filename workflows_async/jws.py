@@ -56,6 +56,7 @@ MAX_SIGNATURE_HEADER_LENGTH = 8192
 MIN_RSA_KEY_BITS = 2048
 _UNDERSTOOD_CRIT = frozenset({"b64"})
 _TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _B64URL_VALUE = {
     ord(c): i
     for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -246,8 +247,9 @@ def signing_input(header: ProtectedHeader, body: bytes) -> bytes:
     """The bytes that were signed: the header segment, a dot, then the (encoded) raw body."""
     if not isinstance(body, bytes):
         raise TypeError("the body must be the raw request bytes")
-    payload = base64.urlsafe_b64encode(body).rstrip(b"=") if header.b64 else body
-    return header.encoded.encode("ascii") + b"." + payload
+    if header.b64:  # base64url without padding, by the C encoder directly
+        body = binascii.b2a_base64(body, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
+    return header.encoded.encode("ascii") + b"." + body
 
 
 def _check_key(key: object) -> RSAPublicKey:
@@ -272,12 +274,17 @@ _SCHEMES = {alg: _scheme(alg) for alg in SUPPORTED_ALGORITHMS}
 
 def verify_signature(sig: DetachedSignature, body: bytes, key: RSAPublicKey) -> None:
     """Check ``sig`` over the raw ``body`` with ``key``; ``SignatureError`` if it does not hold."""
-    rsa_key = _check_key(key)
+    _verify_checked(sig, body, _check_key(key))
+
+
+def _verify_checked(sig: DetachedSignature, body: bytes, key: RSAPublicKey) -> None:
+    """:func:`verify_signature` with a key that passed :func:`load_public_key` (an RSA public
+    key of at least ``MIN_RSA_KEY_BITS``), which is not checked again: a key store's."""
     scheme = _SCHEMES.get(sig.header.alg)
     if scheme is None:
         raise SignatureError("algorithm not allowed")
     try:
-        rsa_key.verify(sig.signature, signing_input(sig.header, body), *scheme)
+        key.verify(sig.signature, signing_input(sig.header, body), *scheme)
     except InvalidSignature:
         raise SignatureError("signature does not match") from None
 

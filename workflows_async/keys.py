@@ -8,7 +8,8 @@ kids cannot starve the platform's new kid); a pinned key is kept for good; a fet
 until a re-check says otherwise: the first use after ``key_ttl`` re-fetches it in the background
 (that webhook does not wait), a 404 or unusable material then drops it, and while the re-check
 runs or fails in any other way (retried at later uses, within the fetch budget) the key held is
-used; every refusal cache is bounded.
+used; every refusal cache is bounded; a verifier keeps only headers that passed every check
+(by their exact segment, at most 64), and a header it does not keep is checked in full.
 
 Answers, as the receiver maps them: a kid the API does not serve *yet* (404, never seen before)
 is :class:`KeyUnavailableError` (503, the platform retries) and is asked again after
@@ -40,9 +41,13 @@ from .errors import (
 )
 from .jws import (
     DEFAULT_ALGORITHMS,
+    MAX_SIGNATURE_HEADER_LENGTH,
     SUPPORTED_ALGORITHMS,
     DetachedSignature,
     ProtectedHeader,
+    _check_key,
+    _verify_checked,
+    b64url_decode,
     check_kid,
     load_public_key,
     parse_signature,
@@ -57,6 +62,8 @@ KeyMaterial = str | bytes | Mapping[str, Any]
 """PEM text or bytes, or an RSA JWK mapping."""
 
 _NOT_YET = "signing key not known yet; retry later"
+_MAX_CHECKED_HEADERS = 64
+"""Distinct protected headers a verifier keeps, checked (a signer uses one or a few)."""
 
 
 class _Budget:
@@ -252,6 +259,11 @@ class WebhookVerifier:
             raise ConfigurationError(f"unsupported signature algorithms: {sorted(unsupported)}")
         self._keys = keys
         self._algorithms = allowed
+        # Protected headers that passed every check, by their exact segment: a signer sends
+        # the same one with every webhook. Only a header checked in full enters; the map is
+        # emptied when full, so distinct headers (a flood) cannot grow it.
+        self._checked: dict[str, ProtectedHeader] = {}
+        self._checked_key: RSAPublicKey | None = None  # the key verify_held last checked
 
     @property
     def algorithms(self) -> frozenset[str]:
@@ -262,7 +274,26 @@ class WebhookVerifier:
         receiver can refuse a request before reading its body. ``SignatureError`` otherwise."""
         if not signature_header:
             raise SignatureError("missing JWS-SIGNATURE header")
-        return parse_signature(signature_header, algorithms=self._algorithms, require_kid=True)
+        # A header checked before, in the one shape parse_signature accepts ("<header>..<sig>":
+        # a checked segment holds no dot): only the signature is left to decode.
+        segment, _, encoded = signature_header.partition("..")
+        header = self._checked.get(segment)
+        if (
+            header is not None
+            and len(signature_header) <= MAX_SIGNATURE_HEADER_LENGTH
+            and "." not in encoded
+        ):
+            try:
+                signature = b64url_decode(encoded)
+            except ValueError:
+                signature = b""  # parse_signature says why
+            if signature:
+                return DetachedSignature(header, signature)
+        sig = parse_signature(signature_header, algorithms=self._algorithms, require_kid=True)
+        if len(self._checked) >= _MAX_CHECKED_HEADERS:
+            self._checked.clear()
+        self._checked[sig.header.encoded] = sig.header
+        return sig
 
     async def verify(self, signature_header: str | None, body: bytes) -> ProtectedHeader:
         """Return the protected header when the signature holds; raise ``SignatureError`` or
@@ -281,10 +312,15 @@ class WebhookVerifier:
         """:meth:`verify_parsed` without a wait: the protected header when the signature holds
         with a key already held, None when the key must be fetched first (then await
         :meth:`verify_parsed`); ``SignatureError`` when it does not hold."""
-        key = self._keys.held(self._kid(sig))
+        kid = sig.header.kid
+        if kid is None or sig.header.alg not in self._algorithms:
+            kid = self._kid(sig)  # raises, saying why
+        key = self._keys.held(kid)
         if key is None:
             return None
-        verify_signature(sig, body, key)
+        if key is not self._checked_key:  # RSA, long enough: checked once per key in a row
+            self._checked_key = _check_key(key)
+        _verify_checked(sig, body, key)
         return sig.header
 
     def _kid(self, sig: DetachedSignature) -> str:

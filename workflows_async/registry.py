@@ -77,6 +77,10 @@ class Registry:
         self._seen: TTLMap[bool] = TTLMap(dedup_ttl, dedup_max, clock, max_bytes=dedup_max_bytes)
         # workflow id -> its first terminal status: later events for it are not dispatched
         self._final: TTLMap[str] = TTLMap(dedup_ttl, dedup_max, clock, max_bytes=dedup_max_bytes)
+        self._any_final = False  # anything put in _final yet (never, over the in-process bus)
+        # The event accept(new=True) last found remembered by the bus: ended_event, which the
+        # engine calls for it next, need not ask the bus again.
+        self._remembered_event: WebhookEvent | None = None
         self.dispatched = 0
         self.duplicates = 0
 
@@ -137,15 +141,17 @@ class Registry:
         before delivering anything. Then nothing is looked up or recorded here: the workflow
         ended before iff the bus remembers another terminal event of it."""
         workflow_id = event.workflow_id
-        if self._final.get(workflow_id) is not None:
+        if self._any_final and self._final.get(workflow_id) is not None:
             self.duplicates += 1
             return False
         if new and self._remembered is not None:
             first = self._remembered([workflow_id])
             if first is not None:  # the bus answered
-                if first and first[0] is not event:
-                    self.duplicates += 1
-                    return False
+                if first:
+                    if first[0] is not event:
+                        self.duplicates += 1
+                        return False
+                    self._remembered_event = event
                 self.dispatched += 1
                 return True
         if not (new or self._seen.add(event.dedup_key, True)):
@@ -155,6 +161,7 @@ class Registry:
             terminal = self.statuses.is_terminal(event.status)
         if terminal:
             self._final.put(workflow_id, event.status, size=len(event.status))
+            self._any_final = True
         self.dispatched += 1
         return True
 
@@ -179,14 +186,16 @@ class Registry:
         the workflow where a later waiter finds it without I/O (the in-process bus). True
         when someone waited."""
         workflow_id = event.workflow_id
-        futures = self._take(workflow_id)
-        if not futures:
+        known = event is self._remembered_event  # accept() saw the bus remember it just now
+        self._remembered_event = None
+        held = self._waiters.pop(workflow_id, None)
+        if held is None:
             remembered = self._remembered
-            if remembered is None or not remembered([workflow_id]):
+            if not known and (remembered is None or not remembered([workflow_id])):
                 self._early.put(workflow_id, event, size=event_size(event))
             return False
         completion = Completion(workflow_from_event(event), Channel.WEBHOOK, event)
-        for future in futures:
+        for future in _listed(held):
             if not future.done():
                 future.set_result(completion)
         return True

@@ -703,6 +703,7 @@ class Session(V2Calls):
         return WebhookCore(
             self._verifier,
             self._publish_event,
+            publish_now=self._publish_event_now,
             max_body=self._webhooks.max_body,
             read_timeout=read_timeout,
             recorder=self._recorder,
@@ -711,6 +712,15 @@ class Session(V2Calls):
     async def _publish_event(self, event: WebhookEvent) -> bool:
         self._check_usable()
         return await self._waiting.publish(event)
+
+    def _publish_event_now(self, event: WebhookEvent) -> str | None:
+        """:meth:`_publish_event` without awaiting, when it can answer so (see
+        ``WaitEngine.publish_now``); None for a Session not yet used in this event loop, used
+        in another one, or closed (close() closes the engine first, which then answers None):
+        :meth:`_publish_event` then refuses (or records the loop)."""
+        if self._loop is not asyncio.get_running_loop():
+            return None
+        return self._waiting.publish_now(event)
 
     def webhook_app(self, *, read_timeout: float = 10.0) -> web.Application:
         """The webhook receiver as an aiohttp sub-app: ``app.add_subapp("/webhooks", ...)``.

@@ -57,6 +57,9 @@ log = logging.getLogger("workflows_async.webhooks")
 
 SIGNATURE_HEADER = "JWS-SIGNATURE"
 Publish = Callable[[WebhookEvent], Awaitable[bool]]
+PublishNow = Callable[[WebhookEvent], str | None]
+"""``publish`` answered without awaiting, when it can: ``"published"`` or ``"duplicate"``
+(acknowledge), a reason code to answer 503 with, or None (then ``publish`` is awaited)."""
 Body = bytes | AsyncIterable[bytes]
 """A webhook body: bytes already read, or chunks the core reads (lazily, after the header
 check, under the size limit and the read deadline)."""
@@ -128,7 +131,8 @@ class WebhookCore:
     ``verifier=None`` accepts unsigned events (development). ``max_body`` bounds the body in
     bytes (413 above it); ``read_timeout`` bounds the time the whole body may take to arrive
     (408 after it; the platform itself gives up after 10 s). Every delivery is reported to
-    ``recorder`` once. Get one from ``Session.webhook_core()``.
+    ``recorder`` once. ``publish_now`` (optional) is ``publish`` without a wait, tried first
+    (see :data:`PublishNow`). Get one from ``Session.webhook_core()``.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class WebhookCore:
         verifier: WebhookVerifier | None,
         publish: Publish,
         *,
+        publish_now: PublishNow | None = None,
         max_body: int = 1 << 20,
         read_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
@@ -145,6 +150,7 @@ class WebhookCore:
             raise ConfigurationError("read_timeout must be positive")
         self._verifier = verifier
         self._publish = publish
+        self._publish_now = publish_now
         self.max_body = max_body
         self.read_timeout = read_timeout
         self._clock = clock
@@ -158,12 +164,17 @@ class WebhookCore:
         span = self._recorder.webhook_span()
         try:  # one coroutine for the whole path: no await of a helper coroutine per delivery
             received = self._clock()
-            if method.upper() != "POST":
+            if method != "POST" and method.upper() != "POST":
                 return self._reject(span, 405, "method_not_allowed", "only POST is accepted")
-            length = _content_length(header(headers, "Content-Length"))
+            declared = headers.get("Content-Length")  # as servers spell it, usually
+            if declared is None:
+                declared = header(headers, "Content-Length")
+            length = _content_length(declared)
             if length is not None and length > self.max_body:
                 return self._reject(span, 413, "body_too_large", "body too large", True)
-            signature = header(headers, SIGNATURE_HEADER)
+            signature = headers.get(SIGNATURE_HEADER)  # as the platform spells it, usually
+            if signature is None:
+                signature = header(headers, SIGNATURE_HEADER)
             sig: DetachedSignature | None = None
             if self._verifier is not None:
                 try:  # the header alone, before a byte of the body is read
@@ -208,13 +219,18 @@ class WebhookCore:
                 trace = self._recorder.webhook_event(span, event.workflow_id, event.status)
                 if trace is not None:  # so a wait in any process can link to it
                     event = msgspec.structs.replace(event, trace_context=trace)
-            publish_outcome.set(None)
+            publish_now = self._publish_now
             try:
-                published = await self._publish(event)
+                outcome = None if publish_now is None else publish_now(event)
+                if outcome is None:  # publish must await: its outcome comes in the context
+                    publish_outcome.set(None)
+                    published = await self._publish(event)
+                    outcome = publish_outcome.get()
+                else:
+                    published = outcome == "published" or outcome == "duplicate"
             except WorkflowsError as exc:  # e.g. the Session is closing: the platform retries
                 why = f"event not accepted now ({type(exc).__name__})"
                 return self._reject(span, 503, "unavailable", why)
-            outcome = publish_outcome.get()
             if not published:
                 why = "event could not be published; retry later"
                 return self._reject(span, 503, outcome or "not_published", why)

@@ -285,3 +285,33 @@ def test_importing_the_package_does_not_import_opentelemetry() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_wait_starts_no_span_without_an_sdk_but_carries_a_parent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NonRecordingSpan, NoOpTracerProvider, SpanContext, TraceFlags
+
+    from workflows_async import _otel
+
+    otel = _otel.load(NoOpTracerProvider(), NoOpMeterProvider())
+    assert otel is not None and not otel.may_record()
+
+    def start_span(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a span was started")
+
+    monkeypatch.setattr(otel.tracer, "start_span", start_span)
+    rec = Recorder(otel=otel)
+    alone = rec.wait_started("wait", WID)
+    assert alone.span is None  # nothing to record or carry
+    parent = NonRecordingSpan(
+        SpanContext(0x1F, 0x2F, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    )
+    with trace.use_span(parent):  # e.g. an incoming traceparent, no SDK
+        carried = rec.wait_started("wait", WID)
+    assert carried.span is parent  # API calls inside the wait stay in the caller's trace
+    rec.wait_finished(alone, "poll")
+    rec.wait_finished(carried, "webhook")
+    assert rec.waits_pending == 0

@@ -387,11 +387,15 @@ class Recorder:
         ``handle``: one the caller made (a pending wait is its own handle), else a new one."""
         self.waits_pending += 1
         span = None
-        if self.otel is not None:
-            span = self.otel.start_span(f"workflows.{kind}", {})
-            if not span.is_recording() and not span.get_span_context().is_valid:
-                span = None  # the API without an SDK and no parent: nothing to record or carry
-            self.otel.waits_pending.add(1)
+        otel = self.otel
+        if otel is not None:
+            if otel.may_record():
+                span = otel.start_span(f"workflows.{kind}", {})
+                if not span.is_recording() and not span.get_span_context().is_valid:
+                    span = None  # sampled out and no parent: nothing to record or carry
+            else:  # no SDK: no span to start (a microsecond per wait), a parent's to carry
+                span = otel.carried()
+            otel.waits_pending.add(1)
         if handle is None:
             handle = WaitHandle(kind, "", self._clock(), span)
         else:

@@ -182,6 +182,13 @@ class OTel:
             or self._trace._TRACER_PROVIDER is not None
         )
 
+    def carried(self) -> Span | None:
+        """What a span started now would be when none can record (``may_record`` False): the
+        current span when it carries a valid context (e.g. an incoming ``traceparent``), as the
+        no-op tracer would hand it back, else None (nothing to record or carry)."""
+        current = self._trace.get_current_span()
+        return current if current.get_span_context().is_valid else None
+
     def start_span(self, name: str, attributes: dict[str, Any], *, server: bool = False) -> Span:
         kind = self._server if server else self._trace.SpanKind.INTERNAL
         return self.tracer.start_span(name, kind=kind, attributes=attributes)

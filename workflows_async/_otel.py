@@ -26,6 +26,15 @@ SCOPE = "workflows_async"
 _MAX_ATTRIBUTE_SETS = 1024
 
 
+def _endpoint(method: str, route: str, server: str) -> dict[str, Any]:
+    """The attributes naming an endpoint (``route`` is ``"GET /workflows/{id}"``)."""
+    return {
+        "http.request.method": method,
+        "url.template": route.partition(" ")[2],
+        "server.address": server,
+    }
+
+
 def _remember(cache: dict[Any, dict[str, Any]], key: Any, attributes: dict[str, Any]) -> None:
     if len(cache) >= _MAX_ATTRIBUTE_SETS:
         cache.clear()  # endpoints and outcomes are few; this only keeps a bug from growing it
@@ -122,11 +131,7 @@ class OTel:
         key = (route, server, port)
         attributes = self._span_attributes.get(key)
         if attributes is None:
-            attributes = {
-                "http.request.method": method,
-                "url.template": route.partition(" ")[2],
-                "server.address": server,
-            }
+            attributes = _endpoint(method, route, server)
             if port is not None:
                 attributes["server.port"] = port
             _remember(self._span_attributes, key, attributes)
@@ -146,11 +151,7 @@ class OTel:
         key = (route, server, status, error)
         attributes = self._duration_attributes.get(key)
         if attributes is None:
-            attributes = {
-                "http.request.method": method,
-                "url.template": route.partition(" ")[2],
-                "server.address": server,
-            }
+            attributes = _endpoint(method, route, server)
             if status is not None:
                 attributes["http.response.status_code"] = status
             if error is not None or (status is not None and status >= 400):

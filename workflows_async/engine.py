@@ -184,7 +184,7 @@ class WaitEngine:
             )
         finally:
             self._vouched = None
-        return sent if sent is None or sent != "unsent" else self._handle_unsent(event)
+        return None if sent is None else self._settle(event, sent)
 
     def _settle(self, event: WebhookEvent, sent: PublishOnce) -> str:
         """What :meth:`publish_now` answers once the bus said what it did with ``event``."""

@@ -186,3 +186,24 @@ async def test_an_infinite_timeout_holds_no_deadline() -> None:
         with pytest.raises(wa.WorkflowFailed):
             await task
         assert left_behind(s) == (0, 0, 0, [])
+
+
+async def test_a_second_awaiter_is_refused_and_the_first_keeps_waiting() -> None:
+    async with session() as s:
+        quiet(s)
+        pending = s.wait("wf-1", timeout=30, raise_on_failure=False)
+        first = asyncio.create_task(pending)
+        async with asyncio.timeout(10):
+            while not s.pending():
+                await asyncio.sleep(0)
+
+        async def again() -> object:
+            return await pending
+
+        with pytest.raises(RuntimeError, match="awaited already"):
+            await again()  # as with a native coroutine awaited from two tasks
+        assert s.pending() == ["wf-1"] and not first.done()  # the first wait is intact
+        s._waiting.registry.ended_event(wa.WebhookEvent(workflow_id="wf-1", status="FAILED"))
+        outcome = await first
+        assert outcome.workflow.status == "FAILED"
+        assert left_behind(s) == (0, 0, 0, [])

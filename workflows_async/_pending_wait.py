@@ -78,8 +78,11 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
 
     def send(self, value: Any) -> Any:
         phase = self._phase
-        if phase == _PENDING:  # the future is done: the task woke us up
-            return self._leave(None)
+        if phase == _PENDING:
+            future = self.future
+            if future is not None and not future.done():  # not the awaiting task waking up
+                raise RuntimeError("this session.wait() is being awaited already")
+            return self._leave(None)  # the future is done: the task woke us up
         if phase == _NEW:
             return self._begin()
         if phase == _OVER:

@@ -224,6 +224,7 @@ class CuttingProxy:
         self.needle = needle
         self.cuts = 0
         self._server: asyncio.Server | None = None
+        self._clients: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> str:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -233,9 +234,12 @@ class CuttingProxy:
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
         self._server.close()
+        for client in self._clients:  # since 3.12, wait_closed waits for open connections
+            client.close()
         await self._server.wait_closed()
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self._clients.append(client_w)
         server_r, server_w = await asyncio.open_connection("127.0.0.1", self.redis_port)
         cut = asyncio.Event()
 
@@ -256,12 +260,12 @@ class CuttingProxy:
                 client_w.write(data)
                 await client_w.drain()
 
+        relays = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
         try:
-            await asyncio.wait(
-                [asyncio.create_task(upstream()), asyncio.create_task(downstream())],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for relay in relays:
+                relay.cancel()
             for writer in (client_w, server_w):
                 writer.close()
 

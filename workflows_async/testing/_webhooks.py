@@ -91,9 +91,9 @@ class WebhookDispatcher:
             task.cancel()
 
     async def close(self) -> None:
-        self.cancel()
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks:  # a delivery spawned while closing is cancelled in the next round
+            self.cancel()
+            await asyncio.wait(list(self._tasks))  # a gather loop here hung on Python 3.13.0
         self._held.clear()
         if self._session is not None:
             await self._session.close()

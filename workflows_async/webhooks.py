@@ -166,15 +166,10 @@ class WebhookCore:
             received = self._clock()
             if method != "POST" and method.upper() != "POST":
                 return self._reject(span, 405, "method_not_allowed", "only POST is accepted")
-            declared = headers.get("Content-Length")  # as servers spell it, usually
-            if declared is None:
-                declared = header(headers, "Content-Length")
-            length = _content_length(declared)
+            length = _content_length(header(headers, "Content-Length"))
             if length is not None and length > self.max_body:
                 return self._reject(span, 413, "body_too_large", "body too large", True)
-            signature = headers.get(SIGNATURE_HEADER)  # as the platform spells it, usually
-            if signature is None:
-                signature = header(headers, SIGNATURE_HEADER)
+            signature = header(headers, SIGNATURE_HEADER)
             sig: DetachedSignature | None = None
             if self._verifier is not None:
                 try:  # the header alone, before a byte of the body is read

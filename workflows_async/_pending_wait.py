@@ -1,5 +1,5 @@
 """``Session.wait()``: one slotted object per wait that is at once the coroutine its caller
-awaits, the wait's stats handle and its item in the shared deadline heap.
+awaits, the wait's stats handle and its item in the shared deadline wheel.
 
 While it is pending, the caller's task awaits the engine's future itself: no coroutine frame
 of ours, no ``asyncio.timeout``, no second object per wait (a coroutine frame is ~320 bytes,
@@ -8,7 +8,7 @@ the result, the outcome, the stats), run as ordinary coroutines that this object
 
 Invariants: nothing is registered before the first ``send`` (a wait never awaited leaves
 nothing behind); every way out of the pending phase (the future's result or error, a
-cancellation, ``close``) first takes the wait out of the deadline heap and the engine, then
+cancellation, ``close``) first takes the wait out of the deadline wheel and the engine, then
 runs :meth:`PendingWait._end`, which reports the wait exactly once and names the workflow in
 every :class:`WorkflowsError` that leaves; once over, it cannot be awaited again.
 """
@@ -163,7 +163,7 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
 
     def _leave(self, error: BaseException | None) -> Any:
         """The pending phase is over (``error``: what was thrown in): forget the wait in the
-        deadline heap and the engine, then end it."""
+        deadline wheel and the engine, then end it."""
         future = self.future
         self._phase = _ENDING
         if future is not None:
@@ -186,7 +186,7 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
             async with WaitScope(self._timeout, workflow_id, at=self._deadline):
                 return await session._outcome(completion, self.started, self._raise, self)
 
-    # -- the deadline heap's view ----------------------------------------------------------
+    # -- the deadline wheel's view ---------------------------------------------------------
 
     def over(self) -> bool:
         """No longer pending: its deadline is enforced elsewhere, or not at all."""

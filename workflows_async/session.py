@@ -649,7 +649,7 @@ class Session(V2Calls):
 
         It returns a coroutine, as an ``async def`` would: await it, or hand it to
         ``asyncio.create_task``, ``gather`` or ``wait_for``. While pending, the caller's task
-        awaits the engine's future directly and the deadline is an item in a shared heap
+        awaits the engine's future directly and the deadline is an item in a shared timer wheel
         (one ~150-byte object per wait, see ``_pending_wait.py``)."""
         return PendingWait(self, workflow_id, timeout, raise_on_failure)
 

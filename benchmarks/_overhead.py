@@ -11,6 +11,10 @@ Telemetry: the plain ``Session`` runs with the library's loggers at WARNING and 
 off (what a user without the ``otel`` extra gets); "Session + OTel API" has the extra installed
 but no SDK configured (spans are non-recording); "Session + OTel SDK" records every span through
 the SDK (a span processor that exports to nowhere) and every metric into an in-memory reader.
+"SDK floor" is raw aiohttp plus exactly the SDK work the Session asks for per call (one client
+span with the same attributes, its status set at the end, one duration record), through the
+same providers: what any client recording through this SDK pays at least. The traced Session
+is judged against it too, since its ratio to raw aiohttp is mostly the SDK's.
 """
 
 from __future__ import annotations

@@ -204,9 +204,11 @@ class Recorder:
         self.poll_state: Callable[[], tuple[float, bool, int]] = lambda: (0.0, False, 0)
         """Set by the poll scheduler: (current rate, paused, workflows scheduled)."""
         self.receiver_mounted = False
-        # Per-workflow bookkeeping while waits are pending.
+        # Per-workflow bookkeeping while waits are pending: polls by workflow (a key while a
+        # local wait of it is pending), and the count of its further local waits, for the few
+        # workflows with more than one (one wait, the usual case, costs no slot here).
         self._polls: dict[str, int] = {}
-        self._waiters: dict[str, int] = {}
+        self._more_waits: dict[str, int] = {}
         self._wait_spans: dict[str, Span] = {}
         self.lost = LostWebhooks(
             grace=lost_grace,
@@ -407,8 +409,11 @@ class Recorder:
     def wait_id(self, handle: WaitHandle, workflow_id: str) -> None:
         """The workflow ``handle`` waits for is known (after the run answered)."""
         handle.workflow_id = workflow_id
-        self._polls.setdefault(workflow_id, 0)
-        self._waiters[workflow_id] = self._waiters.get(workflow_id, 0) + 1
+        polls = self._polls
+        if workflow_id in polls:
+            self._more_waits[workflow_id] = self._more_waits.get(workflow_id, 0) + 1
+        else:
+            polls[workflow_id] = 0
         if handle.span is not None:
             handle.span.set_attribute("workflows.workflow_id", workflow_id)
             self._wait_spans.setdefault(workflow_id, handle.span)
@@ -524,12 +529,14 @@ class Recorder:
             return
         if handle.span is not None and self._wait_spans.get(wid) is handle.span:
             del self._wait_spans[wid]
-        left = self._waiters.get(wid, 1) - 1
-        if left > 0:
-            self._waiters[wid] = left
+        more = self._more_waits.get(wid)
+        if more:  # another local wait of it is still pending
+            if more > 1:
+                self._more_waits[wid] = more - 1
+            else:
+                del self._more_waits[wid]
             return
-        self._waiters.pop(wid, None)  # no local wait left: drop its per-workflow counts
-        self._polls.pop(wid, None)
+        self._polls.pop(wid, None)  # no local wait left: drop its per-workflow counts
         self._wait_spans.pop(wid, None)
 
     # -- polls ---------------------------------------------------------------------------------

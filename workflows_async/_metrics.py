@@ -218,6 +218,11 @@ class Recorder:
             clock=clock,
         )
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock of wait durations (a wait handle's ``started``)."""
+        return self._clock
+
     # -- HTTP ----------------------------------------------------------------------------------
 
     def call_started(self, method: str, path: str) -> CallHandle:

@@ -150,7 +150,7 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
         session = self._session
         session._recorder.waiting("wait", self.workflow_id, handle=self)
         try:
-            future = session._waiting.enter(self.workflow_id, first_poll=0.0)
+            future = session._waiting.enter(self.workflow_id, first_poll=0.0, started=self.started)
         except BaseException as exc:  # e.g. the Session closed while the engine started
             return self._leave(exc)
         self.future = future

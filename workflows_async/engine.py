@@ -76,6 +76,8 @@ class WaitEngine:
         self._vouched: WebhookEvent | None = None
         self._vouched_terminal = False
         self.registry = Registry(statuses, clock=clock, remembered=self._lookup_now)
+        # A wait's start (read on the Recorder's clock) may serve as its poll entry's start.
+        self._one_clock = self.recorder.clock is clock
         # A terminal webhook is known to the registry (or the bus's memory): the lost-webhook
         # bookkeeping asks there instead of keeping an entry of its own per webhook.
         self.recorder.lost.ended_by_webhook = self.registry.ended
@@ -278,10 +280,17 @@ class WaitEngine:
             self.leave(workflow_id, future)
 
     def enter(
-        self, workflow_id: str, *, first_poll: float | None, definition: str | None = None
+        self,
+        workflow_id: str,
+        *,
+        first_poll: float | None,
+        definition: str | None = None,
+        started: float | None = None,
     ) -> asyncio.Future[Completion]:
         """Register a waiter of ``workflow_id``, without awaiting: the future it awaits (in its
         own frame, no coroutine of ours per wait). Every ``enter`` needs its :meth:`leave`.
+        ``started``: the Recorder's clock read just now (the wait handle's ``started``); the
+        poll entry then starts at that same float when the scheduler keeps the same clock.
 
         A remembered terminal event resolves it at once when the bus can look it up without
         I/O; otherwise one lookup task asks the bus for a batch of waiters and schedules
@@ -302,7 +311,12 @@ class WaitEngine:
             self._resolve_remembered(remembered)
         else:
             self.scheduler.start()  # restarts a scheduler task that died, else no-op
-            self.scheduler.add(workflow_id, delay=first_poll, definition=definition)
+            self.scheduler.add(
+                workflow_id,
+                delay=first_poll,
+                definition=definition,
+                now=started if self._one_clock else None,
+            )
         return future
 
     def leave(self, workflow_id: str, future: asyncio.Future[Completion]) -> None:

@@ -451,8 +451,8 @@ class PollSchedule:
         if due == math.inf:
             return
         tick = math.ceil(due * TICKS)
-        bucket = self._buckets.get(tick)
         self._items += 1
+        bucket = self._buckets.get(tick)
         if bucket is not None:
             bucket.append(workflow_id)
             return

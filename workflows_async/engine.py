@@ -295,7 +295,8 @@ class WaitEngine:
         A remembered terminal event resolves it at once when the bus can look it up without
         I/O; otherwise one lookup task asks the bus for a batch of waiters and schedules
         their polls (so a bus fault or a slow bus only leaves them to polling)."""
-        self._check_open()
+        if self._closed:
+            self._check_open()  # raises
         future = self.registry.register(workflow_id)
         if future.done():  # the early-event buffer had it
             return future

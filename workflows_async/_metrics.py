@@ -390,7 +390,12 @@ class Recorder:
     def wait_started(
         self, kind: str, workflow_id: str = "", *, handle: WaitHandle | None = None
     ) -> WaitHandle:
-        """``kind``: ``run_and_wait`` or ``wait``; the id may come later (:meth:`wait_id`).
+        """One wait, from start to end, as a context manager: its span is the current one
+        inside (API calls are its children), and an exception ends it as timed out,
+        cancelled or failed. A wait that ends with an outcome is reported by
+        :meth:`wait_finished` inside.
+
+        ``kind``: ``run_and_wait`` or ``wait``; the id may come later (:meth:`wait_id`).
         ``handle``: one the caller made (a pending wait is its own handle), else a new one."""
         self.waits_pending += 1
         span = None
@@ -407,6 +412,7 @@ class Recorder:
             handle = WaitHandle(kind, "", self._clock(), span)
         else:
             handle.kind, handle.started, handle.span = kind, self._clock(), span
+        handle._recorder = self
         if workflow_id:
             self.wait_id(handle, workflow_id)
         return handle
@@ -422,18 +428,10 @@ class Recorder:
         if handle.span is not None:
             handle.span.set_attribute("workflows.workflow_id", workflow_id)
             self._wait_spans.setdefault(workflow_id, handle.span)
-        wait_log.debug("wait for workflow %s started (%s)", workflow_id, handle.kind)
+        if wait_log.isEnabledFor(logging.DEBUG):  # one call, not two, per wait when off
+            wait_log.debug("wait for workflow %s started (%s)", workflow_id, handle.kind)
 
-    def waiting(
-        self, kind: str, workflow_id: str = "", *, handle: WaitHandle | None = None
-    ) -> WaitHandle:
-        """One wait, from start to end, as a context manager: its span is the current one
-        inside (API calls are its children), and an exception ends it as timed out,
-        cancelled or failed. A wait that ends with an outcome is reported by
-        :meth:`wait_finished` inside."""
-        handle = self.wait_started(kind, workflow_id, handle=handle)
-        handle._recorder = self
-        return handle
+    waiting = wait_started  # the name that reads well in ``with recorder.waiting(kind):``
 
     def wait_context(self, handle: WaitHandle) -> AbstractContextManager[None]:
         """While inside, API calls are children of the wait's span."""

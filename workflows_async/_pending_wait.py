@@ -73,10 +73,7 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
         # This object is its own iterator (send/throw/__next__), driven by the awaiting frame.
         return cast("Generator[Any, None, WorkflowOutcome[WorkflowResult | None]]", self)
 
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def send(self, value: Any) -> Any:
+    def send(self, value: Any = None) -> Any:
         phase = self._phase
         if phase == _PENDING:
             future = self.future
@@ -88,6 +85,8 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
         if phase == _OVER:
             raise RuntimeError("cannot reuse an already awaited session.wait()")
         return self._drive("send", value)
+
+    __next__ = send  # what a Task calls on a coroutine that is not native: no call between
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         exc: BaseException = typ if isinstance(typ, BaseException) else (val or typ())

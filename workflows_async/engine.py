@@ -106,11 +106,9 @@ class WaitEngine:
         self._started = False
         self._start_lock = asyncio.Lock()
         self._closed = False
-
-    @property
-    def ready(self) -> bool:
-        """Started and not closed: a wait may register without awaiting :meth:`start`."""
-        return self._started and not self._closed
+        self.ready = False
+        """Started and not closed: a wait may register without awaiting :meth:`start` (an
+        attribute, kept by ``start`` and ``close``: it is read once per wait)."""
 
     def _check_open(self) -> None:
         if self._closed:
@@ -130,6 +128,7 @@ class WaitEngine:
             self._check_open()  # close() may have run while the bus was starting
             self.scheduler.start()
             self._started = True
+            self.ready = not self._closed
 
     # -- events in -------------------------------------------------------------------------
 
@@ -360,6 +359,7 @@ class WaitEngine:
         if self._closed:
             return
         self._closed = True
+        self.ready = False
         self.registry.fail_all(_closed_while_waiting)
         self._lookups = []
         task, self._lookup_task = self._lookup_task, None

@@ -117,6 +117,21 @@ def test_waits_polls_and_outcome_fields() -> None:
     assert stats.polls.sent == 3
 
 
+def test_polls_are_counted_per_workflow_until_its_last_local_wait_ends() -> None:
+    rec = Recorder(clock=Clock())
+    first, second, third = (rec.wait_started("wait", WID) for _ in range(3))
+    rec.poll_sent(WID)
+    assert rec.wait_finished(first, "poll")[0] == 1
+    rec.poll_sent(WID)
+    rec.wait_failed(second, "cancelled", "CancelledError")
+    assert rec.polls_for(WID) == 2  # a wait of it is still pending
+    assert rec.wait_finished(third, "poll")[0] == 2
+    assert rec.polls_for(WID) == 0 and not rec._polls and not rec._more_waits
+    again = rec.wait_started("wait", WID)  # a later wait counts from zero
+    rec.poll_sent(WID)
+    assert rec.wait_finished(again, "poll")[0] == 1
+
+
 def test_poll_state_gauges_come_from_the_scheduler() -> None:
     rec = Recorder()
     rec.poll_state = lambda: (2.5, True, 7)

@@ -207,3 +207,22 @@ async def test_a_second_awaiter_is_refused_and_the_first_keeps_waiting() -> None
         outcome = await first
         assert outcome.workflow.status == "FAILED"
         assert left_behind(s) == (0, 0, 0, [])
+
+
+async def test_a_wait_and_its_poll_entry_start_at_one_clock_reading() -> None:
+    """One float, not two: the entry's start is the wait's (the Session's Recorder and its
+    scheduler keep one clock), and a poll is due from then on."""
+    async with session() as s:
+        quiet(s)
+        pending = s.wait("wf-1", timeout=30)
+        task = asyncio.create_task(pending)
+        async with asyncio.timeout(10):
+            while "wf-1" not in s._waiting.scheduler.schedule:
+                await asyncio.sleep(0)
+        entry = s._waiting.scheduler.schedule._entries["wf-1"]
+        assert entry.added is pending.started
+        assert s._waiting.scheduler.schedule.due("wf-1") == pending.started  # first_poll 0
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert left_behind(s) == (0, 0, 0, [])

@@ -56,15 +56,45 @@ def test_due_order_and_in_flight_entries() -> None:
     assert s.due("a") == 4.0 + POLICY.interval(1)
 
 
-def test_a_removed_entry_is_never_handed_out_and_the_heap_is_compacted() -> None:
+def test_a_removed_entry_is_never_handed_out_and_the_buckets_are_compacted() -> None:
     s = schedule()
     for i in range(200):
         s.add(f"w{i}", 0.0, delay=1.0 + i)
     for i in range(190):
         s.remove(f"w{i}")
-    assert len(s) == 10 and len(s._heap) <= 64
+    assert len(s) == 10 and s._items <= 64
+    assert sum(map(len, s._buckets.values())) == s._items
     s.again("w0", 1.0)  # its outcome came after the removal: nothing to reschedule
     assert s.take(500.0) == "w190"
+
+
+def test_a_poll_starts_at_its_bucket_time_never_before_its_due_time() -> None:
+    s = schedule()
+    s.add("w", 0.0, delay=1.001)
+    tick = 1 / _poll_schedule.TICKS
+    assert s.due("w") == 1.001  # the entry keeps its own time
+    assert s.next_start(0.0) == math.ceil(1.001 / tick) * tick  # 1.015625: a tick late at most
+    assert s.take(1.001) is None
+    assert s.take(1.015625) == "w"
+
+
+def test_next_start_waits_for_a_token_even_when_the_first_due_time_comes_sooner() -> None:
+    s = schedule()  # rate 10: a token every 0.1 s
+    s.add("a", 0.0, delay=0)
+    s.add("b", 0.0, delay=0.05)
+    assert s.take(0.0) == "a"
+    assert s.next_start(0.0) == pytest.approx(0.1)  # not 0.05: no token then
+    assert s.take(0.1) == "b"
+
+
+def test_an_earlier_bucket_before_a_half_taken_first_one_loses_and_repeats_nothing() -> None:
+    s = schedule(wa.PollPolicy(rate=1000))
+    for wid in ("a", "b", "c"):
+        s.add(wid, 10.0, delay=0)
+    assert s.take(10.0) == "a"  # the first bucket is half taken
+    s.add("z", 5.0, delay=0)  # an earlier bucket comes first
+    taken = [s.take(now) for now in (10.01, 10.02, 10.03, 10.04)]
+    assert taken == ["z", "b", "c", None]
 
 
 def test_the_wake_callback_fires_when_an_entry_becomes_the_first_due() -> None:
@@ -332,5 +362,15 @@ def test_rule_1_every_entry_is_scheduled_or_in_flight() -> None:
                 s.expedite(now)
                 s.again(done, now)
         for wid_ in s:
-            live = [item for item in s._heap if item == (s.due(wid_), wid_)]
-            assert len(live) == (0 if wid_ in in_flight else 1), wid_
+            assert live_items(s, wid_) == (0 if wid_ in in_flight else 1), wid_
+
+
+def live_items(s: PollSchedule, wid: str) -> int:
+    """How many times ``wid`` waits, not yet handed out, in the bucket of its due time."""
+    due = s.due(wid)
+    if due == math.inf:
+        return 0
+    tick = math.ceil(due * _poll_schedule.TICKS)
+    bucket = s._buckets.get(tick, [])
+    ahead = bucket[s._taken :] if s._ticks and s._ticks[0] == tick else bucket
+    return ahead.count(wid)

@@ -43,9 +43,14 @@ can show it cheaply."""
 def check_wait_timeout(timeout: object) -> float:
     """``timeout`` if it is a usable wait timeout (seconds > 0; ``math.inf``: no deadline),
     else :class:`ConfigurationError` (checked before anything is sent or registered)."""
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+    if type(timeout) is float and timeout > 0:  # the usual case, checked first
+        return timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, _NUMBER) or not timeout > 0:
         raise ConfigurationError("timeout must be a number of seconds > 0 (math.inf: none)")
     return float(timeout)
+
+
+_NUMBER = (int, float)
 
 
 TICKS = 64
@@ -82,17 +87,19 @@ class Deadlines:
         deadline (``loop.time()`` based)."""
         loop = asyncio.get_running_loop()
         when = loop.time() + timeout
-        tick = math.ceil(when * TICKS) if when < math.inf else -1
-        if tick >= 0:  # an infinite timeout never expires
-            bucket = self._buckets.get(tick)
-            if bucket is None:
-                bucket = self._buckets[tick] = []
-                heapq.heappush(self._ticks, tick)
-                if tick / TICKS < self._armed_at:
-                    self._arm(loop, tick)
-            bucket.append(item)
-            self._items += 1
         self._live += 1
+        if when == math.inf:  # an infinite timeout never expires
+            return when
+        tick = math.ceil(when * TICKS)
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            self._buckets[tick] = [item]
+            heapq.heappush(self._ticks, tick)
+            if tick / TICKS < self._armed_at:
+                self._arm(loop, tick)
+        else:
+            bucket.append(item)
+        self._items += 1
         return when
 
     def finished(self) -> None:

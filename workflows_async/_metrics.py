@@ -204,9 +204,11 @@ class Recorder:
         self.poll_state: Callable[[], tuple[float, bool, int]] = lambda: (0.0, False, 0)
         """Set by the poll scheduler: (current rate, paused, workflows scheduled)."""
         self.receiver_mounted = False
-        # Per-workflow bookkeeping while waits are pending.
+        # Per-workflow bookkeeping while waits are pending: polls by workflow (a key while a
+        # local wait of it is pending), and the count of its further local waits, for the few
+        # workflows with more than one (one wait, the usual case, costs no slot here).
         self._polls: dict[str, int] = {}
-        self._waiters: dict[str, int] = {}
+        self._more_waits: dict[str, int] = {}
         self._wait_spans: dict[str, Span] = {}
         self.lost = LostWebhooks(
             grace=lost_grace,
@@ -215,6 +217,11 @@ class Recorder:
             max_tracked=max_tracked,
             clock=clock,
         )
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock of wait durations (a wait handle's ``started``)."""
+        return self._clock
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -383,7 +390,12 @@ class Recorder:
     def wait_started(
         self, kind: str, workflow_id: str = "", *, handle: WaitHandle | None = None
     ) -> WaitHandle:
-        """``kind``: ``run_and_wait`` or ``wait``; the id may come later (:meth:`wait_id`).
+        """One wait, from start to end, as a context manager: its span is the current one
+        inside (API calls are its children), and an exception ends it as timed out,
+        cancelled or failed. A wait that ends with an outcome is reported by
+        :meth:`wait_finished` inside.
+
+        ``kind``: ``run_and_wait`` or ``wait``; the id may come later (:meth:`wait_id`).
         ``handle``: one the caller made (a pending wait is its own handle), else a new one."""
         self.waits_pending += 1
         span = None
@@ -400,6 +412,7 @@ class Recorder:
             handle = WaitHandle(kind, "", self._clock(), span)
         else:
             handle.kind, handle.started, handle.span = kind, self._clock(), span
+        handle._recorder = self
         if workflow_id:
             self.wait_id(handle, workflow_id)
         return handle
@@ -407,23 +420,18 @@ class Recorder:
     def wait_id(self, handle: WaitHandle, workflow_id: str) -> None:
         """The workflow ``handle`` waits for is known (after the run answered)."""
         handle.workflow_id = workflow_id
-        self._polls.setdefault(workflow_id, 0)
-        self._waiters[workflow_id] = self._waiters.get(workflow_id, 0) + 1
+        polls = self._polls
+        if workflow_id in polls:
+            self._more_waits[workflow_id] = self._more_waits.get(workflow_id, 0) + 1
+        else:
+            polls[workflow_id] = 0
         if handle.span is not None:
             handle.span.set_attribute("workflows.workflow_id", workflow_id)
             self._wait_spans.setdefault(workflow_id, handle.span)
-        wait_log.debug("wait for workflow %s started (%s)", workflow_id, handle.kind)
+        if wait_log.isEnabledFor(logging.DEBUG):  # one call, not two, per wait when off
+            wait_log.debug("wait for workflow %s started (%s)", workflow_id, handle.kind)
 
-    def waiting(
-        self, kind: str, workflow_id: str = "", *, handle: WaitHandle | None = None
-    ) -> WaitHandle:
-        """One wait, from start to end, as a context manager: its span is the current one
-        inside (API calls are its children), and an exception ends it as timed out,
-        cancelled or failed. A wait that ends with an outcome is reported by
-        :meth:`wait_finished` inside."""
-        handle = self.wait_started(kind, workflow_id, handle=handle)
-        handle._recorder = self
-        return handle
+    waiting = wait_started  # the name that reads well in ``with recorder.waiting(kind):``
 
     def wait_context(self, handle: WaitHandle) -> AbstractContextManager[None]:
         """While inside, API calls are children of the wait's span."""
@@ -524,12 +532,14 @@ class Recorder:
             return
         if handle.span is not None and self._wait_spans.get(wid) is handle.span:
             del self._wait_spans[wid]
-        left = self._waiters.get(wid, 1) - 1
-        if left > 0:
-            self._waiters[wid] = left
+        more = self._more_waits.get(wid)
+        if more:  # another local wait of it is still pending
+            if more > 1:
+                self._more_waits[wid] = more - 1
+            else:
+                del self._more_waits[wid]
             return
-        self._waiters.pop(wid, None)  # no local wait left: drop its per-workflow counts
-        self._polls.pop(wid, None)
+        self._polls.pop(wid, None)  # no local wait left: drop its per-workflow counts
         self._wait_spans.pop(wid, None)
 
     # -- polls ---------------------------------------------------------------------------------

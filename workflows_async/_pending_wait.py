@@ -73,10 +73,7 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
         # This object is its own iterator (send/throw/__next__), driven by the awaiting frame.
         return cast("Generator[Any, None, WorkflowOutcome[WorkflowResult | None]]", self)
 
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def send(self, value: Any) -> Any:
+    def send(self, value: Any = None) -> Any:
         phase = self._phase
         if phase == _PENDING:
             future = self.future
@@ -88,6 +85,8 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
         if phase == _OVER:
             raise RuntimeError("cannot reuse an already awaited session.wait()")
         return self._drive("send", value)
+
+    __next__ = send  # what a Task calls on a coroutine that is not native: no call between
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         exc: BaseException = typ if isinstance(typ, BaseException) else (val or typ())
@@ -150,7 +149,7 @@ class PendingWait(WaitHandle, Coroutine[Any, Any, "WorkflowOutcome[WorkflowResul
         session = self._session
         session._recorder.waiting("wait", self.workflow_id, handle=self)
         try:
-            future = session._waiting.enter(self.workflow_id, first_poll=0.0)
+            future = session._waiting.enter(self.workflow_id, first_poll=0.0, started=self.started)
         except BaseException as exc:  # e.g. the Session closed while the engine started
             return self._leave(exc)
         self.future = future

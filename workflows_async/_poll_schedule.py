@@ -3,18 +3,22 @@
 Invariants: no clock is read and nothing here awaits (every method is told ``now``; randomness
 and the webhook state come from injected callables), so it is tested without an event loop.
 
-- Rule 1: an entry is either *scheduled* (``due`` is its time, with one live heap item) or *in
-  flight* (``due`` is inf: ``take`` handed it out); only an outcome (``again``, ``running``,
-  ``ended``, ``failed``) or ``remove`` ends a flight (a FAIL verdict leaves it to ``remove``).
-- Rule 2: ``take`` hands out a workflow only when it is due, no 429 pause holds and a token is
-  free (bucket of one, refilled at ``rate`` <= ``policy.rate`` per second): in any window of T
-  seconds at most ``policy.rate * T + 1`` polls are handed out.
+- Rule 1: an entry is either *scheduled* (``due`` is its time, and its id waits in the bucket
+  of that time) or *in flight* (``due`` is inf: ``take`` handed it out); only an outcome
+  (``again``, ``running``, ``ended``, ``failed``) or ``remove`` ends a flight (a FAIL verdict
+  leaves it to ``remove``).
+- Rule 2: ``take`` hands out a workflow only when its bucket's time has come (never before its
+  due time, at most 1/TICKS s after), no 429 pause holds and a token is free (bucket of one,
+  refilled at ``rate`` <= ``policy.rate`` per second): in any window of T seconds at most
+  ``policy.rate * T + 1`` polls are handed out.
 - Rule 3: no two polls of an entry are planned more than ``max_interval`` apart (times
   ``webhook_stretch`` while webhooks are trusted, whatever the learned plan says); the first
   ``check_webhooks`` after webhooks stop, are lost or the bus fails brings every stretched
   entry forward.
-- Memory: one slotted entry, one dict slot and one heap tuple per workflow; stale heap items
-  are skipped lazily and compacted away on removal.
+- Memory: one slotted entry, one dict slot and one list slot per workflow: due times are
+  grouped in buckets of 1/TICKS s (their time rounded *up*), one heap item per bucket, as the
+  deadlines of waits are (``_deadlines``); an id whose entry moved on (removed, rescheduled,
+  in flight) is stale in its old bucket, skipped lazily and compacted away on removal.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ from .errors import (
 __all__ = ["PollPolicy", "PollSchedule", "PollVerdict", "poll_error_verdict", "same_workflow"]
 
 _MIN_INTERVAL = 0.1  # seconds: the shortest interval after the first poll
+
+TICKS = 64
+"""Buckets per second: a poll starts at most 1/TICKS s after its due time, never before."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -170,13 +177,14 @@ def _phase(workflow_id: str) -> float:
 
 
 class PollSchedule:
-    """The due-heap of waiting workflows, the token bucket, the 429 pause, the webhook state
+    """The due buckets of waiting workflows, the token bucket, the 429 pause, the webhook state
     and the learned plan; told the time, it answers what to poll next and when.
 
     ``rand`` gives the jitter of backoff intervals; ``stretch_allowed`` says whether webhooks
     may relax polling at all (the bus is healthy); ``webhooks_lost`` counts webhooks known lost
-    (a new count ends the trust); ``wake`` is called when an entry becomes the first one due,
-    so a loop sleeping until the old first one can look again.
+    (a new count ends the trust); ``wake`` is called when an entry lands in a bucket before
+    every other (it is the first one due now), so a loop sleeping until the old first one can
+    look again.
     """
 
     def __init__(
@@ -201,7 +209,10 @@ class PollSchedule:
         self._webhooks_lost = webhooks_lost
         self._wake = wake
         self._entries: dict[str, _Entry] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._buckets: dict[int, list[str]] = {}  # tick -> ids due in it (stale ones too)
+        self._ticks: list[int] = []  # heap of the buckets' ticks
+        self._taken = 0  # ids at the front of the first bucket already handed out or skipped
+        self._items = 0  # ids in the buckets, stale and taken ones included
         self._tokens = 1.0
         self._refilled = -math.inf
         self._last_webhook = -math.inf
@@ -224,21 +235,22 @@ class PollSchedule:
         if workflow_id in self._entries:
             return
         entry = _Entry(0, now, now, definition)
-        entry.due = now + (self._delay(workflow_id, entry, now) if delay is None else delay)
+        entry.due = due = now + (self._delay(workflow_id, entry, now) if delay is None else delay)
         self._entries[workflow_id] = entry
-        self._push(entry.due, workflow_id)
+        self._push(due, workflow_id)
 
     def remove(self, workflow_id: str) -> None:
-        """Stop polling ``workflow_id``; its heap item is skipped lazily, and the heap is
-        compacted once it holds more than four items per entry."""
+        """Stop polling ``workflow_id``; its id is skipped lazily in its bucket, and the
+        buckets are rebuilt once they hold more than four ids per entry."""
         self._entries.pop(workflow_id, None)
-        if len(self._heap) > 64 and len(self._heap) > 4 * len(self._entries):
-            self._heap = [(due, wid) for due, wid in self._heap if wid in self._entries]
-            heapq.heapify(self._heap)
+        if self._items > 64 and self._items > 4 * len(self._entries):
+            self._compact()
 
     def clear(self) -> None:
         self._entries.clear()
-        self._heap.clear()
+        self._buckets.clear()
+        self._ticks.clear()
+        self._taken = self._items = 0
 
     def learn(self, definition: str, started: float, ended: float) -> None:
         """A workflow of ``definition`` ran from ``started`` to ``ended``: later waits of it
@@ -296,8 +308,10 @@ class PollSchedule:
                 continue
             normal = now + self._delay(wid, entry, now, stretched=False)
             if entry.due > normal:
+                same = math.ceil(entry.due * TICKS) == math.ceil(normal * TICKS)
                 entry.due = normal
-                self._push(normal, wid)
+                if not same:  # else its id, in that bucket already, stays the live one
+                    self._push(normal, wid)
 
     # -- the budget: what starts when ---------------------------------------------------------
 
@@ -307,24 +321,38 @@ class PollSchedule:
 
     def next_start(self, now: float) -> float | None:
         """Seconds until a poll may start (0: ``take`` will answer one now), counting the
-        first entry's due time, the 429 pause and the token bucket; None when no entry is
+        first bucket's time, the 429 pause and the token bucket; None when no entry is
         scheduled (none, or all in flight)."""
-        heap, entries = self._heap, self._entries
-        while heap:
-            due, wid = heap[0]
-            entry = entries.get(wid)
-            if entry is not None and entry.due == due:
-                break
-            heapq.heappop(heap)  # stale: removed or rescheduled
+        ticks, buckets, entries = self._ticks, self._buckets, self._entries
+        while ticks:
+            tick = ticks[0]
+            bucket = buckets[tick]
+            at = self._taken
+            while at < len(bucket):
+                entry = entries.get(bucket[at])
+                due = math.inf if entry is None else entry.due
+                if due != math.inf and math.ceil(due * TICKS) == tick:
+                    break
+                at += 1  # stale: removed, rescheduled or in flight
+            else:  # the bucket is spent
+                heapq.heappop(ticks)
+                del buckets[tick]
+                self._items -= len(bucket)
+                self._taken = 0
+                continue
+            self._taken = at
+            break
         else:
             return None
-        wait = max(heap[0][0] - now, self.paused_until - now)
+        wait = max(ticks[0] / TICKS - now, self.paused_until - now)
+        tokens = min(1.0, self._tokens + (now - self._refilled) * self.rate)
+        missing = 1.0 - tokens
+        if missing >= 1e-9:  # 1e-9: float rounding
+            wait = max(wait, missing / self.rate)
         if wait > 0:
-            return wait
-        self._tokens = min(1.0, self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
-        missing = 1.0 - self._tokens
-        return 0.0 if missing < 1e-9 else missing / self.rate  # 1e-9: float rounding
+            return wait  # the first bucket's time, the pause or a token, whichever is last
+        self._tokens, self._refilled = tokens, now
+        return 0.0
 
     def take(self, now: float) -> str | None:
         """The workflow to poll now, its token taken and the entry marked in flight; None
@@ -332,7 +360,8 @@ class PollSchedule:
         if self.next_start(now) != 0.0:
             return None
         self._tokens -= 1.0
-        _, wid = heapq.heappop(self._heap)
+        wid = self._buckets[self._ticks[0]][self._taken]
+        self._taken += 1
         self._entries[wid].due = math.inf
         return wid
 
@@ -417,6 +446,43 @@ class PollSchedule:
         return policy.interval(entry.polls, self._rand(), stretched=use)
 
     def _push(self, due: float, workflow_id: str) -> None:
-        heapq.heappush(self._heap, (due, workflow_id))
-        if self._heap[0][1] == workflow_id:
-            self._wake()
+        """Put ``workflow_id`` in the bucket of ``due`` (rounded up to a tick); an infinite
+        due time is never due."""
+        if due == math.inf:
+            return
+        tick = math.ceil(due * TICKS)
+        self._items += 1
+        bucket = self._buckets.get(tick)
+        if bucket is not None:
+            bucket.append(workflow_id)
+            return
+        self._buckets[tick] = [workflow_id]
+        ticks = self._ticks
+        if ticks and tick >= ticks[0]:
+            heapq.heappush(ticks, tick)
+            return
+        if self._taken:  # the old first bucket is no longer first: drop what it handed out
+            first = self._buckets[ticks[0]]
+            del first[: self._taken]
+            self._items -= self._taken
+            self._taken = 0
+        heapq.heappush(ticks, tick)
+        self._wake()
+
+    def _compact(self) -> None:
+        """Rebuild the buckets with the live ids only, each once."""
+        entries, first = self._entries, self._ticks[0] if self._ticks else None
+        buckets: dict[int, list[str]] = {}
+        for tick, bucket in self._buckets.items():
+            kept = [
+                wid
+                for wid in dict.fromkeys(bucket[self._taken :] if tick == first else bucket)
+                if (entry := entries.get(wid)) is not None
+                and entry.due != math.inf
+                and math.ceil(entry.due * TICKS) == tick
+            ]
+            if kept:
+                buckets[tick] = kept
+        self._buckets, self._ticks, self._taken = buckets, list(buckets), 0
+        heapq.heapify(self._ticks)
+        self._items = sum(map(len, buckets.values()))

@@ -76,6 +76,8 @@ class WaitEngine:
         self._vouched: WebhookEvent | None = None
         self._vouched_terminal = False
         self.registry = Registry(statuses, clock=clock, remembered=self._lookup_now)
+        # A wait's start (read on the Recorder's clock) may serve as its poll entry's start.
+        self._one_clock = self.recorder.clock is clock
         # A terminal webhook is known to the registry (or the bus's memory): the lost-webhook
         # bookkeeping asks there instead of keeping an entry of its own per webhook.
         self.recorder.lost.ended_by_webhook = self.registry.ended
@@ -104,11 +106,9 @@ class WaitEngine:
         self._started = False
         self._start_lock = asyncio.Lock()
         self._closed = False
-
-    @property
-    def ready(self) -> bool:
-        """Started and not closed: a wait may register without awaiting :meth:`start`."""
-        return self._started and not self._closed
+        self.ready = False
+        """Started and not closed: a wait may register without awaiting :meth:`start` (an
+        attribute, kept by ``start`` and ``close``: it is read once per wait)."""
 
     def _check_open(self) -> None:
         if self._closed:
@@ -128,6 +128,7 @@ class WaitEngine:
             self._check_open()  # close() may have run while the bus was starting
             self.scheduler.start()
             self._started = True
+            self.ready = not self._closed
 
     # -- events in -------------------------------------------------------------------------
 
@@ -278,15 +279,23 @@ class WaitEngine:
             self.leave(workflow_id, future)
 
     def enter(
-        self, workflow_id: str, *, first_poll: float | None, definition: str | None = None
+        self,
+        workflow_id: str,
+        *,
+        first_poll: float | None,
+        definition: str | None = None,
+        started: float | None = None,
     ) -> asyncio.Future[Completion]:
         """Register a waiter of ``workflow_id``, without awaiting: the future it awaits (in its
         own frame, no coroutine of ours per wait). Every ``enter`` needs its :meth:`leave`.
+        ``started``: the Recorder's clock read just now (the wait handle's ``started``); the
+        poll entry then starts at that same float when the scheduler keeps the same clock.
 
         A remembered terminal event resolves it at once when the bus can look it up without
         I/O; otherwise one lookup task asks the bus for a batch of waiters and schedules
         their polls (so a bus fault or a slow bus only leaves them to polling)."""
-        self._check_open()
+        if self._closed:
+            self._check_open()  # raises
         future = self.registry.register(workflow_id)
         if future.done():  # the early-event buffer had it
             return future
@@ -302,7 +311,12 @@ class WaitEngine:
             self._resolve_remembered(remembered)
         else:
             self.scheduler.start()  # restarts a scheduler task that died, else no-op
-            self.scheduler.add(workflow_id, delay=first_poll, definition=definition)
+            self.scheduler.add(
+                workflow_id,
+                delay=first_poll,
+                definition=definition,
+                now=started if self._one_clock else None,
+            )
         return future
 
     def leave(self, workflow_id: str, future: asyncio.Future[Completion]) -> None:
@@ -345,6 +359,7 @@ class WaitEngine:
         if self._closed:
             return
         self._closed = True
+        self.ready = False
         self.registry.fail_all(_closed_while_waiting)
         self._lookups = []
         task, self._lookup_task = self._lookup_task, None

@@ -92,11 +92,19 @@ class PollScheduler:
     # -- waiters come and go ---------------------------------------------------------------
 
     def add(
-        self, workflow_id: str, *, delay: float | None = None, definition: str | None = None
+        self,
+        workflow_id: str,
+        *,
+        delay: float | None = None,
+        definition: str | None = None,
+        now: float | None = None,
     ) -> None:
         """Start polling ``workflow_id`` (no-op when already scheduled); with ``definition``
-        the polls follow what was learned of it (``learn``)."""
-        self.schedule.add(workflow_id, self._clock(), delay=delay, definition=definition)
+        the polls follow what was learned of it (``learn``). ``now``: this scheduler's clock,
+        when the caller has just read it (one float for the wait and its entry)."""
+        if now is None:
+            now = self._clock()
+        self.schedule.add(workflow_id, now, delay=delay, definition=definition)
 
     def learn(self, definition: str, started: float, ended: float) -> None:
         """A workflow of ``definition`` that started at ``started`` (this scheduler's clock)

@@ -25,6 +25,11 @@ slot: give a hash-tagged namespace there (``namespace="{workflows}"``).
 Messages are the event as msgspec JSON (the raw body travels base64-encoded, byte for byte), so
 they also pass through a client that was made with ``decode_responses=True``.
 
+``publish_once`` hands this process's own event to its ``deliver`` once: on the script's reply
+or on the echo on the subscription, whichever comes first (the other is skipped), or never, for
+an event the caller delivered here before publishing it (``publish_once_delivered``: the engine
+wakes a local waiter of a terminal event without waiting for Redis).
+
 When Redis cannot be reached:
 
 - ``publish`` returns False (``publish_once``: ``"unsent"``). It does not hand the event to this
@@ -330,13 +335,22 @@ class RedisBus:
         return terminal or (isinstance(receivers, int) and receivers > 0)
 
     async def publish_once(
-        self, event: WebhookEvent, *, terminal: bool, mark: str, mark_ttl: float
+        self,
+        event: WebhookEvent,
+        *,
+        terminal: bool,
+        mark: str,
+        mark_ttl: float,
+        delivered: bool = False,
     ) -> PublishOnce:
         """Publish ``event`` unless the claim ``mark`` exists, and then set it for ``mark_ttl``
         seconds: one atomic script, one round trip (see the module docstring).
 
         ``"unsent"`` when Redis is unreachable or no connection was free in time (never
-        raises): no mark was set then, so a retry of the event will publish it."""
+        raises): no mark was set then, so a retry of the event will publish it.
+
+        ``delivered``: this process handed ``event`` to its own ``deliver`` already (see
+        :meth:`publish_once_delivered`); neither the reply nor the echo delivers it again."""
         millis = _ttl_ms("mark ttl", mark_ttl)
         if self._closed:
             return "unsent"
@@ -359,10 +373,11 @@ class RedisBus:
                 return await self._script(None, args)
 
         # This process delivers its own event as soon as either the reply or the echo on the
-        # subscription comes, whichever is first, and skips the other (``_once_delivered``).
-        # Bookkeeping slips (two copies of one event sent at once from here, an echo lost in a
-        # gap) only ever cause a second delivery, which the engine's duplicate filter drops.
-        self._echoes[data] = False
+        # subscription comes, whichever is first, and skips the other (``_once_delivered``);
+        # an event ``delivered`` here already skips both. Bookkeeping slips (two copies of one
+        # event sent at once from here, an echo lost in a gap) only ever cause a second
+        # delivery, which the engine's duplicate filter drops.
+        self._echoes[data] = delivered
         if len(self._echoes) > _ECHOES:  # echoes lost in a gap: bounded (the engine's
             del self._echoes[next(iter(self._echoes))]  # duplicate filter drops a late one)
         outcome: PublishOnce = "unsent"
@@ -382,9 +397,20 @@ class RedisBus:
                 self._echoes.pop(data, None)
         if outcome == "published":
             self.published += 1
-            if not self._once_delivered(data):
+            if not delivered and not self._once_delivered(data):
                 self._on_decoded(event)
         return outcome
+
+    async def publish_once_delivered(
+        self, event: WebhookEvent, *, terminal: bool, mark: str, mark_ttl: float
+    ) -> PublishOnce:
+        """:meth:`publish_once` for an event this process has already handed to its own
+        ``deliver`` (the engine does so for a verified terminal event that a waiter here
+        waits for, sparing it the round trip): the other processes get it as usual, this one
+        not again, neither from the reply nor from the echo on the subscription."""
+        return await self.publish_once(
+            event, terminal=terminal, mark=mark, mark_ttl=mark_ttl, delivered=True
+        )
 
     async def _script(self, sha: bytes | None, args: tuple[bytes, ...]) -> Any:
         """EVALSHA ``sha`` (None: EVAL, sending the script) of ``_PUBLISH_ONCE``, 2 keys."""

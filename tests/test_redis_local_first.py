@@ -99,7 +99,7 @@ async def test_the_local_waiter_wakes_before_the_round_trip_and_once(
         assert hooked == ["wf-1"]
         assert (waiting.registry.dispatched, waiting.registry.duplicates) == (1, 0)
         assert waiting.recorder.webhooks_delivered == 1
-        assert bus.delivered == 0 and not bus._echoes
+        assert bus.delivered == 1 and not bus._echoes  # counted once, as before
         assert await raw.exists(f"{NS}:terminal:wf-1") == 1
     finally:
         waiting.leave("wf-1", future)
@@ -158,6 +158,75 @@ async def test_a_copy_published_by_another_worker_fires_no_hook_twice(
         await waiting.hooks.drain()
         assert hooked == ["wf-1"]
         assert waiting.recorder.webhooks_delivered == 1
+    finally:
+        await waiting.close()
+
+
+async def test_a_copy_another_worker_published_at_the_same_moment_is_skipped(
+    make_bus: MakeBus,
+) -> None:
+    bus, other = make_bus(), make_bus()
+    hooked: list[str] = []
+    waiting = engine(bus, hooked)
+    try:
+        await waiting.start()
+        await other.start(lambda ev: None)
+        held: list[object] = []
+        bus._reader._on_message = held.append  # what the subscription reads waits here
+        future = waiting.enter("wf-1", first_poll=3600)
+        await eventually(lambda: len(waiting.scheduler) == 1, "its lookup done: it waits")
+        # The same webhook reached another worker too, which published it first ...
+        assert await other.publish_once(
+            event(), terminal=True, mark="published:id:e-1", mark_ttl=60.0
+        ) == "published"  # fmt: skip
+        await eventually(lambda: len(held) == 1, "its message read here")
+        # ... and this worker's copy wakes the waiter here, then is a duplicate for Redis.
+        assert await waiting.publish(event()) is True
+        assert publish_outcome.get() == "duplicate"
+        assert future.done()
+        for data in held:  # the other worker's message comes after that reply
+            bus._on_data(data)
+        await waiting.hooks.drain()
+        assert hooked == ["wf-1"]
+        assert (waiting.registry.dispatched, waiting.registry.duplicates) == (1, 0)
+        assert bus.delivered == 1  # it reached this process once, as before
+        assert not bus._echoes and not bus._handed
+        waiting.leave("wf-1", future)
+    finally:
+        await waiting.close()
+
+
+async def test_a_copy_another_worker_published_while_ours_was_on_its_way_is_skipped(
+    make_bus: MakeBus,
+) -> None:
+    bus, other = make_bus(), make_bus()
+    hooked: list[str] = []
+    waiting = engine(bus, hooked)
+    try:
+        await waiting.start()
+        await other.start(lambda ev: None)
+        future = waiting.enter("wf-1", first_poll=3600)
+        await eventually(lambda: len(waiting.scheduler) == 1, "its lookup done: it waits")
+        gate = Gate(bus)
+        publishing = asyncio.create_task(waiting.publish(event()))
+        await gate.reached.wait()
+        assert future.done()
+        # Another worker's copy of the same webhook (other bytes: received elsewhere) wins.
+        copy = WebhookEvent(
+            workflow_id="wf-1", status="COMPLETED", event_id="e-1", raw=b"{}", received_at=5.0
+        )
+        assert await other.publish_once(
+            copy, terminal=True, mark="published:id:e-1", mark_ttl=60.0
+        ) == "published"  # fmt: skip
+        await eventually(lambda: bus.delivered == 1, "its message read here")
+        gate.opened.set()
+        assert await publishing is True
+        assert bus.published == 0  # a duplicate for Redis
+        await waiting.hooks.drain()
+        assert hooked == ["wf-1"]
+        assert (waiting.registry.dispatched, waiting.registry.duplicates) == (1, 0)
+        assert not bus._echoes and not bus._handed
+        waiting.leave("wf-1", future)
     finally:
         await waiting.close()
 

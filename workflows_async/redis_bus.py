@@ -237,7 +237,7 @@ class RedisBus:
         self._lanes = lanes
 
         self.published = 0  # publish calls that Redis accepted
-        self.delivered = 0  # events handed to ``deliver``
+        self.delivered = 0  # events handed to ``deliver`` (own ones published: also by the caller)
         self.skipped = 0  # messages on the channel that did not decode
         self.overloaded = 0  # commands given up for want of a local connection (not Redis's fault)
         self.script_loads = 0  # publish_once sent the whole script (Redis had not cached it)
@@ -261,6 +261,8 @@ class RedisBus:
         self._lookup_task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max_connections)
         self._echoes: dict[bytes, bool] = {}  # messages published and delivered here already
+        # Keys of events delivered here by the caller, published by another worker instead.
+        self._handed: dict[str, None] = {}
 
     # -- the Bus protocol ----------------------------------------------------------------------
 
@@ -380,6 +382,14 @@ class RedisBus:
         self._echoes[data] = delivered
         if len(self._echoes) > _ECHOES:  # echoes lost in a gap: bounded (the engine's
             del self._echoes[next(iter(self._echoes))]  # duplicate filter drops a late one)
+        if delivered:
+            # The same webhook may have reached another worker too, which may publish its copy
+            # first ("duplicate" here): that copy, on its way here before or after the reply,
+            # is skipped as the echo is. Its bytes may differ (received_at): by event key. An
+            # entry no copy came for (a retry of an old event) stays until the bound drops it.
+            self._handed[event.dedup_key] = None
+            if len(self._handed) > _ECHOES:
+                del self._handed[next(iter(self._handed))]
         outcome: PublishOnce = "unsent"
         try:
             reply = await self._call(send)
@@ -395,9 +405,13 @@ class RedisBus:
         finally:
             if outcome != "published":  # nothing was sent, no echo comes
                 self._echoes.pop(data, None)
+            if delivered and outcome != "duplicate":  # no other worker's copy comes
+                self._handed.pop(event.dedup_key, None)
         if outcome == "published":
             self.published += 1
-            if not delivered and not self._once_delivered(data):
+            if delivered:
+                self.delivered += 1  # it reached ``deliver``, from the caller's hand
+            elif not self._once_delivered(data):
                 self._on_decoded(event)
         return outcome
 
@@ -585,6 +599,10 @@ class RedisBus:
         if isinstance(key, bytes) and self._once_delivered(key):
             return  # our own publish_once, delivered here already
         event = _decode(data)
+        if self._handed and event is not None and event.dedup_key in self._handed:
+            del self._handed[event.dedup_key]  # another worker's copy of an event handed to
+            self.delivered += 1  # ``deliver`` here already (publish_once_delivered)
+            return
         if event is None:
             self.skipped += 1
             size = len(data) if isinstance(data, bytes | str) else 0
@@ -605,6 +623,7 @@ class RedisBus:
     def _forget_echoes(self) -> None:
         """After a gap: the echoes of it are lost (or, if not, filtered downstream)."""
         self._echoes.clear()
+        self._handed.clear()
 
     # -- commands under the connection limit ---------------------------------------------------
 

@@ -5,7 +5,10 @@ poll is ever due); ``events`` of them are then resolved at ``rate`` per second, 
 handing the event to ``session._waiting.publish`` (or to ``publish``, another worker's, which
 reaches this Session only through the bus) or by POSTing the signed webhook to the Session's
 sub-app over a real localhost socket. Latency runs from just before the hand-over
-(or the write to the socket) to the moment the waiting caller runs again. Baselines: the same
+(or the write to the socket) to the moment the waiting caller runs again. The POST may also go
+to another worker process (role ``receiver``, :func:`webhook_receiver`: a Session on the same
+RedisBus namespace, serving the webhook sub-app), whose events reach this Session's waiters only
+through Redis: the usual case with several workers. Baselines: the same
 caller awaiting a bare future set directly, and a bare aiohttp handler that sets that future.
 Besides the latencies a scenario keeps when each event was answered (the HTTP answer read, or
 the hand-over returned) and the process CPU spent while the events were sent and answered
@@ -19,10 +22,12 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from _memory import library_tasks
+from _proc import Ready
 from _rawhttp import RawConnection
 from aiohttp import web
 
@@ -30,7 +35,7 @@ import workflows_async as wa
 from workflows_async.events import WebhookEvent, parse_event
 from workflows_async.testing import serve
 
-__all__ = ["Scenario", "measure"]
+__all__ = ["Scenario", "measure", "webhook_receiver"]
 
 Send = Callable[[int], Awaitable[None]]
 HTTP_CONNECTIONS = 4
@@ -87,10 +92,13 @@ async def measure(
     session_options: dict[str, Any],
     requests: list[bytes],
     publish: Callable[[WebhookEvent], Awaitable[object]] | None = None,
+    receiver_port: int | None = None,
 ) -> list[float]:
     """Run ``scenario``; the latencies in seconds. ``requests`` are the raw HTTP requests for
     the ``http`` path, in the order of ``scenario.events``, addressed to ``/hook/``. ``publish``
-    replaces this Session's own ``publish`` on the ``direct`` path."""
+    replaces this Session's own ``publish`` on the ``direct`` path; ``receiver_port``, on the
+    ``http`` path, is another process's receiver (:func:`webhook_receiver`) to POST to instead
+    of this Session's sub-app."""
     sc = scenario
     futures: dict[str, asyncio.Future[None]] = {}
     session = wa.Session(
@@ -116,7 +124,9 @@ async def measure(
         futures[json.loads(body)["workflowId"]].set_result(None)
         return web.Response(text="{}", content_type="application/json")
 
-    if sc.path == "http":
+    if receiver_port is not None:
+        port = receiver_port
+    elif sc.path == "http":
         app = web.Application()
         if sc.kind == "library":
             app.add_subapp("/hook", session.webhook_app())
@@ -182,3 +192,29 @@ async def measure(
         await session.close()
         await serving.aclose()
     return [sc.woke[workflow_id] - sc.sent[workflow_id] for workflow_id in ids]
+
+
+@asynccontextmanager
+async def webhook_receiver(config: dict[str, Any]) -> AsyncIterator[Ready]:
+    """Role ``receiver``: another worker. A Session on ``RedisBus(config["redis"],
+    namespace=config["namespace"])`` with the webhook key ``config["kid"]``/``config["pem"]``
+    pinned, its webhook sub-app served at /hook/; it waits for nothing itself."""
+    session = wa.Session(
+        "http://127.0.0.1:9",  # never called: the signing key is pinned
+        wa.TokenAuth("unused"),
+        allow_insecure_http=True,
+        webhook_keys={config["kid"]: config["pem"]},
+        bus=wa.RedisBus(config["redis"], namespace=config["namespace"]),
+    )
+    app = web.Application()
+    app.add_subapp("/hook", session.webhook_app())
+
+    async def handle(command: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError(f"unknown command {command!r}")
+
+    try:
+        await session.start()  # subscribed before the first webhook, as a running worker is
+        async with serve(app) as served:
+            yield {"port": served.port}, handle
+    finally:
+        await session.close()

@@ -46,6 +46,7 @@ ROLES = {
     "memory": ("_memory", "memory_probe"),
     "simcap": ("_simcap", "capacity_host"),
     "bare": ("_simcap", "bare_api"),
+    "receiver": ("_latency", "webhook_receiver"),
 }
 
 

@@ -20,6 +20,11 @@ Optional methods make a bus cheaper to use; the engine falls back when a bus lac
   await in the middle says so); ``"unsent"``: it went nowhere, no mark was set. Without it,
   the engine runs the same protocol with ``claim``/``is_claimed``/``release`` (several steps,
   a short *pending* claim guarding them).
+- ``publish_once_delivered(event, *, terminal, mark, mark_ttl)``: ``publish_once`` for an event
+  the caller has already handed to this process's ``deliver``: the bus does not deliver it here
+  again (``RedisBus``: neither from the script's reply nor from the echo). The engine uses it
+  for a terminal event that a waiter here waits for, so that waiter is woken before the bus's
+  round trip.
 - ``publish_once_now(event, *, terminal, mark, mark_ttl)``: ``publish_once`` answered
   synchronously, for a bus whose publish never awaits (:class:`InMemoryBus`); None when it
   cannot answer so (then ``publish_once`` is awaited). It delivers before it returns, only

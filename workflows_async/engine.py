@@ -8,7 +8,10 @@ was published (or handled here); an event the in-process bus publishes synchrono
 (``publish_once_now``) is recorded once, by the bus (its published mark, and its memory of the
 workflow's first terminal event): the registry and the lost-webhook bookkeeping ask the bus
 instead of keeping copies; ``publish_now`` answers only for a started, open engine (else None:
-``publish`` starts it, or refuses a closed one).
+``publish`` starts it, or refuses a closed one); a terminal event received here while a waiter
+here waits for it is delivered here before the bus's round trip where the bus can then publish
+it without delivering it here again (``publish_once_delivered``, RedisBus), and is acknowledged
+when the bus is down, as any event a waiter here needed.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ class WaitEngine:
         )
         self._publish_once_now: Callable[..., PublishOnce | None] | None = getattr(
             bus, "publish_once_now", None
+        )
+        self._publish_once_delivered: Callable[..., Awaitable[PublishOnce]] | None = getattr(
+            bus, "publish_once_delivered", None
         )
         self._lookup_now: Callable[[list[str]], list[WebhookEvent] | None] | None = getattr(
             bus, "last_terminal_now", None
@@ -150,13 +156,17 @@ class WaitEngine:
         if outcome is None:  # a bus that may await (RedisBus, a subclass), or none of that
             terminal = self.statuses.is_terminal(event.status)
             mark = "published:" + event.dedup_key
-            if self._publish_once is not None:
+            delivered_first = self._publish_once_delivered
+            if delivered_first is not None and terminal and event.workflow_id in self.registry:
+                outcome = await self._publish_delivered_first(event, mark, delivered_first)
+            elif self._publish_once is not None:
                 sent = await self._publish_once(
                     event, terminal=terminal, mark=mark, mark_ttl=_PUBLISHED_TTL
                 )
+                outcome = self._settle(event, sent)
             else:
                 sent = await self._publish_with_claims(event, terminal, mark)
-            outcome = self._settle(event, sent)
+                outcome = self._settle(event, sent)
         if outcome == "published":
             return True
         publish_outcome.set(outcome)
@@ -197,6 +207,32 @@ class WaitEngine:
         needed = event.workflow_id in self.registry
         self._deliver(event)
         return "published" if needed else "not_published"
+
+    async def _publish_delivered_first(
+        self,
+        event: WebhookEvent,
+        mark: str,
+        publish: Callable[..., Awaitable[PublishOnce]],
+    ) -> str:
+        """A verified terminal event that a waiter here waits for, over a bus that can publish
+        an event without delivering it here again (``publish_once_delivered``, RedisBus):
+        deliver it here first, so the waiter does not wait for the bus's round trip, then
+        publish it for the other processes. What :meth:`publish` would answer.
+
+        Every outcome keeps :meth:`publish`'s answer: ``"published"`` and ``"duplicate"`` as
+        the bus says (a copy seen here before is dropped by the registry's duplicate filter,
+        hooks included); ``"unsent"`` (the bus is down) is acknowledged, as
+        :meth:`_handle_unsent` does for an event a waiter here needed."""
+        dispatched = self.registry.dispatched
+        self._deliver(event)
+        accepted = self.registry.dispatched != dispatched
+        sent = await publish(event, terminal=True, mark=mark, mark_ttl=_PUBLISHED_TTL)
+        # A waiter that came while the bus was publishing: the bus will not deliver the event
+        # here again, and Redis may not have held it yet when the waiter looked it up.
+        workflow_id = event.workflow_id
+        if accepted and workflow_id in self.registry and self.registry.ended_event(event):
+            self.scheduler.remove(workflow_id)
+        return "published" if sent == "unsent" else sent
 
     async def _publish_with_claims(
         self, event: WebhookEvent, terminal: bool, mark: str

@@ -25,6 +25,11 @@ slot: give a hash-tagged namespace there (``namespace="{workflows}"``).
 Messages are the event as msgspec JSON (the raw body travels base64-encoded, byte for byte), so
 they also pass through a client that was made with ``decode_responses=True``.
 
+``publish_once`` hands this process's own event to its ``deliver`` once: on the script's reply
+or on the echo on the subscription, whichever comes first (the other is skipped), or never, for
+an event the caller delivered here before publishing it (``publish_once_delivered``: the engine
+wakes a local waiter of a terminal event without waiting for Redis).
+
 When Redis cannot be reached:
 
 - ``publish`` returns False (``publish_once``: ``"unsent"``). It does not hand the event to this
@@ -232,7 +237,7 @@ class RedisBus:
         self._lanes = lanes
 
         self.published = 0  # publish calls that Redis accepted
-        self.delivered = 0  # events handed to ``deliver``
+        self.delivered = 0  # events handed to ``deliver`` (own ones published: also by the caller)
         self.skipped = 0  # messages on the channel that did not decode
         self.overloaded = 0  # commands given up for want of a local connection (not Redis's fault)
         self.script_loads = 0  # publish_once sent the whole script (Redis had not cached it)
@@ -256,6 +261,8 @@ class RedisBus:
         self._lookup_task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max_connections)
         self._echoes: dict[bytes, bool] = {}  # messages published and delivered here already
+        # Keys of events delivered here by the caller, published by another worker instead.
+        self._handed: dict[str, None] = {}
 
     # -- the Bus protocol ----------------------------------------------------------------------
 
@@ -330,13 +337,22 @@ class RedisBus:
         return terminal or (isinstance(receivers, int) and receivers > 0)
 
     async def publish_once(
-        self, event: WebhookEvent, *, terminal: bool, mark: str, mark_ttl: float
+        self,
+        event: WebhookEvent,
+        *,
+        terminal: bool,
+        mark: str,
+        mark_ttl: float,
+        delivered: bool = False,
     ) -> PublishOnce:
         """Publish ``event`` unless the claim ``mark`` exists, and then set it for ``mark_ttl``
         seconds: one atomic script, one round trip (see the module docstring).
 
         ``"unsent"`` when Redis is unreachable or no connection was free in time (never
-        raises): no mark was set then, so a retry of the event will publish it."""
+        raises): no mark was set then, so a retry of the event will publish it.
+
+        ``delivered``: this process handed ``event`` to its own ``deliver`` already (see
+        :meth:`publish_once_delivered`); neither the reply nor the echo delivers it again."""
         millis = _ttl_ms("mark ttl", mark_ttl)
         if self._closed:
             return "unsent"
@@ -359,12 +375,21 @@ class RedisBus:
                 return await self._script(None, args)
 
         # This process delivers its own event as soon as either the reply or the echo on the
-        # subscription comes, whichever is first, and skips the other (``_once_delivered``).
-        # Bookkeeping slips (two copies of one event sent at once from here, an echo lost in a
-        # gap) only ever cause a second delivery, which the engine's duplicate filter drops.
-        self._echoes[data] = False
+        # subscription comes, whichever is first, and skips the other (``_once_delivered``);
+        # an event ``delivered`` here already skips both. Bookkeeping slips (two copies of one
+        # event sent at once from here, an echo lost in a gap) only ever cause a second
+        # delivery, which the engine's duplicate filter drops.
+        self._echoes[data] = delivered
         if len(self._echoes) > _ECHOES:  # echoes lost in a gap: bounded (the engine's
             del self._echoes[next(iter(self._echoes))]  # duplicate filter drops a late one)
+        if delivered:
+            # The same webhook may have reached another worker too, which may publish its copy
+            # first ("duplicate" here): that copy, on its way here before or after the reply,
+            # is skipped as the echo is. Its bytes may differ (received_at): by event key. An
+            # entry no copy came for (a retry of an old event) stays until the bound drops it.
+            self._handed[event.dedup_key] = None
+            if len(self._handed) > _ECHOES:
+                del self._handed[next(iter(self._handed))]
         outcome: PublishOnce = "unsent"
         try:
             reply = await self._call(send)
@@ -380,11 +405,26 @@ class RedisBus:
         finally:
             if outcome != "published":  # nothing was sent, no echo comes
                 self._echoes.pop(data, None)
+            if delivered and outcome != "duplicate":  # no other worker's copy comes
+                self._handed.pop(event.dedup_key, None)
         if outcome == "published":
             self.published += 1
-            if not self._once_delivered(data):
+            if delivered:
+                self.delivered += 1  # it reached ``deliver``, from the caller's hand
+            elif not self._once_delivered(data):
                 self._on_decoded(event)
         return outcome
+
+    async def publish_once_delivered(
+        self, event: WebhookEvent, *, terminal: bool, mark: str, mark_ttl: float
+    ) -> PublishOnce:
+        """:meth:`publish_once` for an event this process has already handed to its own
+        ``deliver`` (the engine does so for a verified terminal event that a waiter here
+        waits for, sparing it the round trip): the other processes get it as usual, this one
+        not again, neither from the reply nor from the echo on the subscription."""
+        return await self.publish_once(
+            event, terminal=terminal, mark=mark, mark_ttl=mark_ttl, delivered=True
+        )
 
     async def _script(self, sha: bytes | None, args: tuple[bytes, ...]) -> Any:
         """EVALSHA ``sha`` (None: EVAL, sending the script) of ``_PUBLISH_ONCE``, 2 keys."""
@@ -559,6 +599,10 @@ class RedisBus:
         if isinstance(key, bytes) and self._once_delivered(key):
             return  # our own publish_once, delivered here already
         event = _decode(data)
+        if self._handed and event is not None and event.dedup_key in self._handed:
+            del self._handed[event.dedup_key]  # another worker's copy of an event handed to
+            self.delivered += 1  # ``deliver`` here already (publish_once_delivered)
+            return
         if event is None:
             self.skipped += 1
             size = len(data) if isinstance(data, bytes | str) else 0
@@ -579,6 +623,7 @@ class RedisBus:
     def _forget_echoes(self) -> None:
         """After a gap: the echoes of it are lost (or, if not, filtered downstream)."""
         self._echoes.clear()
+        self._handed.clear()
 
     # -- commands under the connection limit ---------------------------------------------------
 

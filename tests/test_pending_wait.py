@@ -13,6 +13,7 @@ import pytest
 from test_engine import deliver, left_behind, quiet, session
 
 import workflows_async as wa
+from workflows_async._pending_wait import PendingWait
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -215,6 +216,7 @@ async def test_a_wait_and_its_poll_entry_start_at_one_clock_reading() -> None:
     async with session() as s:
         quiet(s)
         pending = s.wait("wf-1", timeout=30)
+        assert isinstance(pending, PendingWait)
         task = asyncio.create_task(pending)
         async with asyncio.timeout(10):
             while "wf-1" not in s._waiting.scheduler.schedule:

@@ -8,8 +8,10 @@ room is needed after the expired entries are gone, the oldest entry is evicted f
 How, cheaply: entries put with the map's own ttl expire in the order they were put, so a FIFO
 queue finds the expired ones at its front (no heap, no comparison); only entries given another
 ttl go into a heap ordered by expiry. The mapping keeps insertion order, so the oldest entry is
-its first. A queue or heap item whose tuple is no longer the mapping's (replaced, popped or
-evicted) is stale and skipped; both are rebuilt before stale items pile up.
+its first. The map keeps a lower bound of every entry's expiry: until the clock reaches it, a
+put looks for no expired entry (nothing can have expired). A queue or heap item whose tuple is
+no longer the mapping's (replaced, popped or evicted) is stale and skipped; both are rebuilt
+before stale items pile up.
 """
 
 from __future__ import annotations
@@ -33,16 +35,19 @@ key object and the expiry float (an estimate of CPython's cost, on the safe side
 # size (the entry's cost is ``len(key) + size + ENTRY_OVERHEAD``, computed when needed, so no
 # int object is kept for it), value.
 _Item = tuple[float, str, int, V]
+_NEVER = float("inf")
 
 
 class TTLMap(Generic[V]):
     """A bounded mapping whose entries expire; oldest entries are evicted first."""
 
     __slots__ = (
+        "_byte_limit",
         "_bytes",
         "_clock",
         "_data",
         "_heap",
+        "_next_expiry",
         "_queue",
         "_seq",
         "_stale",
@@ -69,6 +74,9 @@ class TTLMap(Generic[V]):
         self._seq = itertools.count()  # heap ties: never compare the items themselves
         self._stale = 0  # queue and heap items whose entry is gone (replaced, popped, evicted)
         self._bytes = 0
+        self._byte_limit = _NEVER if max_bytes is None else max_bytes
+        # No entry expires before this (a lower bound): until then a put purges nothing.
+        self._next_expiry = _NEVER
 
     @property
     def bytes(self) -> int:
@@ -108,25 +116,21 @@ class TTLMap(Generic[V]):
             self._stale += 1
         if size < 0:
             size = 0
-        queue = self._queue
         if ttl is None or ttl == self.ttl:
             item = (now + self.ttl, key, size, value)
-            queue.append(item)
+            self._queue.append(item)
         else:
             item = (now + ttl, key, size, value)
             heapq.heappush(self._heap, (item[0], next(self._seq), item))
+        if item[0] < self._next_expiry:
+            self._next_expiry = item[0]
         data[key] = item
         self._bytes += len(key) + size + ENTRY_OVERHEAD
-        # Expired entries first, wherever they sit: the queue's front, the heap's top.
-        while queue and queue[0][0] <= now:
-            self._discard(queue.popleft())
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            self._discard(heapq.heappop(heap)[2])
+        # Expired entries first, wherever they sit; only when one may have expired.
+        if now >= self._next_expiry:
+            self._purge(now)
         # Then the oldest live entries, while over a bound.
-        if len(data) > self.max_size or (
-            self.max_bytes is not None and self._bytes > self.max_bytes
-        ):
+        if len(data) > self.max_size or self._bytes > self._byte_limit:
             self._evict_oldest()
         if self._stale > 64 and self._stale > len(data) + 64:  # queue + heap > 2 x live + 64
             self._rebuild()
@@ -140,11 +144,19 @@ class TTLMap(Generic[V]):
         self._stale += 1
         return None if item[0] <= self._clock() else item[3]
 
+    def _purge(self, now: float) -> None:
+        """Drop every expired entry: the queue's front, the heap's top; then note the earliest
+        expiry left (stale items included: a bound that is early is only a wasted look)."""
+        queue, heap = self._queue, self._heap
+        while queue and queue[0][0] <= now:
+            self._discard(queue.popleft())
+        while heap and heap[0][0] <= now:
+            self._discard(heapq.heappop(heap)[2])
+        self._next_expiry = min(queue[0][0] if queue else _NEVER, heap[0][0] if heap else _NEVER)
+
     def _evict_oldest(self) -> None:
-        data, max_bytes = self._data, self.max_bytes
-        while data and (
-            len(data) > self.max_size or (max_bytes is not None and self._bytes > max_bytes)
-        ):
+        data, max_size, byte_limit = self._data, self.max_size, self._byte_limit
+        while data and (len(data) > max_size or self._bytes > byte_limit):
             key, item = data.popitem(last=False)
             self._bytes -= len(key) + item[2] + ENTRY_OVERHEAD
             self._stale += 1

@@ -166,10 +166,15 @@ class WebhookCore:
             received = self._clock()
             if method != "POST" and method.upper() != "POST":
                 return self._reject(span, 405, "method_not_allowed", "only POST is accepted")
-            length = _content_length(header(headers, "Content-Length"))
-            if length is not None and length > self.max_body:
+            # headers.get first: aiohttp's and most frameworks' headers ignore case already.
+            length = headers.get("Content-Length") or header(headers, "Content-Length")
+            if (
+                length is not None
+                and (int(length) if length.isdigit() else _content_length(length) or 0)
+                > self.max_body
+            ):
                 return self._reject(span, 413, "body_too_large", "body too large", True)
-            signature = header(headers, SIGNATURE_HEADER)
+            signature = headers.get(SIGNATURE_HEADER) or header(headers, SIGNATURE_HEADER)
             sig: DetachedSignature | None = None
             if self._verifier is not None:
                 try:  # the header alone, before a byte of the body is read
@@ -325,10 +330,14 @@ class WebhookReceiver:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one delivery; never raises (but cancellation), never answers 5xx but 503."""
-        body = _arrived(request)
-        answer = await self.core.receive(
-            request.method, request.headers, _chunks(request) if body is None else body
-        )
+        # The whole body when it is in memory already (a webhook's usually came in the packets
+        # of its headers), else read as it arrives, under the core's limits.
+        content = request.content
+        if content.is_eof() and content.exception() is None:
+            body: Body = content.read_nowait()
+        else:
+            body = _chunks(request)
+        answer = await self.core.receive(request.method, request.headers, body)
         if answer is ACCEPTED:
             return web.Response(body=_ACCEPTED, content_type="application/json")
         response = web.Response(body=answer.body, status=answer.status, headers=answer.headers)
@@ -337,15 +346,6 @@ class WebhookReceiver:
             if not request.content.is_eof():
                 await _send_and_close(request, response)
         return response
-
-
-def _arrived(request: web.Request) -> bytes | None:
-    """The whole body when it is in memory already (a webhook's usually came in the packets
-    of its headers), else None: then it is read as it arrives, under the core's limits."""
-    content = request.content
-    if not content.is_eof() or content.exception() is not None:
-        return None
-    return content.read_nowait()
 
 
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:

@@ -267,3 +267,26 @@ async def test_deadlines_share_buckets_and_drop_finished_items() -> None:
     assert len(deadlines) == 11 and deadlines._items <= 2 * 10 + 64
     deadlines.close()
     assert fired == []
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [
+        ("²", 200),  # str.isdigit() says yes, int() says no: not a length, the body decides
+        ("٣", 200),  # Arabic-Indic three: a digit, not an ASCII one
+        (" 12 ", 200),
+        ("9" * 5000, 413),  # more digits than int() parses by default: too large, not a crash
+        ("99999999999999999999", 413),
+    ],
+)
+async def test_an_odd_content_length_gets_a_4xx_or_the_body_decides(
+    length: str, status: int
+) -> None:
+    """A server that lets an odd Content-Length through must not make the receiver fail (a
+    crash here became a 503, and the platform retried it forever)."""
+    async with session() as s:
+        quiet(s)
+        body = json.dumps({"workflowId": "wf-1", "status": "COMPLETED", "eventId": "e-1"})
+        headers = {"Content-Type": "application/json", "Content-Length": length}
+        answer = await s.webhook_core().receive("POST", headers, body.encode())
+        assert answer.status == status

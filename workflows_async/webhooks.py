@@ -170,7 +170,11 @@ class WebhookCore:
             length = headers.get("Content-Length") or header(headers, "Content-Length")
             if (
                 length is not None
-                and (int(length) if length.isdigit() else _content_length(length) or 0)
+                and (
+                    int(length)
+                    if len(length) < 19 and length.isdigit() and length.isascii()
+                    else _content_length(length) or 0
+                )
                 > self.max_body
             ):
                 return self._reject(span, 413, "body_too_large", "body too large", True)
@@ -266,9 +270,15 @@ class WebhookCore:
 
 
 def _content_length(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
-        return None  # servers refuse a malformed Content-Length before we see it
-    return int(value)
+    """A Content-Length as a number; None when it is not ASCII digits (a server refuses such a
+    header before we see it; one that lets it through gets no crash here: the body is still
+    read within ``max_body``). More than 18 digits is more than any ``max_body``."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not (value.isdigit() and value.isascii()):  # "²".isdigit() is True, int("²") fails
+        return None
+    return int(value) if len(value) <= 18 else 1 << 62
 
 
 _ASGI_MISTAKE = (

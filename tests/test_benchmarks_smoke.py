@@ -68,3 +68,14 @@ async def test_a_helper_process_starts_answers_and_stops() -> None:
         assert await host.ask("webhooks", urls={"a": "http://127.0.0.1:9/hooks/"}) == {}
         assert (await host.ask("stats"))["a"]["routes"] == {}
         assert await host.cpu() > 0
+
+
+async def test_the_instruction_count_benchmark_sends_to_both_targets(tmp_path: Path) -> None:
+    """``benchmarks/instructions.py`` without valgrind: its measured process signs nothing,
+    serves the receiver and gets 200 for every webhook, to the Session's sub-app and to the
+    floor alike (a refusal would end it with the status)."""
+    instructions = bench_module("instructions")
+    data = tmp_path / "requests.pickle"
+    instructions._prepare(data, 3)
+    for target in instructions.TARGETS:
+        await instructions._serve_and_send(target, 3, data.read_bytes())

@@ -1,8 +1,8 @@
 """Benchmarks of workflows_async. Every figure is printed next to a baseline measured
 in the same run, with the ratio, so the numbers mean something on a noisy machine.
 
-    .venv/bin/python benchmarks/run.py            # full: the README figures (~5 min, 2 cores)
-    .venv/bin/python benchmarks/run.py --quick    # ~1.5 min on 2 cores (measured: 80 s)
+    .venv/bin/python benchmarks/run.py            # full: the README figures (~7 min, 2 cores)
+    .venv/bin/python benchmarks/run.py --quick    # ~2 min on 2 cores (measured: 123 s)
     .venv/bin/python benchmarks/run.py --smoke    # seconds: proves the scripts still run
     .venv/bin/python benchmarks/run.py --only overhead ingest
     .venv/bin/python benchmarks/run.py --quick --profile /tmp/profiles   # needs pyinstrument
@@ -46,7 +46,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
-        "--quick", action="store_true", help="smaller runs: about 1.5 minutes on 2 cores"
+        "--quick", action="store_true", help="smaller runs: about 2 minutes on 2 cores"
     )
     size.add_argument(
         "--smoke", action="store_true", help="tiny runs, in one process: only proves they work"

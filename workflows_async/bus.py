@@ -176,17 +176,13 @@ class InMemoryBus:
         if not claims.add(mark, True, mark_ttl):
             return "duplicate"
         try:  # nothing awaits in between: the mark set first is as atomic as set after
-            if terminal:  # _publish_now, inline (once per webhook): the first one stays
-                self._terminal.add(event.workflow_id, event, size=event_size(event))
-            deliver = self._deliver
-            if deliver is not None:
-                deliver(event)
-            elif not terminal:  # went nowhere: nobody attached, nothing remembered
-                claims.pop(mark)
-                return "unsent"
+            sent = self._publish_now(event, terminal)
         except BaseException:
             claims.pop(mark)  # not published: a retry must find no mark
             raise
+        if not sent:
+            claims.pop(mark)
+            return "unsent"
         return "published"
 
     async def claim(self, key: str, ttl: float) -> bool:

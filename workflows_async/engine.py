@@ -195,9 +195,7 @@ class WaitEngine:
             )
         finally:
             self._vouched = None
-        if sent is None:
-            return None
-        return sent if sent != "unsent" else self._handle_unsent(event)  # _settle, inline
+        return None if sent is None else self._settle(event, sent)
 
     def _settle(self, event: WebhookEvent, sent: PublishOnce) -> str:
         """What :meth:`publish_now` answers once the bus said what it did with ``event``."""

@@ -167,16 +167,10 @@ class WebhookCore:
             if method != "POST" and method.upper() != "POST":
                 return self._reject(span, 405, "method_not_allowed", "only POST is accepted")
             # headers.get first: aiohttp's and most frameworks' headers ignore case already.
-            length = headers.get("Content-Length") or header(headers, "Content-Length")
-            if (
-                length is not None
-                and (
-                    int(length)
-                    if len(length) < 19 and length.isdigit() and length.isascii()
-                    else _content_length(length) or 0
-                )
-                > self.max_body
-            ):
+            length = _content_length(
+                headers.get("Content-Length") or header(headers, "Content-Length")
+            )
+            if length is not None and length > self.max_body:
                 return self._reject(span, 413, "body_too_large", "body too large", True)
             signature = headers.get(SIGNATURE_HEADER) or header(headers, SIGNATURE_HEADER)
             sig: DetachedSignature | None = None
